@@ -1,0 +1,122 @@
+"""Pure byte layouts of the bus's files, other than records. No I/O.
+
+* file names: ``<20-digit base offset>.log`` / ``.index`` / ``.catindex``,
+  plus ``watermark`` and ``writer.lock``;
+* the 24-byte header every data file starts with;
+* index entries, protected by a chained CRC;
+* the watermark slot.
+
+See docs/FORMAT.md for the specification.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"FLBUSLOG"
+OFFSET_INDEX_MAGIC = b"FLBUSIDX"
+CATEGORY_INDEX_MAGIC = b"FLBUSCAT"
+WATERMARK_MAGIC = b"FLBUSWMK"
+
+SEGMENT_SUFFIX = ".log"
+OFFSET_INDEX_SUFFIX = ".index"
+CATEGORY_INDEX_SUFFIX = ".catindex"
+WATERMARK_NAME = "watermark"
+LOCK_NAME = "writer.lock"
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
+
+FILE_HEADER = struct.Struct("<8sIQI")  # magic, version, base offset, crc of the first 20 bytes
+FILE_HEADER_SIZE = FILE_HEADER.size  # 24
+
+#: Offset index entry: offset (u64), timestamp (f64), chained CRC (u32).
+OFFSET_ENTRY = struct.Struct("<QdI")
+#: Category index entry: offset (u64), category key (u32), chained CRC (u32).
+CATEGORY_ENTRY = struct.Struct("<QII")
+
+#: Watermark slot after the file header: offset (u64), CRC of those 8 bytes (u32), zero (u32).
+WATERMARK_SLOT = struct.Struct("<QII")
+WATERMARK_FILE_SIZE = FILE_HEADER_SIZE + WATERMARK_SLOT.size
+
+
+class LayoutError(Exception):
+    """Bytes do not match a layout; the caller adds the file name."""
+
+
+def segment_name(base: int) -> str:
+    return f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+def offset_index_name(base: int) -> str:
+    return f"{base:020d}{OFFSET_INDEX_SUFFIX}"
+
+
+def category_index_name(base: int) -> str:
+    return f"{base:020d}{CATEGORY_INDEX_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """Base offset of a segment file name, or None for any other name."""
+    match = _SEGMENT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def encode_file_header(magic: bytes, base: int) -> bytes:
+    prefix = FILE_HEADER.pack(magic, FORMAT_VERSION, base, 0)[:20]
+    return prefix + zlib.crc32(prefix).to_bytes(4, "little")
+
+
+def decode_file_header(magic: bytes, buf: bytes) -> int:
+    """Check a file header and return the base offset it records."""
+    if len(buf) < FILE_HEADER_SIZE:
+        raise LayoutError(f"file header is {len(buf)} bytes, expected {FILE_HEADER_SIZE}")
+    found_magic, version, base, crc = FILE_HEADER.unpack_from(buf)
+    if found_magic != magic:
+        raise LayoutError(f"wrong magic number {found_magic!r}, expected {magic!r}")
+    if zlib.crc32(buf[:20]) != crc:
+        raise LayoutError("file header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise LayoutError(
+            f"format version {version} is not supported (this filelog-bus reads version {FORMAT_VERSION})"
+        )
+    return base
+
+
+def encode_index_entry(entry: struct.Struct, running_crc: int, *fields: int | float) -> tuple[bytes, int]:
+    """Encode one index entry; return (bytes, running CRC after it).
+
+    The last field of each entry is the CRC-32 of every entry byte before it in
+    the file, so checking the last entry checks the whole file in one pass.
+    """
+    key = entry.pack(*fields, 0)[:-4]
+    crc = zlib.crc32(key, running_crc)
+    tail = crc.to_bytes(4, "little")
+    return key + tail, zlib.crc32(tail, crc)
+
+
+def running_crc_after(entry_bytes: bytes | memoryview) -> int:
+    """Running CRC after an entry, derived from the entry alone."""
+    crc = int.from_bytes(entry_bytes[-4:], "little")
+    return zlib.crc32(entry_bytes[-4:], crc)
+
+
+def entries_intact(entries: bytes | memoryview) -> bool:
+    """True when the chained CRC of the last entry covers all the bytes before it."""
+    if len(entries) < 4:
+        return len(entries) == 0
+    return zlib.crc32(entries[:-4]) == int.from_bytes(entries[-4:], "little")
+
+
+def encode_watermark(offset: int) -> bytes:
+    raw = offset.to_bytes(8, "little")
+    return WATERMARK_SLOT.pack(offset, zlib.crc32(raw), 0)
+
+
+def decode_watermark(buf: bytes) -> int | None:
+    """The published offset, or None if the slot is torn or damaged."""
+    if len(buf) < WATERMARK_SLOT.size:
+        return None
+    offset, crc, _zero = WATERMARK_SLOT.unpack_from(buf)
+    return offset if zlib.crc32(offset.to_bytes(8, "little")) == crc else None
