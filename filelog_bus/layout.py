@@ -2,7 +2,7 @@
 
 * file names: ``<20-digit base offset>.log`` / ``.index`` / ``.catindex``,
   plus ``watermark`` and ``writer.lock``;
-* the 24-byte header every data file starts with;
+* the 32-byte header every file starts with;
 * index entries, protected by a chained CRC;
 * the watermark slot.
 
@@ -28,8 +28,11 @@ WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
 
-FILE_HEADER = struct.Struct("<8sIQI")  # magic, version, base offset, crc of the first 20 bytes
-FILE_HEADER_SIZE = FILE_HEADER.size  # 24
+#: magic, format version, parameter (index block size; 0 elsewhere), base offset, CRC of the first 24
+#: bytes, 4 zero bytes.
+FILE_HEADER = struct.Struct("<8sIIQI4x")
+FILE_HEADER_SIZE = FILE_HEADER.size  # 32
+_HEADER_CRC_COVERS = 24
 
 #: Offset index entry: offset (u64), timestamp (f64), chained CRC (u32).
 OFFSET_ENTRY = struct.Struct("<QdI")
@@ -63,25 +66,25 @@ def parse_segment_name(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def encode_file_header(magic: bytes, base: int) -> bytes:
-    prefix = FILE_HEADER.pack(magic, FORMAT_VERSION, base, 0)[:20]
-    return prefix + zlib.crc32(prefix).to_bytes(4, "little")
+def encode_file_header(magic: bytes, base: int, parameter: int = 0) -> bytes:
+    prefix = FILE_HEADER.pack(magic, FORMAT_VERSION, parameter, base, 0)[:_HEADER_CRC_COVERS]
+    return FILE_HEADER.pack(magic, FORMAT_VERSION, parameter, base, zlib.crc32(prefix))
 
 
-def decode_file_header(magic: bytes, buf: bytes) -> int:
-    """Check a file header and return the base offset it records."""
+def decode_file_header(magic: bytes, buf: bytes) -> tuple[int, int]:
+    """Check a file header and return the (base offset, parameter) it records."""
     if len(buf) < FILE_HEADER_SIZE:
         raise LayoutError(f"file header is {len(buf)} bytes, expected {FILE_HEADER_SIZE}")
-    found_magic, version, base, crc = FILE_HEADER.unpack_from(buf)
+    found_magic, version, parameter, base, crc = FILE_HEADER.unpack_from(buf)
     if found_magic != magic:
         raise LayoutError(f"wrong magic number {found_magic!r}, expected {magic!r}")
-    if zlib.crc32(buf[:20]) != crc:
+    if zlib.crc32(buf[:_HEADER_CRC_COVERS]) != crc:
         raise LayoutError("file header checksum mismatch")
     if version != FORMAT_VERSION:
         raise LayoutError(
             f"format version {version} is not supported (this filelog-bus reads version {FORMAT_VERSION})"
         )
-    return base
+    return base, parameter
 
 
 def encode_index_entry(entry: struct.Struct, running_crc: int, *fields: int | float) -> tuple[bytes, int]:

@@ -12,6 +12,7 @@ readers ignore extra trailing elements. See docs/FORMAT.md.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from typing import NamedTuple
@@ -76,8 +77,8 @@ def encode_record(category: str, timestamp: float, payload: bytes) -> bytes:
     validate_category(category)
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise InvalidRecordError(f"payload must be bytes, got {type(payload).__name__}")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
-        raise InvalidRecordError(f"timestamp must be a float (UTC epoch seconds), got {timestamp!r}")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
+        raise InvalidRecordError(f"timestamp must be a finite float (UTC epoch seconds), got {timestamp!r}")
     body = msgpack.packb([category, float(timestamp), bytes(payload)], use_bin_type=True)
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRecordError(f"record body of {len(body)} bytes exceeds the format limit")
@@ -126,3 +127,59 @@ def decode_record(buf: bytes | memoryview, pos: int = 0, offset: int = 0) -> Rec
         raise RecordDecodeError("short record body")
     category, timestamp, payload = decode_body(buf[start : start + length], body_crc)
     return Record(offset, timestamp, category, payload, HEADER_SIZE + length)
+
+
+class DecodedBatch(NamedTuple):
+    """Result of decode_records: what decoded cleanly, and why it stopped."""
+
+    records: list[Record]
+    consumed: int
+    #: Set when the bytes at ``consumed`` are damaged (not merely incomplete).
+    error: RecordDecodeError | None
+    #: Size of the incomplete record at ``consumed`` when known from its header, else 0.
+    wanted: int
+
+
+def decode_records(buf: bytes | memoryview, offset: int) -> DecodedBatch:
+    """Decode every complete record at the start of ``buf`` (whose first byte is at ``offset``).
+
+    Stops at the first incomplete record (more bytes needed) or damaged one
+    (``error`` set); the records before it are returned either way.
+    """
+    view = memoryview(buf)
+    size = len(view)
+    records: list[Record] = []
+    append = records.append
+    unpack_header = HEADER.unpack_from
+    crc32 = zlib.crc32
+    unpackb = msgpack.unpackb
+    pos = 0
+    while size - pos >= HEADER_SIZE:
+        magic, version, _flags, length, body_crc, header_crc = unpack_header(view, pos)
+        if magic != RECORD_MAGIC or crc32(view[pos : pos + 12]) != header_crc or version != RECORD_VERSION:
+            try:
+                decode_header(view, pos)
+            except RecordDecodeError as exc:
+                return DecodedBatch(records, pos, exc, 0)
+        end = pos + HEADER_SIZE + length
+        if end > size:
+            return DecodedBatch(records, pos, None, HEADER_SIZE + length)
+        body = view[pos + HEADER_SIZE : end]
+        if crc32(body) != body_crc:
+            return DecodedBatch(records, pos, RecordDecodeError("record body checksum mismatch"), 0)
+        try:
+            fields = unpackb(body, raw=False, use_list=False)
+            category, timestamp, payload = fields[0], fields[1], fields[2]
+        except Exception:
+            try:
+                decode_body(body, body_crc)
+            except RecordDecodeError as exc:
+                return DecodedBatch(records, pos, exc, 0)
+            raise
+        if type(category) is not str or type(timestamp) is not float or type(payload) is not bytes:
+            return DecodedBatch(
+                records, pos, RecordDecodeError("record body does not hold [category, timestamp, payload]"), 0
+            )
+        append(Record(offset + pos, timestamp, category, payload, end - pos))
+        pos = end
+    return DecodedBatch(records, pos, None, HEADER_SIZE if size - pos else 0)

@@ -1,0 +1,253 @@
+"""Sparse indexes of a segment: OffsetIndex (offset + timestamp) and CategoryIndex.
+
+Both are append-only files of fixed-size entries after a 24-byte header, one
+offset-index entry for the first record starting in each index block
+(``index_interval_bytes`` of the segment) and one category-index entry for the
+first record of each category in each block. Every entry ends with a chained
+CRC, so one CRC pass validates a whole file.
+
+Indexes are derived data. The writer (SegmentIndexer) rebuilds them from the
+segment when they are missing or damaged; readers (IndexView) only trust
+entries below the published watermark and fall back to scanning otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from filelog_bus.layout import (
+    CATEGORY_ENTRY,
+    CATEGORY_INDEX_MAGIC,
+    FILE_HEADER_SIZE,
+    OFFSET_ENTRY,
+    OFFSET_INDEX_MAGIC,
+    LayoutError,
+    category_index_name,
+    decode_file_header,
+    encode_file_header,
+    encode_index_entry,
+    entries_intact,
+    offset_index_name,
+    running_crc_after,
+)
+from filelog_bus.record import Record, category_key
+from filelog_bus.segment import open_or_explain
+
+_OFFSET = struct.Struct("<Q")
+
+
+class IndexView:
+    """Read-only view of the trusted entries of one index file, kept as raw bytes.
+
+    Lookups are binary searches and ``bytes.find`` over the raw entries, so a
+    large index costs one read and one CRC pass, not one Python object per entry.
+    """
+
+    def __init__(self, data: bytes, entry: struct.Struct, count: int, interval: int) -> None:
+        self.data = data
+        self.entry = entry
+        self.count = count
+        #: The index block size the writer used (index_interval_bytes).
+        self.interval = interval
+
+    @classmethod
+    def load(cls, path: str, magic: bytes, entry: struct.Struct, base: int, end: int) -> IndexView | None:
+        """Entries for offsets below ``end`` if the file is intact; None if missing or damaged."""
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            return None
+        try:
+            recorded_base, interval = decode_file_header(magic, data)
+        except LayoutError:
+            return None
+        if recorded_base != base or interval <= 0:
+            return None
+        view = cls(data, entry, (len(data) - FILE_HEADER_SIZE) // entry.size, interval)
+        view.count = view.bisect_offset(end)
+        if not entries_intact(
+            memoryview(data)[FILE_HEADER_SIZE : FILE_HEADER_SIZE + view.count * entry.size]
+        ):
+            return None
+        return view
+
+    def offset_at(self, i: int) -> int:
+        return _OFFSET.unpack_from(self.data, FILE_HEADER_SIZE + i * self.entry.size)[0]
+
+    def entry_at(self, i: int) -> tuple[int | float, ...]:
+        return self.entry.unpack_from(self.data, FILE_HEADER_SIZE + i * self.entry.size)
+
+    def bisect_offset(self, offset: int) -> int:
+        """Number of entries whose offset is below ``offset``."""
+        lo, hi = 0, self.count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.offset_at(mid) < offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find_key(self, key: int, start: int) -> int:
+        """Index of the first entry at or after ``start`` whose u32 field 1 is ``key``, or -1."""
+        needle = key.to_bytes(4, "little")
+        size = self.entry.size
+        limit = FILE_HEADER_SIZE + self.count * size
+        pos = FILE_HEADER_SIZE + start * size + 8
+        while True:
+            pos = self.data.find(needle, pos, limit)
+            if pos < 0:
+                return -1
+            if (pos - FILE_HEADER_SIZE) % size == 8:
+                return (pos - FILE_HEADER_SIZE) // size
+            pos += 1
+
+
+def load_offset_index(directory: str, base: int, end: int) -> IndexView | None:
+    return IndexView.load(
+        os.path.join(directory, offset_index_name(base)), OFFSET_INDEX_MAGIC, OFFSET_ENTRY, base, end
+    )
+
+
+def load_category_index(directory: str, base: int, end: int) -> IndexView | None:
+    return IndexView.load(
+        os.path.join(directory, category_index_name(base)), CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, base, end
+    )
+
+
+class IndexWriter:
+    """Appends entries to one index file, maintaining the chained CRC."""
+
+    def __init__(self, path: str, magic: bytes, entry: struct.Struct, base: int, interval: int) -> None:
+        self.path = path
+        self.magic = magic
+        self.entry = entry
+        self.base = base
+        self.interval = interval
+        self.fd = open_or_explain(path, os.O_RDWR | os.O_CREAT)
+        self.count = 0
+        self.running_crc = 0
+
+    def reset(self) -> None:
+        """Start the file afresh: header only."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, encode_file_header(self.magic, self.base, self.interval), 0)
+        os.lseek(self.fd, FILE_HEADER_SIZE, os.SEEK_SET)
+        self.count = 0
+        self.running_crc = 0
+
+    def keep_below(self, view: IndexView | None, offset: int) -> None:
+        """Keep the trusted entries of ``view`` whose offset is below ``offset``; drop the rest."""
+        if view is None or view.interval != self.interval:
+            self.reset()
+            return
+        self.count = view.bisect_offset(offset)
+        size = FILE_HEADER_SIZE + self.count * self.entry.size
+        os.ftruncate(self.fd, size)
+        os.lseek(self.fd, size, os.SEEK_SET)
+        self.running_crc = running_crc_after(view.data[size - self.entry.size : size]) if self.count else 0
+
+    def size(self) -> int:
+        return FILE_HEADER_SIZE + self.count * self.entry.size
+
+    def append(self, *fields: int | float) -> None:
+        data, self.running_crc = encode_index_entry(self.entry, self.running_crc, *fields)
+        os.write(self.fd, data)
+        self.count += 1
+
+    def truncate_to_size(self, size: int, running_crc: int) -> None:
+        """Roll back to an earlier (size, running CRC) after a failed append."""
+        os.ftruncate(self.fd, size)
+        os.lseek(self.fd, size, os.SEEK_SET)
+        self.count = (size - FILE_HEADER_SIZE) // self.entry.size
+        self.running_crc = running_crc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class SegmentIndexer:
+    """Keeps both indexes of the active segment in step with the records appended to it."""
+
+    def __init__(self, directory: str, base: int, interval: int) -> None:
+        self.base = base
+        self.interval = interval
+        self.offsets = IndexWriter(
+            os.path.join(directory, offset_index_name(base)), OFFSET_INDEX_MAGIC, OFFSET_ENTRY, base, interval
+        )
+        self.categories = IndexWriter(
+            os.path.join(directory, category_index_name(base)),
+            CATEGORY_INDEX_MAGIC,
+            CATEGORY_ENTRY,
+            base,
+            interval,
+        )
+        self.block = -1
+        self.seen: set[int] = set()
+
+    def reset(self) -> None:
+        self.offsets.reset()
+        self.categories.reset()
+        self.block = -1
+        self.seen = set()
+
+    def resume(self, offsets: IndexView | None, categories: IndexView | None, start: int) -> None:
+        """Keep the entries below ``start`` (the first record of an index block) and index from there."""
+        self.offsets.keep_below(offsets, start)
+        self.categories.keep_below(categories, start)
+        self.block = -1
+        self.seen = set()
+
+    def add(self, offset: int, timestamp: float, key: int) -> None:
+        block = (offset - self.base) // self.interval
+        if block != self.block:
+            self.offsets.append(offset, timestamp)
+            self.block = block
+            self.seen = set()
+        if key not in self.seen:
+            self.categories.append(offset, key)
+            self.seen.add(key)
+
+    def add_records(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.add(record.offset, record.timestamp, category_key(record.category))
+
+    def mark(self) -> IndexerMark:
+        """State to roll back to if an append fails half-way (cheap: no copies)."""
+        return IndexerMark(
+            self.offsets.size(),
+            self.offsets.running_crc,
+            self.categories.size(),
+            self.categories.running_crc,
+            self.block,
+            self.seen,
+        )
+
+    def rollback(self, mark: IndexerMark, key: int) -> None:
+        """Undo the entries written since ``mark`` for a record of category ``key``."""
+        added_to_same_block = self.block == mark.block and self.categories.size() != mark.categories_size
+        self.offsets.truncate_to_size(mark.offsets_size, mark.offsets_crc)
+        self.categories.truncate_to_size(mark.categories_size, mark.categories_crc)
+        if added_to_same_block:
+            mark.seen.discard(key)
+        self.block = mark.block
+        self.seen = mark.seen
+
+    def close(self) -> None:
+        self.offsets.close()
+        self.categories.close()
+
+
+class IndexerMark(NamedTuple):
+    offsets_size: int
+    offsets_crc: int
+    categories_size: int
+    categories_crc: int
+    block: int
+    seen: set[int]

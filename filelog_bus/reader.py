@@ -1,0 +1,407 @@
+"""LogReader: reads a bus from any process, without the writer's lock and without writing.
+
+A reader keeps one open segment and one decoded batch of records, so its
+memory stays flat whatever the log size. It never reads past the published
+watermark, follows the writer across segment rolls, and tolerates retention
+deleting the segment it is reading (the open file stays readable).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Iterator
+
+from filelog_bus.errors import (
+    BusClosedError,
+    InvalidOffsetError,
+    NotABusError,
+    OffsetOutOfRangeError,
+    RecordsExpiredError,
+)
+from filelog_bus.index import IndexView, load_category_index, load_offset_index
+from filelog_bus.layout import WATERMARK_NAME
+from filelog_bus.record import Record, RecordDecodeError, category_key, validate_category
+from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.watermark import WatermarkReader
+
+#: Bytes read per lookup of one record or one index block during find_next.
+_LOOKUP_CHUNK = 16 * 1024
+
+
+class LogReader:
+    """Reads the bus at ``path``. See docs/API.md."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float | None = 0.0,
+        missing_ok: bool = False,
+        poll_interval: float = 0.01,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.missing_ok = missing_ok
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, (int, float))
+            or poll_interval <= 0
+        ):
+            raise ValueError(f"poll_interval must be a number of seconds > 0, got {poll_interval!r}")
+        self.poll_interval = float(poll_interval)
+        self._timeout: float | None = None
+        self.set_timeout(timeout)
+        self._open = False
+        self._watermark: WatermarkReader | None = None
+        self._bases: list[int] = []
+        self._segment: LogSegment | None = None
+        self._batch: list[Record] = []
+        self._next_in_batch = 0
+        self._position = 0
+        self._index_cache: dict[tuple[str, int], tuple[int, IndexView | None]] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> LogReader:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> LogReader:
+        if self._open:
+            return self
+        if not os.path.isdir(self.path):
+            if os.path.exists(self.path):
+                raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus")
+            if not self.missing_ok:
+                raise NotABusError(f"no bus at {self.path}: the directory does not exist; check the path")
+        self._open = True
+        try:
+            self._attach()
+            self.seek_to_beginning()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._watermark is not None:
+            self._watermark.close()
+            self._watermark = None
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+        self._drop_batch()
+        self._index_cache.clear()
+        self._open = False
+
+    def _attach(self) -> None:
+        """Open the watermark once the bus exists; until then (missing_ok) the bus is empty."""
+        if self._watermark is not None:
+            return
+        if self.missing_ok and not os.path.exists(os.path.join(self.path, WATERMARK_NAME)):
+            return
+        self._watermark = WatermarkReader(self.path)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise BusClosedError(
+                f"the reader of {self.path} is not open: call open() or use it in a with block"
+            )
+
+    # -- where things are --------------------------------------------------------
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """How long iteration waits at the end of the bus for a new record (None: forever)."""
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {seconds!r}")
+        self._timeout = None if seconds is None else float(seconds)
+
+    @property
+    def position(self) -> int:
+        """Offset of the next record iteration will yield (or the end, if none yet)."""
+        return self._position
+
+    @property
+    def end_offset(self) -> int:
+        """End of what readers may read now: the published watermark."""
+        self._check_open()
+        return self._end()
+
+    @property
+    def begin_offset(self) -> int:
+        """The oldest offset still on the bus."""
+        self._check_open()
+        self._refresh_bases()
+        return self._bases[0] if self._bases else self._end()
+
+    def _end(self) -> int:
+        self._attach()
+        return self._watermark.read() if self._watermark is not None else 0
+
+    def _refresh_bases(self) -> None:
+        if self._watermark is None:
+            self._bases = []
+            return
+        try:
+            self._bases = list_segment_bases(self.path)
+        except FileNotFoundError:
+            raise NotABusError(f"the bus directory {self.path} was removed") from None
+
+    # -- positioning --------------------------------------------------------------
+
+    def seek_to_beginning(self) -> None:
+        """Position on the oldest record still on the bus."""
+        self._check_open()
+        self._position = self.begin_offset
+        self._drop_batch()
+
+    def seek(self, offset: int) -> None:
+        """Position on the first record whose offset is >= ``offset``."""
+        self._check_open()
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise InvalidOffsetError(f"an offset must be an int (a byte position), got {offset!r}")
+        end = self._end()
+        begin = self.begin_offset
+        if offset < begin or offset > end:
+            raise OffsetOutOfRangeError(
+                f"cannot seek on the bus at {self.path}", offset=offset, begin=begin, end=end
+            )
+        self._drop_batch()
+        self._position = self._first_record_from(offset, end)
+
+    def _first_record_from(self, offset: int, end: int) -> int:
+        if offset >= end:
+            return end
+        segment, segment_end = self._locate(offset, end)
+        start = segment.base
+        index = self._index("offsets", segment.base, segment_end)
+        if index is not None:
+            count = index.bisect_offset(offset + 1)
+            if count:
+                start = index.offset_at(count - 1)
+        position = start
+        while position < segment_end:
+            batch = segment.read_batch(position, segment_end, _LOOKUP_CHUNK)
+            for record in batch.records:
+                if record.offset >= offset:
+                    return record.offset
+            position = self._advance(
+                segment, position, batch.consumed, batch.error, bool(batch.records), segment_end
+            )
+        return segment_end
+
+    def _locate(self, offset: int, end: int) -> tuple[LogSegment, int]:
+        """The segment holding ``offset`` and where its readable records end."""
+        for attempt in range(3):
+            if attempt:
+                self._refresh_bases()
+            i = bisect_right(self._bases, offset) - 1
+            if i < 0:
+                if attempt:
+                    raise self._expired(offset, end)
+                continue
+            base = self._bases[i]
+            try:
+                segment = self._open_segment(base)
+            except FileNotFoundError:
+                continue
+            if i + 1 < len(self._bases):
+                return segment, self._bases[i + 1]
+            segment_end = min(end, segment.end())
+            if offset < segment_end or attempt == 2:
+                return segment, segment_end
+        raise self._expired(offset, end)
+
+    def _expired(self, offset: int, end: int) -> OffsetOutOfRangeError:
+        begin = self._bases[0] if self._bases else end
+        if offset < begin:
+            return RecordsExpiredError(
+                f"retention deleted the records at {self.path} before this reader got to them; "
+                f"seek to the oldest offset {begin} to go on, knowing records were missed",
+                offset=offset,
+                begin=begin,
+                end=end,
+            )
+        return OffsetOutOfRangeError(
+            f"no segment of {self.path} holds this offset", offset=offset, begin=begin, end=end
+        )
+
+    def _open_segment(self, base: int) -> LogSegment:
+        if self._segment is not None and self._segment.base == base:
+            return self._segment
+        segment = LogSegment.open(self.path, base)
+        if self._segment is not None:
+            self._segment.close()
+        self._segment = segment
+        return segment
+
+    def _index(self, kind: str, base: int, end: int) -> IndexView | None:
+        """An index of a segment, trusted below ``end``; cached for the segments in use."""
+        cached = self._index_cache.get((kind, base))
+        if cached is not None and cached[0] == end:
+            return cached[1]
+        load = load_offset_index if kind == "offsets" else load_category_index
+        view = load(self.path, base, end)
+        if len(self._index_cache) >= 4:
+            self._index_cache.clear()
+        self._index_cache[(kind, base)] = (end, view)
+        return view
+
+    def _advance(
+        self,
+        segment: LogSegment,
+        position: int,
+        consumed: int,
+        error: RecordDecodeError | None,
+        got_records: bool,
+        segment_end: int,
+    ) -> int:
+        """Where to read next after a batch; raises on damage or a record cut by the segment end."""
+        if not got_records:
+            if error is None:
+                error = RecordDecodeError(
+                    f"record extends past the end of its segment's data at {segment_end}"
+                )
+            raise segment.corruption(position + consumed, error)
+        return position + consumed
+
+    def _drop_batch(self) -> None:
+        self._batch = []
+        self._next_in_batch = 0
+
+    # -- reading ----------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Record]:
+        """Yield records from the position; at the end wait up to the timeout for more."""
+        self._check_open()
+        while True:
+            record = self._read_next()
+            if record is not None:
+                yield record
+            elif not self._wait_for_more():
+                return
+
+    def read_next(self) -> Record | None:
+        """The next record if one is on the bus now, else None (never waits)."""
+        self._check_open()
+        return self._read_next()
+
+    def _read_next(self) -> Record | None:
+        if self._next_in_batch < len(self._batch):
+            record = self._batch[self._next_in_batch]
+            self._next_in_batch += 1
+            self._position = record.offset + record.size
+            return record
+        end = self._end()
+        position = self._position
+        if position >= end:
+            return None
+        segment, segment_end = self._locate(position, end)
+        if position >= segment_end:
+            return None  # the file is behind the watermark (only after a crash, until the writer recovers)
+        batch = segment.read_batch(position, segment_end)
+        if not batch.records:
+            if batch.error is None and segment_end < end and segment_end == segment.end():
+                return None
+            self._advance(segment, position, batch.consumed, batch.error, False, segment_end)
+        self._batch = batch.records
+        self._next_in_batch = 0
+        return self._read_next()
+
+    def _wait_for_more(self) -> bool:
+        """Sleep-poll the watermark until it passes our position or the timeout elapses."""
+        timeout = self._timeout
+        if timeout == 0:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+            if self._end() > self._position:
+                if not self._bases:
+                    self._refresh_bases()
+                return True
+
+    # -- category lookup ----------------------------------------------------------
+
+    def find_next(self, category: str) -> Record | None:
+        """First record of ``category`` at or after the position, among those on the bus now.
+
+        Uses the category index: only records of the index blocks that may hold
+        ``category`` are decoded. On success the position moves past the record.
+        """
+        self._check_open()
+        validate_category(category)
+        key = category_key(category)
+        end = self._end()
+        position = self._position
+        while position < end:
+            segment, segment_end = self._locate(position, end)
+            if position >= segment_end:
+                break
+            found = self._find_in_segment(segment, segment_end, position, category, key)
+            if found is not None:
+                self._drop_batch()
+                self._position = found.offset + found.size
+                return found
+            position = segment_end
+        return None
+
+    def _find_in_segment(
+        self, segment: LogSegment, segment_end: int, position: int, category: str, key: int
+    ) -> Record | None:
+        index = self._index("categories", segment.base, segment_end)
+        if index is None:
+            return self._scan_for(segment, position, segment_end, category, None)[0]
+        base, interval = segment.base, index.interval
+        block_end = base + ((position - base) // interval + 1) * interval
+        found, position = self._scan_for(segment, position, segment_end, category, block_end)
+        if found is not None or position >= segment_end:
+            return found
+        if not index.count:
+            return self._scan_for(segment, position, segment_end, category, None)[0]
+        # Blocks before the last indexed one are fully covered: an entry marks the
+        # first record of the category in each block that holds one.
+        last_block_start = base + (index.offset_at(index.count - 1) - base) // interval * interval
+        i = index.find_key(key, index.bisect_offset(position))
+        while i >= 0:
+            candidate = index.offset_at(i)
+            if candidate >= last_block_start:
+                break
+            record = self._record_at(segment, candidate, segment_end)
+            if record.category == category:
+                return record
+            i = index.find_key(key, i + 1)
+        start = max(position, index.offset_at(index.bisect_offset(last_block_start)))
+        return self._scan_for(segment, start, segment_end, category, None)[0]
+
+    def _record_at(self, segment: LogSegment, offset: int, segment_end: int) -> Record:
+        batch = segment.read_batch(offset, segment_end, _LOOKUP_CHUNK)
+        if not batch.records:
+            self._advance(segment, offset, 0, batch.error, False, segment_end)
+        return batch.records[0]
+
+    def _scan_for(
+        self, segment: LogSegment, position: int, end: int, category: str, stop_at: int | None
+    ) -> tuple[Record | None, int]:
+        """Scan records from ``position``: the first of ``category``, or where the scan stopped.
+
+        With ``stop_at``, only records starting before it are looked at.
+        """
+        chunk = _LOOKUP_CHUNK if stop_at is not None else None
+        while position < end:
+            batch = segment.read_batch(position, end, chunk) if chunk else segment.read_batch(position, end)
+            for record in batch.records:
+                if stop_at is not None and record.offset >= stop_at:
+                    return None, record.offset
+                if record.category == category:
+                    return record, record.offset
+            position = self._advance(segment, position, batch.consumed, batch.error, bool(batch.records), end)
+        return None, position

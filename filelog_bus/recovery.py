@@ -1,0 +1,143 @@
+"""Bringing a bus back to a clean state when a writer opens it (Kafka's LogLoader.recover).
+
+Only the newest segment can have a torn tail, and only its data after the last
+trusted index point is scanned, so recovery costs the same on any log size.
+Closed segments are checked with a stat each; a missing or misshapen index is
+rebuilt from its segment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from filelog_bus.errors import CorruptionError
+from filelog_bus.index import IndexView, SegmentIndexer, load_category_index, load_offset_index
+from filelog_bus.layout import (
+    CATEGORY_ENTRY,
+    FILE_HEADER_SIZE,
+    OFFSET_ENTRY,
+    category_index_name,
+    offset_index_name,
+    segment_name,
+)
+from filelog_bus.record import RECORD_MAGIC, RecordDecodeError, decode_record
+from filelog_bus.segment import LogSegment
+
+
+def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:
+    """Check that closed segments follow each other without gaps; rebuild missing indexes."""
+    for base, next_base in itertools.pairwise(bases):
+        path = os.path.join(directory, segment_name(base))
+        size = os.stat(path).st_size
+        if base + size - FILE_HEADER_SIZE != next_base:
+            raise CorruptionError(
+                f"segment ends at offset {base + size - FILE_HEADER_SIZE} but the next segment starts at "
+                f"{next_base}: the file was truncated or extended; restore it from a backup, or move it and "
+                f"every older segment aside to keep only the newer records",
+                path=path,
+                offset=size,
+            )
+        if not _index_shape_ok(directory, base):
+            rebuild_indexes(directory, base, next_base, interval)
+
+
+def _index_shape_ok(directory: str, base: int) -> bool:
+    for name, entry in ((offset_index_name(base), OFFSET_ENTRY), (category_index_name(base), CATEGORY_ENTRY)):
+        try:
+            size = os.stat(os.path.join(directory, name)).st_size
+        except FileNotFoundError:
+            return False
+        if size < FILE_HEADER_SIZE or (size - FILE_HEADER_SIZE) % entry.size:
+            return False
+    return True
+
+
+def rebuild_indexes(directory: str, base: int, end: int, interval: int) -> None:
+    """Rewrite both indexes of a closed segment from its records."""
+    segment = LogSegment.open(directory, base)
+    indexer = SegmentIndexer(directory, base, interval)
+    try:
+        indexer.reset()
+        end_of_records = _index_from(segment, indexer, base, end)
+        if end_of_records != end:
+            raise _damage(segment, end_of_records, end)
+    finally:
+        indexer.close()
+        segment.close()
+
+
+def recover_active_segment(
+    segment: LogSegment, indexer: SegmentIndexer, interval: int, published: int | None
+) -> int:
+    """Make the newest segment end on a record boundary; return that end offset.
+
+    A torn tail (incomplete or damaged bytes with no valid record after them) is
+    cut. Damage followed by valid records, or damage below ``published`` (what
+    readers were already shown, hence acknowledged), raises CorruptionError.
+    """
+    file_end = segment.end()
+    offsets = load_offset_index(segment.directory, segment.base, file_end)
+    categories = load_category_index(segment.directory, segment.base, file_end)
+    start = _resume_point(segment.base, offsets, categories, interval)
+    if start > segment.base:
+        indexer.resume(offsets, categories, start)
+    else:
+        indexer.reset()
+    end = _index_from(segment, indexer, start, file_end)
+    if end == start and start > segment.base and end < file_end:
+        # The index pointed at something that is not a record: distrust it entirely.
+        indexer.reset()
+        end = _index_from(segment, indexer, segment.base, file_end)
+    if end < file_end:
+        if (published is not None and published > end) or _valid_record_after(segment, end, file_end):
+            raise _damage(segment, end, file_end)
+        segment.truncate(end)
+    segment.sync()
+    return end
+
+
+def _resume_point(base: int, offsets: IndexView | None, categories: IndexView | None, interval: int) -> int:
+    """Latest offset below which both indexes are complete: the first record of an index block."""
+    if offsets is None or categories is None or not offsets.count or not categories.count:
+        return base
+    if offsets.interval != interval or categories.interval != interval:
+        return base  # index_interval_bytes changed: rebuild with the new one
+    last_category = categories.offset_at(categories.count - 1)
+    block_start = base + (last_category - base) // interval * interval
+    first_of_block = categories.offset_at(categories.bisect_offset(block_start))
+    return min(offsets.offset_at(offsets.count - 1), first_of_block)
+
+
+def _index_from(segment: LogSegment, indexer: SegmentIndexer, start: int, end: int) -> int:
+    """Index the valid records from ``start``; return where they stop."""
+    position = start
+    while position < end:
+        batch = segment.read_batch(position, end)
+        indexer.add_records(batch.records)
+        position += batch.consumed
+        if batch.error is not None or not batch.records:
+            break
+    return position
+
+
+def _valid_record_after(segment: LogSegment, start: int, end: int) -> bool:
+    """Whether any valid record starts after ``start``: the mark of mid-log damage."""
+    data = segment.read(start, end - start)
+    position = data.find(RECORD_MAGIC, 1)
+    while position >= 0:
+        try:
+            decode_record(data, position)
+            return True
+        except RecordDecodeError:
+            position = data.find(RECORD_MAGIC, position + 1)
+    return False
+
+
+def _damage(segment: LogSegment, offset: int, file_end: int) -> CorruptionError:
+    return segment.corruption(
+        offset,
+        RecordDecodeError(f"invalid bytes that recovery must not cut ({file_end - offset} bytes to the end)"),
+        "acknowledged records are damaged or valid records follow the damage, so it is not a torn "
+        "write; inspect with `filelog-bus verify`, then restore the segment from a backup",
+    )

@@ -1,0 +1,111 @@
+"""Retention: which closed segments to delete, and deleting them.
+
+The decision (plan_retention) is pure; the writer applies it. The active
+segment is never deleted, so the bus always keeps its newest offset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from filelog_bus.errors import ConfigError
+from filelog_bus.index import load_offset_index
+from filelog_bus.layout import category_index_name, offset_index_name, segment_name
+from filelog_bus.segment import LogSegment, fsync_directory
+
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class SegmentSpan:
+    base: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.base
+
+
+def check_policy(max_age_days: float | None, max_bytes: int | None) -> None:
+    if max_age_days is not None and (
+        isinstance(max_age_days, bool) or not isinstance(max_age_days, (int, float)) or not max_age_days > 0
+    ):
+        raise ConfigError(f"retention max_age_days must be a number > 0, got {max_age_days!r}")
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+    ):
+        raise ConfigError(f"retention max_bytes must be an integer >= 0, got {max_bytes!r}")
+
+
+def plan_retention(
+    segments: Sequence[SegmentSpan],
+    *,
+    now: float,
+    max_age_days: float | None,
+    max_bytes: int | None,
+    newest_timestamp: Callable[[SegmentSpan], float | None],
+) -> list[SegmentSpan]:
+    """The oldest segments to delete; ``segments`` is oldest first and its last is the active one."""
+    closed = list(segments[:-1])
+    doomed: list[SegmentSpan] = []
+    if max_age_days is not None:
+        cutoff = now - max_age_days * SECONDS_PER_DAY
+        for segment in closed:
+            newest = newest_timestamp(segment)
+            if newest is None or newest >= cutoff:
+                break
+            doomed.append(segment)
+    if max_bytes is not None:
+        total = sum(segment.size for segment in segments[len(doomed) :])
+        for segment in closed[len(doomed) :]:
+            if total <= max_bytes:
+                break
+            doomed.append(segment)
+            total -= segment.size
+    return doomed
+
+
+def delete_segments(directory: str, bases: Sequence[int]) -> list[str]:
+    """Delete segments (log first, so readers never find a log without its base) and their indexes."""
+    deleted = []
+    for base in bases:
+        for name in (segment_name(base), offset_index_name(base), category_index_name(base)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+        deleted.append(segment_name(base))
+    if deleted:
+        fsync_directory(directory)
+    return deleted
+
+
+def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:
+    """Spans of the segments; closed ones end where the next begins."""
+    ends = [*bases[1:], active_end]
+    return [SegmentSpan(base, end) for base, end in zip(bases, ends, strict=True)]
+
+
+def read_newest_timestamp(directory: str, base: int, end: int) -> float | None:
+    """Timestamp of the last record before ``end`` in a segment (None if it has none).
+
+    Reads from the last offset-index entry, so it costs one index block.
+    """
+    index = load_offset_index(directory, base, end)
+    position = index.offset_at(index.count - 1) if index is not None and index.count else base
+    newest = None
+    segment = LogSegment.open(directory, base)
+    try:
+        while position < end:
+            batch = segment.read_batch(position, end)
+            if batch.error is not None:
+                raise segment.corruption(position + batch.consumed, batch.error)
+            if not batch.records:
+                break
+            newest = batch.records[-1].timestamp
+            position += batch.consumed
+    finally:
+        segment.close()
+    return newest

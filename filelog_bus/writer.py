@@ -1,0 +1,327 @@
+"""LogWriter: the single process that appends to a bus.
+
+It holds an exclusive inter-process lock for as long as it is open, recovers
+the newest segment on open, appends records (fdatasync'd before ``append``
+returns with the default ``durability="always"``), keeps the sparse indexes in
+step, rolls segments, publishes the watermark readers stop at, and applies
+retention.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import IO
+
+import portalocker
+
+from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
+from filelog_bus.errors import (
+    BusClosedError,
+    BusLockedError,
+    BusPermissionError,
+    BusWriteError,
+    InvalidRecordError,
+    NotABusError,
+)
+from filelog_bus.index import IndexerMark, SegmentIndexer
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME
+from filelog_bus.record import category_key, encode_record
+from filelog_bus.recovery import check_closed_segments, recover_active_segment
+from filelog_bus.retention import (
+    check_policy,
+    delete_segments,
+    plan_retention,
+    read_newest_timestamp,
+    segment_spans,
+)
+from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.watermark import WatermarkPublisher, WatermarkReader
+
+_LOCK_RETRY_SECONDS = 0.05
+
+
+class LogWriter:
+    """Appends records to the bus at ``path``. See docs/API.md."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = DURABILITY_ALWAYS,
+        segment_bytes: int = 64 * 2**20,
+        index_interval_bytes: int = 4096,
+        max_record_bytes: int = 16 * 2**20,
+        lock_timeout: float | None = 0.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.config = WriterConfig(
+            durability, segment_bytes, index_interval_bytes, max_record_bytes, lock_timeout
+        )
+        self._sync_each_append = durability == DURABILITY_ALWAYS
+        self._lock_file: IO[str] | None = None
+        self._segment: LogSegment | None = None
+        self._indexer: SegmentIndexer | None = None
+        self._watermark: WatermarkPublisher | None = None
+        self._bases: list[int] = []
+        self._end = 0
+        self._broken: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> LogWriter:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> LogWriter:
+        if self._segment is not None:
+            return self
+        self._prepare_directory()
+        self._lock()
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Flush to disk and release the lock. Safe to call twice."""
+        try:
+            if self._segment is not None and self._broken is None:
+                self._segment.sync()
+        finally:
+            for part in (self._indexer, self._segment, self._watermark):
+                if part is not None:
+                    part.close()
+            self._indexer = self._segment = self._watermark = None
+            if self._lock_file is not None:
+                self._lock_file.close()  # closing the file releases the flock
+                self._lock_file = None
+            self._broken = None
+
+    @property
+    def end_offset(self) -> int:
+        """The offset the next appended record will get."""
+        self._check_open()
+        return self._end
+
+    @property
+    def begin_offset(self) -> int:
+        """The oldest offset still on the bus."""
+        self._check_open()
+        return self._bases[0]
+
+    def _prepare_directory(self) -> None:
+        if os.path.isdir(self.path):
+            return
+        if os.path.exists(self.path):
+            raise NotABusError(f"{self.path} exists and is not a directory: give the bus its own directory")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise NotABusError(
+                f"cannot create the bus directory {self.path}: its parent {parent} does not exist; create it first"
+            )
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:
+            pass
+        except PermissionError:
+            raise BusPermissionError(
+                errno.EACCES, f"permission denied creating the bus directory {self.path} in {parent}"
+            ) from None
+
+    def _lock(self) -> None:
+        lock_path = os.path.join(self.path, LOCK_NAME)
+        try:
+            lock_file = open(lock_path, "a+", encoding="ascii")  # noqa: SIM115 - held while open
+        except PermissionError:
+            raise BusPermissionError(
+                errno.EACCES,
+                f"permission denied creating {lock_path}: the writer needs write access to the bus directory",
+            ) from None
+        timeout = self.config.lock_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.LockException:
+                if deadline is not None and time.monotonic() >= deadline:
+                    lock_file.seek(0)
+                    holder = lock_file.read().strip() or "unknown"
+                    lock_file.close()
+                    raise BusLockedError(
+                        f"another writer (pid {holder}) holds the lock {lock_path} "
+                        f"(waited {timeout} s): only one writer may append to a bus; stop the other "
+                        f"writer, or raise lock_timeout to wait for it"
+                    ) from None
+                time.sleep(_LOCK_RETRY_SECONDS)
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
+        self._lock_file = lock_file
+
+    def _load(self) -> None:
+        bases = list_segment_bases(self.path)
+        has_watermark = os.path.exists(os.path.join(self.path, WATERMARK_NAME))
+        if not bases:
+            foreign = sorted(
+                set(os.listdir(self.path)) - {LOCK_NAME, WATERMARK_NAME, WATERMARK_NAME + ".new"}
+            )
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise NotABusError(
+                    f"{self.path} is not empty and holds no filelog-bus ({shown}): "
+                    f"give the bus an empty or new directory"
+                )
+            self._watermark = WatermarkPublisher(self.path)
+            self._watermark.publish(0)
+            self._segment = LogSegment.create(self.path, 0)
+            self._indexer = SegmentIndexer(self.path, 0, self.config.index_interval_bytes)
+            self._indexer.reset()
+            self._bases = [0]
+            self._end = 0
+            return
+        published = self._published_offset() if has_watermark and self._sync_each_append else None
+        check_closed_segments(self.path, bases, self.config.index_interval_bytes)
+        segment = LogSegment.open_newest(self.path, bases[-1])
+        self._segment = segment
+        self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
+        self._end = recover_active_segment(
+            segment, self._indexer, self.config.index_interval_bytes, published
+        )
+        self._bases = bases
+        self._watermark = WatermarkPublisher(self.path)
+        self._watermark.publish(self._end)
+
+    def _published_offset(self) -> int | None:
+        try:
+            reader = WatermarkReader(self.path)
+        except Exception:
+            return None
+        try:
+            return reader.read()
+        except Exception:
+            return None
+        finally:
+            reader.close()
+
+    # -- appending -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._segment is None:
+            raise BusClosedError(
+                f"the writer of {self.path} is not open: call open() or use it in a with block"
+            )
+        if self._broken is not None:
+            raise BusClosedError(
+                f"the writer of {self.path} stopped after an unrecoverable I/O error ({self._broken}); "
+                f"close it and open a new writer, which recovers the bus"
+            )
+
+    def append(self, category: str, payload: bytes, timestamp: float | None = None) -> int:
+        """Append one record and return its offset; durable on return with durability="always"."""
+        self._check_open()
+        limit = self.config.max_record_bytes
+        if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) > limit:
+            raise InvalidRecordError(
+                f"payload of {len(payload)} bytes exceeds max_record_bytes={limit}; "
+                f"split it or raise max_record_bytes"
+            )
+        if timestamp is None:
+            timestamp = time.time()
+        data = encode_record(category, timestamp, payload)
+        if len(data) > limit:
+            raise InvalidRecordError(
+                f"record of {len(data)} bytes exceeds max_record_bytes={limit}; split it or raise max_record_bytes"
+            )
+        segment = self._segment
+        indexer = self._indexer
+        assert segment is not None and indexer is not None and self._watermark is not None
+        offset = self._end
+        if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
+            segment, indexer = self._roll()
+        key = category_key(category)
+        mark = indexer.mark()
+        try:
+            segment.append(data)
+            indexer.add(offset, float(timestamp), key)
+            if self._sync_each_append:
+                segment.sync()
+        except OSError as exc:
+            self._undo_append(offset, mark, key, exc)
+        self._end = offset + len(data)
+        self._watermark.publish(self._end)
+        return offset
+
+    def _undo_append(self, offset: int, mark: IndexerMark, key: int, exc: OSError) -> None:
+        """Remove every byte of a failed append, then raise BusWriteError."""
+        assert self._segment is not None and self._indexer is not None
+        try:
+            self._segment.truncate(offset)
+            self._indexer.rollback(mark, key)
+        except OSError as undo_exc:
+            self._broken = f"{exc}; then, undoing it: {undo_exc}"
+        else:
+            if exc.errno == errno.EIO:
+                self._broken = str(exc)  # after a failed fsync the page cache cannot be trusted
+        raise BusWriteError(
+            exc.errno or errno.EIO,
+            f"append at offset {offset} to {self._segment.path} failed: {os.strerror(exc.errno or errno.EIO)}; "
+            f"the record was not written and earlier records are intact; " + _advice(exc.errno),
+        ) from exc
+
+    def _roll(self) -> tuple[LogSegment, SegmentIndexer]:
+        """Close the active segment durably and start a new one at the current end."""
+        assert self._segment is not None and self._indexer is not None
+        try:
+            self._segment.sync()
+            segment = LogSegment.create(self.path, self._end)
+        except OSError as exc:
+            raise BusWriteError(
+                exc.errno or errno.EIO,
+                f"could not start a new segment at offset {self._end} in {self.path}: "
+                f"{os.strerror(exc.errno or errno.EIO)}; " + _advice(exc.errno),
+            ) from exc
+        self._indexer.close()
+        self._segment.close()
+        self._segment = segment
+        self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
+        self._indexer.reset()
+        self._bases.append(segment.base)
+        return self._segment, self._indexer
+
+    # -- retention -------------------------------------------------------------
+
+    def apply_retention(
+        self, *, max_age_days: float | None = None, max_bytes: int | None = None, now: float | None = None
+    ) -> list[str]:
+        """Delete closed segments beyond the age or size budget; return their file names."""
+        self._check_open()
+        check_policy(max_age_days, max_bytes)
+        spans = segment_spans(self._bases, self._end)
+        doomed = plan_retention(
+            spans,
+            now=time.time() if now is None else now,
+            max_age_days=max_age_days,
+            max_bytes=max_bytes,
+            newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
+        )
+        deleted = delete_segments(self.path, [span.base for span in doomed])
+        del self._bases[: len(doomed)]
+        return deleted
+
+
+def _advice(error_number: int | None) -> str:
+    if error_number in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space (or apply retention), then append again"
+    if error_number == errno.EFBIG:
+        return "the file-size limit (ulimit -f) was reached: raise it or lower segment_bytes"
+    if error_number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check the bus directory's permissions and that its file system is writable"
+    return "check the disk and the system log, then reopen the writer"
