@@ -22,6 +22,7 @@ from filelog_bus.errors import (
     BusLockedError,
     BusPermissionError,
     BusWriteError,
+    CorruptionError,
     InvalidRecordError,
     NotABusError,
 )
@@ -169,6 +170,14 @@ class LogWriter:
     def _load(self) -> None:
         bases = list_segment_bases(self.path)
         has_watermark = os.path.exists(os.path.join(self.path, WATERMARK_NAME))
+        published = self._published_offset() if has_watermark else None
+        if not bases and published:
+            raise CorruptionError(
+                f"the bus has published records up to offset {published} but no segment file is left; "
+                f"restore the segments from a backup, or start a new bus in an empty directory "
+                f"(and reset the consumers' offsets)",
+                path=os.path.join(self.path, WATERMARK_NAME),
+            )
         if not bases:
             foreign = sorted(
                 set(os.listdir(self.path)) - {LOCK_NAME, WATERMARK_NAME, WATERMARK_NAME + ".new"}
@@ -187,7 +196,8 @@ class LogWriter:
             self._bases = [0]
             self._end = 0
             return
-        published = self._published_offset() if has_watermark and self._sync_each_append else None
+        if not self._sync_each_append:
+            published = None  # without fsync, published data may be lost by a power cut: not proof of damage
         check_closed_segments(self.path, bases, self.config.index_interval_bytes)
         segment = LogSegment.open_newest(self.path, bases[-1])
         self._segment = segment
