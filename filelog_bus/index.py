@@ -154,6 +154,42 @@ class IndexWriter:
     def size(self) -> int:
         return FILE_HEADER_SIZE + self.count * self.entry.size
 
+    def continue_at(self, size: int) -> bool:
+        """Continue a file a clean close left at ``size`` bytes, reading only its header and tail."""
+        try:
+            _, interval = decode_file_header(self.magic, os.pread(self.fd, FILE_HEADER_SIZE, 0))
+        except LayoutError:
+            return False
+        if (
+            interval != self.interval
+            or size < FILE_HEADER_SIZE
+            or (size - FILE_HEADER_SIZE) % self.entry.size
+        ):
+            return False
+        self.count = (size - FILE_HEADER_SIZE) // self.entry.size
+        last = os.pread(self.fd, self.entry.size, size - self.entry.size) if self.count else b""
+        self.running_crc = running_crc_after(last) if self.count else 0
+        os.lseek(self.fd, size, os.SEEK_SET)
+        return True
+
+    def tail_offsets(self, since: int) -> list[tuple[int, int]]:
+        """(offset, u32 field) of the last entries whose offset is >= ``since``, oldest first."""
+        found: list[tuple[int, int]] = []
+        i = self.count - 1
+        while i >= 0:
+            offset, field, _crc = self.entry.unpack(
+                os.pread(self.fd, self.entry.size, FILE_HEADER_SIZE + i * self.entry.size)
+            )
+            if offset < since:
+                break
+            found.append((offset, field))
+            i -= 1
+        found.reverse()
+        return found
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
     def append(self, *fields: int | float) -> None:
         data, self.running_crc = encode_index_entry(self.entry, self.running_crc, *fields)
         os.write(self.fd, data)
@@ -196,6 +232,29 @@ class SegmentIndexer:
         self.categories.reset()
         self.block = -1
         self.seen = set()
+
+    def continue_after_clean_close(self, offsets_size: int, categories_size: int) -> bool:
+        """Pick up where a clean close left both files; False if they are not as it left them."""
+        if not (self.offsets.continue_at(offsets_size) and self.categories.continue_at(categories_size)):
+            return False
+        if not self.offsets.count:
+            self.block = -1
+            self.seen = set()
+            return True
+        last_offset = _OFFSET.unpack(
+            os.pread(self.offsets.fd, 8, FILE_HEADER_SIZE + (self.offsets.count - 1) * OFFSET_ENTRY.size)
+        )[0]
+        self.block = (last_offset - self.base) // self.interval
+        block_start = self.base + self.block * self.interval
+        self.seen = {key for _, key in self.categories.tail_offsets(block_start)}
+        return True
+
+    def sync(self) -> None:
+        self.offsets.sync()
+        self.categories.sync()
+
+    def sizes(self) -> tuple[int, int]:
+        return self.offsets.size(), self.categories.size()
 
     def resume(self, offsets: IndexView | None, categories: IndexView | None, start: int) -> None:
         """Keep the entries below ``start`` (the first record of an index block) and index from there."""

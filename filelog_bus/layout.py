@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from typing import NamedTuple
 
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"FLBUSLOG"
@@ -41,7 +42,12 @@ CATEGORY_ENTRY = struct.Struct("<QII")
 
 #: Watermark slot after the file header: offset (u64), CRC of those 8 bytes (u32), zero (u32).
 WATERMARK_SLOT = struct.Struct("<QII")
-WATERMARK_FILE_SIZE = FILE_HEADER_SIZE + WATERMARK_SLOT.size
+#: Clean-close note after the slot: active segment base, end offset, offset-index size and
+#: category-index size (u64 each), CRC-32 of those 32 bytes (u32), zero (u32). All zero while a
+#: writer has the bus open; written by a writer that closed cleanly.
+CLEAN_CLOSE = struct.Struct("<QQQQI4x")
+CLEAN_CLOSE_POSITION = FILE_HEADER_SIZE + WATERMARK_SLOT.size
+WATERMARK_FILE_SIZE = CLEAN_CLOSE_POSITION + CLEAN_CLOSE.size
 
 
 class LayoutError(Exception):
@@ -123,3 +129,29 @@ def decode_watermark(buf: bytes) -> int | None:
         return None
     offset, crc, _zero = WATERMARK_SLOT.unpack_from(buf)
     return offset if zlib.crc32(offset.to_bytes(8, "little")) == crc else None
+
+
+class CleanClose(NamedTuple):
+    """What a writer left behind when it closed cleanly, so the next open can skip recovery."""
+
+    base: int
+    end: int
+    offset_index_size: int
+    category_index_size: int
+
+
+def encode_clean_close(note: CleanClose | None) -> bytes:
+    if note is None:
+        return bytes(CLEAN_CLOSE.size)
+    fields = CLEAN_CLOSE.pack(*note, 0)[:32]
+    return CLEAN_CLOSE.pack(*note, zlib.crc32(fields))
+
+
+def decode_clean_close(buf: bytes) -> CleanClose | None:
+    """The note, or None when absent (zeros), torn or damaged."""
+    if len(buf) < CLEAN_CLOSE.size:
+        return None
+    *fields, crc = CLEAN_CLOSE.unpack_from(buf)
+    if crc == 0 or zlib.crc32(buf[:32]) != crc:
+        return None
+    return CleanClose(*fields)

@@ -16,13 +16,17 @@ import time
 
 from filelog_bus.errors import CorruptionError, NotABusError
 from filelog_bus.layout import (
+    CLEAN_CLOSE_POSITION,
     FILE_HEADER_SIZE,
     WATERMARK_FILE_SIZE,
     WATERMARK_MAGIC,
     WATERMARK_NAME,
+    CleanClose,
     LayoutError,
+    decode_clean_close,
     decode_file_header,
     decode_watermark,
+    encode_clean_close,
     encode_file_header,
     encode_watermark,
 )
@@ -59,14 +63,29 @@ class WatermarkPublisher:
         temporary = self.path + ".new"
         fd = open_or_explain(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            os.write(fd, encode_file_header(WATERMARK_MAGIC, 0) + encode_watermark(0))
+            os.write(
+                fd, encode_file_header(WATERMARK_MAGIC, 0) + encode_watermark(0) + encode_clean_close(None)
+            )
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
         fsync_directory(directory)
 
     def publish(self, offset: int) -> None:
-        self._map[FILE_HEADER_SIZE:WATERMARK_FILE_SIZE] = encode_watermark(offset)
+        self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION] = encode_watermark(offset)
+
+    def published(self) -> int | None:
+        """The offset published last (by this or an earlier writer), None if the slot is damaged."""
+        return decode_watermark(self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION])
+
+    def take_clean_close(self) -> CleanClose | None:
+        """Read the clean-close note and erase it: the bus is open for writing again."""
+        note = decode_clean_close(self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE])
+        self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE] = encode_clean_close(None)
+        return note
+
+    def leave_clean_close(self, note: CleanClose) -> None:
+        self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE] = encode_clean_close(note)
 
     def close(self) -> None:
         if not self._map.closed:
@@ -100,7 +119,7 @@ class WatermarkReader:
         deadline = None
         while True:
             offset = decode_watermark(
-                os.pread(self.fd, WATERMARK_FILE_SIZE - FILE_HEADER_SIZE, FILE_HEADER_SIZE)
+                os.pread(self.fd, CLEAN_CLOSE_POSITION - FILE_HEADER_SIZE, FILE_HEADER_SIZE)
             )
             if offset is not None:
                 return offset

@@ -27,7 +27,7 @@ from filelog_bus.errors import (
     NotABusError,
 )
 from filelog_bus.index import IndexerMark, SegmentIndexer
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose
 from filelog_bus.record import category_key, encode_record
 from filelog_bus.recovery import check_closed_segments, recover_active_segment
 from filelog_bus.retention import (
@@ -38,7 +38,7 @@ from filelog_bus.retention import (
     segment_spans,
 )
 from filelog_bus.segment import LogSegment, list_segment_bases
-from filelog_bus.watermark import WatermarkPublisher, WatermarkReader
+from filelog_bus.watermark import WatermarkPublisher
 
 _LOCK_RETRY_SECONDS = 0.05
 
@@ -90,10 +90,15 @@ class LogWriter:
         return self
 
     def close(self) -> None:
-        """Flush to disk and release the lock. Safe to call twice."""
+        """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent."""
         try:
-            if self._segment is not None and self._broken is None:
+            if self._segment is not None and self._indexer is not None and self._broken is None:
                 self._segment.sync()
+                self._indexer.sync()
+                assert self._watermark is not None
+                self._watermark.leave_clean_close(
+                    CleanClose(self._segment.base, self._end, *self._indexer.sizes())
+                )
         finally:
             for part in (self._indexer, self._segment, self._watermark):
                 if part is not None:
@@ -169,57 +174,57 @@ class LogWriter:
 
     def _load(self) -> None:
         bases = list_segment_bases(self.path)
-        has_watermark = os.path.exists(os.path.join(self.path, WATERMARK_NAME))
-        published = self._published_offset() if has_watermark else None
-        if not bases and published:
-            raise CorruptionError(
-                f"the bus has published records up to offset {published} but no segment file is left; "
-                f"restore the segments from a backup, or start a new bus in an empty directory "
-                f"(and reset the consumers' offsets)",
-                path=os.path.join(self.path, WATERMARK_NAME),
-            )
+        self._watermark = WatermarkPublisher(self.path)
+        published = self._watermark.published()
+        clean_close = self._watermark.take_clean_close()
         if not bases:
-            foreign = sorted(
-                set(os.listdir(self.path)) - {LOCK_NAME, WATERMARK_NAME, WATERMARK_NAME + ".new"}
-            )
-            if foreign:
-                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-                raise NotABusError(
-                    f"{self.path} is not empty and holds no filelog-bus ({shown}): "
-                    f"give the bus an empty or new directory"
-                )
-            self._watermark = WatermarkPublisher(self.path)
-            self._watermark.publish(0)
-            self._segment = LogSegment.create(self.path, 0)
-            self._indexer = SegmentIndexer(self.path, 0, self.config.index_interval_bytes)
-            self._indexer.reset()
-            self._bases = [0]
-            self._end = 0
+            self._create_bus(published)
             return
-        if not self._sync_each_append:
-            published = None  # without fsync, published data may be lost by a power cut: not proof of damage
         check_closed_segments(self.path, bases, self.config.index_interval_bytes)
         segment = LogSegment.open_newest(self.path, bases[-1])
         self._segment = segment
         self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
+        self._bases = bases
+        if self._continue_after_clean_close(clean_close):
+            return
+        if not self._sync_each_append:
+            published = None  # without fsync, published data may be lost by a power cut: not proof of damage
         self._end = recover_active_segment(
             segment, self._indexer, self.config.index_interval_bytes, published
         )
-        self._bases = bases
-        self._watermark = WatermarkPublisher(self.path)
         self._watermark.publish(self._end)
 
-    def _published_offset(self) -> int | None:
-        try:
-            reader = WatermarkReader(self.path)
-        except Exception:
-            return None
-        try:
-            return reader.read()
-        except Exception:
-            return None
-        finally:
-            reader.close()
+    def _continue_after_clean_close(self, note: CleanClose | None) -> bool:
+        """Skip recovery when the files are exactly as a clean close left them (cheap open)."""
+        assert self._segment is not None and self._indexer is not None
+        if note is None or note.base != self._segment.base or note.end != self._segment.end():
+            return False
+        if not self._indexer.continue_after_clean_close(note.offset_index_size, note.category_index_size):
+            return False
+        self._end = note.end
+        return True
+
+    def _create_bus(self, published: int | None) -> None:
+        assert self._watermark is not None
+        if published:
+            raise CorruptionError(
+                f"the bus has published records up to offset {published} but no segment file is left; "
+                f"restore the segments from a backup, or start a new bus in an empty directory "
+                f"(and reset the consumers' offsets)",
+                path=self._watermark.path,
+            )
+        foreign = sorted(set(os.listdir(self.path)) - {LOCK_NAME, WATERMARK_NAME, WATERMARK_NAME + ".new"})
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotABusError(
+                f"{self.path} is not empty and holds no filelog-bus ({shown}): give the bus an empty or new directory"
+            )
+        self._watermark.publish(0)
+        self._segment = LogSegment.create(self.path, 0)
+        self._indexer = SegmentIndexer(self.path, 0, self.config.index_interval_bytes)
+        self._indexer.reset()
+        self._bases = [0]
+        self._end = 0
 
     # -- appending -------------------------------------------------------------
 
