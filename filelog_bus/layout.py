@@ -27,7 +27,7 @@ OFFSET_INDEX_SUFFIX = ".index"
 CATEGORY_INDEX_SUFFIX = ".catindex"
 WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
-_SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
+_SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 
 #: magic, format version, parameter (index block size; 0 elsewhere), base offset, CRC of the first 24
 #: bytes, 4 zero bytes.
@@ -68,7 +68,7 @@ def category_index_name(base: int) -> str:
 
 def parse_segment_name(name: str) -> int | None:
     """Base offset of a segment file name, or None for any other name."""
-    match = _SEGMENT_NAME.match(name)
+    match = _SEGMENT_NAME.fullmatch(name)
     return int(match.group(1)) if match else None
 
 

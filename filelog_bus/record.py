@@ -72,14 +72,23 @@ def category_key(category: str) -> int:
     return zlib.crc32(category.encode("utf-8"))
 
 
+def _check_timestamp(timestamp: object) -> float:
+    if not isinstance(timestamp, bool) and isinstance(timestamp, (int, float)):
+        try:
+            value = float(timestamp)
+        except OverflowError:
+            value = math.inf
+        if math.isfinite(value):
+            return value
+    raise InvalidRecordError(f"timestamp must be a finite float (UTC epoch seconds), got {timestamp!r}")
+
+
 def encode_record(category: str, timestamp: float, payload: bytes) -> bytes:
     """Frame one record. Raises InvalidRecordError for bad input."""
     validate_category(category)
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise InvalidRecordError(f"payload must be bytes, got {type(payload).__name__}")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
-        raise InvalidRecordError(f"timestamp must be a finite float (UTC epoch seconds), got {timestamp!r}")
-    body = msgpack.packb([category, float(timestamp), bytes(payload)], use_bin_type=True)
+    body = msgpack.packb([category, _check_timestamp(timestamp), bytes(payload)], use_bin_type=True)
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRecordError(f"record body of {len(body)} bytes exceeds the format limit")
     prefix = _HEADER_PREFIX.pack(RECORD_MAGIC, RECORD_VERSION, 0, len(body), zlib.crc32(body))
