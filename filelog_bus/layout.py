@@ -40,8 +40,10 @@ OFFSET_ENTRY = struct.Struct("<QdI")
 #: Category index entry: offset (u64), category key (u32), chained CRC (u32).
 CATEGORY_ENTRY = struct.Struct("<QII")
 
-#: Watermark slot after the file header: offset (u64), CRC of those 8 bytes (u32), zero (u32).
+#: Watermark slot after the file header: offset (u64), flags (u32), CRC of those 12 bytes (u32).
 WATERMARK_SLOT = struct.Struct("<QII")
+#: Watermark flag: every byte below the published offset had been fsync'd when it was published.
+WATERMARK_DURABLE = 1
 #: Clean-close note after the slot: active segment base, end offset, offset-index size and
 #: category-index size (u64 each), CRC-32 of those 32 bytes (u32), zero (u32). All zero while a
 #: writer has the bus open; written by a writer that closed cleanly.
@@ -118,17 +120,19 @@ def entries_intact(entries: bytes | memoryview) -> bool:
     return zlib.crc32(entries[:-4]) == int.from_bytes(entries[-4:], "little")
 
 
-def encode_watermark(offset: int) -> bytes:
-    raw = offset.to_bytes(8, "little")
-    return WATERMARK_SLOT.pack(offset, zlib.crc32(raw), 0)
+def encode_watermark(offset: int, durable: bool) -> bytes:
+    fields = WATERMARK_SLOT.pack(offset, WATERMARK_DURABLE if durable else 0, 0)[:12]
+    return fields + zlib.crc32(fields).to_bytes(4, "little")
 
 
-def decode_watermark(buf: bytes) -> int | None:
-    """The published offset, or None if the slot is torn or damaged."""
+def decode_watermark(buf: bytes) -> tuple[int, bool] | None:
+    """The published (offset, durable) pair, or None if the slot is torn or damaged."""
     if len(buf) < WATERMARK_SLOT.size:
         return None
-    offset, crc, _zero = WATERMARK_SLOT.unpack_from(buf)
-    return offset if zlib.crc32(offset.to_bytes(8, "little")) == crc else None
+    offset, flags, crc = WATERMARK_SLOT.unpack_from(buf)
+    if zlib.crc32(buf[:12]) != crc:
+        return None
+    return offset, bool(flags & WATERMARK_DURABLE)
 
 
 class CleanClose(NamedTuple):

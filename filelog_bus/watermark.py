@@ -64,18 +64,20 @@ class WatermarkPublisher:
         fd = open_or_explain(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             os.write(
-                fd, encode_file_header(WATERMARK_MAGIC, 0) + encode_watermark(0) + encode_clean_close(None)
+                fd,
+                encode_file_header(WATERMARK_MAGIC, 0) + encode_watermark(0, True) + encode_clean_close(None),
             )
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
         fsync_directory(directory)
 
-    def publish(self, offset: int) -> None:
-        self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION] = encode_watermark(offset)
+    def publish(self, offset: int, durable: bool) -> None:
+        """Let readers read up to ``offset``; ``durable`` says all of it has been fsync'd."""
+        self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION] = encode_watermark(offset, durable)
 
-    def published(self) -> int | None:
-        """The offset published last (by this or an earlier writer), None if the slot is damaged."""
+    def published(self) -> tuple[int, bool] | None:
+        """The (offset, durable) pair published last, by this or an earlier writer; None if damaged."""
         return decode_watermark(self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION])
 
     def take_clean_close(self) -> CleanClose | None:
@@ -118,11 +120,11 @@ class WatermarkReader:
     def read(self) -> int:
         deadline = None
         while True:
-            offset = decode_watermark(
+            slot = decode_watermark(
                 os.pread(self.fd, CLEAN_CLOSE_POSITION - FILE_HEADER_SIZE, FILE_HEADER_SIZE)
             )
-            if offset is not None:
-                return offset
+            if slot is not None:
+                return slot[0]
             now = time.monotonic()
             if deadline is None:
                 deadline = now + _TORN_RETRY_SECONDS

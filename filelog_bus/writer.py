@@ -68,6 +68,8 @@ class LogWriter:
         self._bases: list[int] = []
         self._end = 0
         self._broken: str | None = None
+        #: Set once open() succeeded: only then may close() vouch for the files with a clean-close note.
+        self._ready = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -87,15 +89,22 @@ class LogWriter:
         except BaseException:
             self.close()
             raise
+        self._ready = True
         return self
 
     def close(self) -> None:
         """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent."""
         try:
-            if self._segment is not None and self._indexer is not None and self._broken is None:
+            if (
+                self._ready
+                and self._segment is not None
+                and self._indexer is not None
+                and self._broken is None
+            ):
                 self._segment.sync()
                 self._indexer.sync()
                 assert self._watermark is not None
+                self._watermark.publish(self._end, durable=True)
                 self._watermark.leave_clean_close(
                     CleanClose(self._segment.base, self._end, *self._indexer.sizes())
                 )
@@ -108,6 +117,7 @@ class LogWriter:
                 self._lock_file.close()  # closing the file releases the flock
                 self._lock_file = None
             self._broken = None
+            self._ready = False
 
     @property
     def end_offset(self) -> int:
@@ -185,14 +195,14 @@ class LogWriter:
         self._segment = segment
         self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
         self._bases = bases
-        if self._continue_after_clean_close(clean_close):
-            return
-        if not self._sync_each_append:
-            published = None  # without fsync, published data may be lost by a power cut: not proof of damage
-        self._end = recover_active_segment(
-            segment, self._indexer, self.config.index_interval_bytes, published
-        )
-        self._watermark.publish(self._end)
+        if not self._continue_after_clean_close(clean_close):
+            # Only a durable watermark proves that damage below it hit acknowledged records;
+            # data a "never" writer published may legitimately be torn by a power cut.
+            durably_published = published[0] if published is not None and published[1] else None
+            self._end = recover_active_segment(
+                segment, self._indexer, self.config.index_interval_bytes, durably_published
+            )
+        self._watermark.publish(self._end, durable=True)
 
     def _continue_after_clean_close(self, note: CleanClose | None) -> bool:
         """Skip recovery when the files are exactly as a clean close left them (cheap open)."""
@@ -204,11 +214,11 @@ class LogWriter:
         self._end = note.end
         return True
 
-    def _create_bus(self, published: int | None) -> None:
+    def _create_bus(self, published: tuple[int, bool] | None) -> None:
         assert self._watermark is not None
-        if published:
+        if published is not None and published[0]:
             raise CorruptionError(
-                f"the bus has published records up to offset {published} but no segment file is left; "
+                f"the bus has published records up to offset {published[0]} but no segment file is left; "
                 f"restore the segments from a backup, or start a new bus in an empty directory "
                 f"(and reset the consumers' offsets)",
                 path=self._watermark.path,
@@ -219,7 +229,7 @@ class LogWriter:
             raise NotABusError(
                 f"{self.path} is not empty and holds no filelog-bus ({shown}): give the bus an empty or new directory"
             )
-        self._watermark.publish(0)
+        self._watermark.publish(0, durable=True)
         self._segment = LogSegment.create(self.path, 0)
         self._indexer = SegmentIndexer(self.path, 0, self.config.index_interval_bytes)
         self._indexer.reset()
@@ -271,7 +281,7 @@ class LogWriter:
         except OSError as exc:
             self._undo_append(offset, mark, key, exc)
         self._end = offset + len(data)
-        self._watermark.publish(self._end)
+        self._watermark.publish(self._end, self._sync_each_append)
         return offset
 
     def _undo_append(self, offset: int, mark: IndexerMark, key: int, exc: OSError) -> None:
