@@ -234,18 +234,26 @@ def _decoded(payload: bytes) -> str | None:
         return None
 
 
+def _as_text(payload: bytes) -> str | None:
+    """The payload as text for a human, or None when it looks binary: not UTF-8, or holding a NUL
+    byte (the test git and grep use)."""
+    return None if b"\0" in payload else _decoded(payload)
+
+
 def payload_preview(payload: bytes, width: int = PREVIEW_CHARS) -> str:
     """One short line: compact JSON, text with whitespace collapsed, or hex for binary payloads."""
     head = payload[:_PREVIEW_BYTES]
     whole = len(head) == len(payload)
+    shown = width // 2 - 4
+    binary = f"hex:{payload[:shown].hex()}" + ("…" if len(payload) > shown else "")
+    if b"\0" in head:
+        return binary
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if not whole and exc.reason == "unexpected end of data":
-            text = head[: exc.start].decode("utf-8")  # a character cut by the preview's end
-        else:
-            shown = width // 2 - 4
-            return f"hex:{payload[:shown].hex()}" + ("…" if len(payload) > shown else "")
+        if whole or exc.reason != "unexpected end of data":
+            return binary
+        text = head[: exc.start].decode("utf-8")  # a character cut by the preview's end
     if len(payload) <= _PREVIEW_JSON_BYTES and text.lstrip()[:1] in ("{", "["):
         try:
             text = json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
@@ -266,7 +274,7 @@ def dump_line(record: Record, *, preview: bool = True) -> str:
 
 def dump_full(record: Record) -> str:
     """The dump line followed by the whole payload, indented (a hex dump for binary payloads)."""
-    text = _decoded(record.payload)
+    text = _as_text(record.payload)
     if text is not None:
         body = _printable(text, keep="\n\t").splitlines() or [""]
     else:
@@ -455,7 +463,10 @@ def _run(prog: str, command: Callable[[], int]) -> int:
     except OffsetOutOfRangeError as exc:
         return _fail(prog, str(exc), EXIT_OUT_OF_RANGE)
     except CorruptionError as exc:
-        return _fail(prog, f"{exc}; run `filelog-bus verify` to list every problem", EXIT_DAMAGED)
+        advice = (
+            "" if "filelog-bus verify" in str(exc) else "; run `filelog-bus verify` to list every problem"
+        )
+        return _fail(prog, f"{exc}{advice}", EXIT_DAMAGED)
     except BusLockedError as exc:
         return _fail(prog, str(exc), EXIT_LOCKED)
     except (ConfigError, InvalidOffsetError, InvalidRecordError) as exc:
@@ -480,7 +491,8 @@ Print the records of a filelog-bus, one line each:
 
 OFFSET is the record's byte position on the bus; SIZE its size on the bus (the next record
 starts at OFFSET+SIZE). The preview shows JSON compacted, other text with its whitespace
-collapsed, and payloads that are not UTF-8 as hex:... Only records the writer has made durable
+collapsed and control characters escaped, and binary payloads (not UTF-8, or holding a NUL
+byte) as hex:...; --payload shows those as a hex dump. Only records the writer has made durable
 are shown (those below the watermark). Never takes the writer lock, never writes into the bus
 directory: safe while a writer is appending."""
 
@@ -508,7 +520,8 @@ such as 30s, 15m, 2h, 7d, 1w, or epoch seconds such as @1714564800.
 {EXIT_STATUSES}"""
 
 
-def _dump_parser(prog: str) -> _Parser:
+def dump_parser(prog: str = "filelog-dump") -> _Parser:
+    """The parser of filelog-dump (public so that tests can check every option's help)."""
     parser = _Parser(
         prog=prog, description=DUMP_DESCRIPTION, epilog=DUMP_EPILOG, formatter_class=_help_formatter
     )
@@ -565,7 +578,7 @@ def _dump_parser(prog: str) -> _Parser:
 
 def dump_main(argv: Sequence[str] | None = None, prog: str = "filelog-dump") -> int:
     """Entry point of ``filelog-dump``."""
-    args = _dump_parser(prog).parse_args(argv)
+    args = dump_parser(prog).parse_args(argv)
     if args.follow and args.until is not None:
         return _fail(prog, "--until cannot be combined with --follow: a follow has no end time", EXIT_USAGE)
     if args.since is not None and args.until is not None and args.since >= args.until:
@@ -743,7 +756,8 @@ directory of its own, not a production bus: the demo appends its events to whate
 {EXIT_STATUSES}"""
 
 
-def _main_parser() -> _Parser:
+def main_parser() -> _Parser:
+    """The parser of filelog-bus and its subcommands."""
     parser = _Parser(
         prog="filelog-bus",
         description=MAIN_DESCRIPTION,
@@ -837,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return hermes_install_main(argv[1:])
     if argv[:1] == ["dump"]:
         return dump_main(argv[1:], prog="filelog-bus dump")
-    args = _main_parser().parse_args(argv)
+    args = main_parser().parse_args(argv)
     prog = f"filelog-bus {args.command}"
     return _run(prog, lambda: args.handler(prog, args))
 
@@ -1008,15 +1022,22 @@ def _event_summary(payload: bytes) -> str:
         return payload_preview(payload)
 
 
+def _demo_history(path: str) -> tuple[bool, int]:
+    """Whether the bus already has an initsync sequence, and how many demo runs added base events."""
+    with LogReader(path) as reader:
+        had_initsync = reader.find_next("initsync") is not None
+        reader.seek_to_beginning()
+        base_events = 0
+        while reader.find_next("base") is not None:
+            base_events += 1
+    return had_initsync, base_events // len(demo_events(with_initsync=False, run=0))
+
+
 def _demo(prog: str, args: argparse.Namespace) -> int:
     path = args.dir
     state = inspect.bus_state(path)
-    with_initsync, run = True, 1
-    if state == "bus":
-        with LogReader(path) as reader:
-            with_initsync = reader.find_next("initsync") is None
-            reader.seek_to_beginning()
-            run = 1 + sum(1 for _ in iter(lambda: reader.find_next("base"), None)) // 4
+    had_initsync, runs = _demo_history(path) if state == "bus" else (False, 0)
+    with_initsync, run = not had_initsync, runs + 1
     expected = len(demo_events(with_initsync=with_initsync, run=run))
     quoted = shlex.quote(path)
     _write(f"filelog-bus demo: {'appending to the bus' if state == 'bus' else 'creating a bus'} in {path}")

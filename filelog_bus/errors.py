@@ -28,7 +28,16 @@ class NotABusError(FilelogBusError):
 
 
 class BusLockedError(FilelogBusError):
-    """Another writer holds the bus's exclusive lock."""
+    """Another writer holds the bus's exclusive lock.
+
+    ``lock_path`` is the lock file; ``holder`` the pid the holder wrote into it
+    (as text; "unknown" if it wrote none).
+    """
+
+    def __init__(self, message: str, *, lock_path: str, holder: str) -> None:
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.holder = holder
 
 
 class BusClosedError(FilelogBusError):

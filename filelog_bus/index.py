@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from filelog_bus.fsutil import open_or_explain
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
@@ -34,7 +35,6 @@ from filelog_bus.layout import (
     running_crc_after,
 )
 from filelog_bus.record import Record, category_key
-from filelog_bus.segment import open_or_explain
 
 _OFFSET = struct.Struct("<Q")
 

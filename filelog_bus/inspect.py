@@ -27,16 +27,18 @@ from filelog_bus.layout import (
     LOCK_NAME,
     OFFSET_ENTRY,
     OFFSET_INDEX_MAGIC,
+    SEGMENT_MAGIC,
     WATERMARK_NAME,
     LayoutError,
     category_index_name,
     decode_file_header,
+    encode_file_header,
     offset_index_name,
     segment_name,
 )
 from filelog_bus.record import RECORD_MAGIC, Record, RecordDecodeError, category_key
 from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
-from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
+from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases, open_or_explain
 from filelog_bus.watermark import WatermarkReader
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
@@ -192,6 +194,17 @@ def _open_segment(path: str, base: int) -> LogSegment | None:
         return None
 
 
+def _being_created(path: str, base: int) -> bool:
+    """Whether a segment's file holds only the start of its header: a writer is creating it (it
+    creates the file, then writes the header), or crashed doing so (the next writer finishes it)."""
+    try:
+        with open(os.path.join(path, segment_name(base)), "rb") as file:
+            existing = file.read(FILE_HEADER_SIZE)
+    except FileNotFoundError:
+        return False
+    return len(existing) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(existing)
+
+
 # -- stats -------------------------------------------------------------------------
 
 
@@ -249,6 +262,9 @@ def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
     segments: list[SegmentStats] = []
     categories: Counter[str] = Counter()
     for span in spans:
+        if span.newest and span.end <= span.base and _being_created(path, span.base):
+            segments.append(_empty_segment_stats(path, span.base))
+            continue
         segment = _open_segment(path, span.base)
         if segment is None:
             continue
@@ -302,6 +318,14 @@ def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
         newest_offset=newest.last_offset if newest else None,
         newest_time=newest.last_time if newest else None,
     )
+
+
+def _empty_segment_stats(path: str, base: int) -> SegmentStats:
+    try:
+        size = os.stat(os.path.join(path, segment_name(base))).st_size
+    except FileNotFoundError:
+        size = 0
+    return SegmentStats(segment_name(base), base, base, size, 0, None, None, None, None, True)
 
 
 def _disk_bytes(path: str) -> int:
@@ -509,7 +533,8 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
                     size,
                     None,
                     f"the segment ends at offset {end} but the next segment starts at {next_base}: "
-                    f"the file was {how}; {_RECORD_ADVICE}",
+                    f"the file was {how}, and a writer refuses to open the bus until it is repaired; "
+                    f"restore the segment from a backup",
                 )
             )
     return problems
@@ -545,6 +570,12 @@ def _verify_segment(
     """Records of one segment, then both its indexes against a rebuild from those records."""
     check = _SegmentCheck()
     name = segment_name(base)
+    if newest and (end is None or end <= base) and _being_created(path, base):
+        check.notes.append(
+            f"{name} (the newest segment) has no complete header yet: a writer is creating it, or "
+            f"crashed while creating it (the next writer finishes it)"
+        )
+        return check
     try:
         segment = LogSegment.open(path, base)
     except FileNotFoundError:
@@ -552,7 +583,8 @@ def _verify_segment(
         return check
     except CorruptionError as exc:
         check.problems.append(Problem(name, exc.offset, None, _bare_message(exc)))
-        return check
+        # A damaged header hides nothing else: check the records and indexes all the same.
+        segment = LogSegment(path, base, open_or_explain(os.path.join(path, name), os.O_RDONLY), False)
     try:
         indexes = [_read_index(path, base, kind) for kind in (_OFFSET_INDEX, _CATEGORY_INDEX)]
         file_end = segment.end()
@@ -582,14 +614,16 @@ def _verify_segment(
     for index in indexes:
         if index.data is not None:
             check.index_files += 1
-        _compare_index(index, scan_end, complete=not newest and damaged_at is None, lenient=newest)
+        # A rebuild stops at damage: entries from there on cannot be judged.
+        judged_to = scan_end if damaged_at is None else damaged_at
+        _compare_index(index, judged_to, complete=not newest and damaged_at is None, lenient=newest)
         check.problems += index.problems
         if newest and index.rebuild is not None and index.data is not None:
             lag = _lag(index)
             if lag:
                 check.notes.append(
-                    f"{index.name}: the {index.kind.label} of the newest segment lacks its last {lag} "
-                    f"entries (normal after a crash or while a writer opens the bus: readers scan those "
+                    f"{index.name}: the {index.kind.label} of the newest segment lacks its last "
+                    f"{_entries_count(lag)} (normal after a crash or while a writer opens the bus: readers scan those "
                     f"blocks, and the writer completes the index)"
                 )
     return check
@@ -659,9 +693,10 @@ def _lag(index: _IndexFile) -> int:
 def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool) -> None:
     """Check the chained CRC and that each entry is what a rebuild would write.
 
-    ``complete``: the segment is closed and undamaged, so the file must hold exactly the rebuilt
-    entries. ``lenient`` (the newest segment): entries past the rebuilt ones belong to an append in
-    progress unless they index a published record, and missing trailing entries are not damage.
+    ``end``: the rebuild covers the records below it. ``complete``: the segment is closed and
+    undamaged, so the file must hold exactly the rebuilt entries. ``lenient`` (the newest segment):
+    entries past the rebuilt ones belong to an append in progress unless they index a record below
+    ``end``, and missing trailing entries are not damage.
     """
     if index.data is None or index.rebuild is None:
         return
@@ -689,7 +724,7 @@ def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool
     differing = [i for i in range(compared) if crc_ok[i] and entries[i][:2] != expected[i]]
     if differing:
         i = differing[0]
-        more = f" (and {len(differing) - 1} more entries differ)" if len(differing) > 1 else ""
+        more = f" (and {_entries_count(len(differing) - 1)} more differ)" if len(differing) > 1 else ""
         index.problems.append(
             Problem(
                 index.name,
@@ -706,7 +741,8 @@ def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool
                 index.name,
                 FILE_HEADER_SIZE + extra[0] * size,
                 entries[extra[0]][0],
-                f"the {kind.label} has {len(extra)} entries more than a rebuild from the segment; {_INDEX_ADVICE}",
+                f"the {kind.label} has {_entries_count(len(extra))} more than a rebuild from the segment; "
+                f"{_INDEX_ADVICE}",
             )
         )
     if complete and len(entries) < len(expected):
@@ -715,8 +751,8 @@ def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool
                 index.name,
                 FILE_HEADER_SIZE + len(entries) * size,
                 expected[len(entries)][0],
-                f"the {kind.label} lacks its last {len(expected) - len(entries)} entries (a rebuild from the "
-                f"segment has {len(expected)}): readers scan the blocks it lacks; {_INDEX_ADVICE}",
+                f"the {kind.label} lacks its last {_entries_count(len(expected) - len(entries))} (a rebuild "
+                f"from the segment has {len(expected)}): readers scan the blocks it lacks; {_INDEX_ADVICE}",
             )
         )
 
@@ -748,6 +784,10 @@ def _check_chained_crc(index: _IndexFile, count: int) -> list[bool]:
             )
         running = zlib.crc32(stored.to_bytes(4, "little"), stored)
     return ok
+
+
+def _entries_count(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
 def _show_entry(kind: _IndexKind, entry: tuple[int, int | float]) -> str:

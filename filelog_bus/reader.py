@@ -20,6 +20,7 @@ from filelog_bus.errors import (
     OffsetOutOfRangeError,
     RecordsExpiredError,
 )
+from filelog_bus.fsutil import is_directory, stat_or_explain
 from filelog_bus.index import IndexView, load_category_index, load_offset_index
 from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.record import Record, RecordDecodeError, category_key, validate_category
@@ -72,8 +73,9 @@ class LogReader:
     def open(self) -> LogReader:
         if self._open:
             return self
-        if not os.path.isdir(self.path):
-            if os.path.exists(self.path):
+        status = stat_or_explain(self.path, "read the bus")
+        if not is_directory(status):
+            if status is not None:
                 raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus")
             if not self.missing_ok:
                 raise NotABusError(f"no bus at {self.path}: the directory does not exist; check the path")
@@ -101,7 +103,10 @@ class LogReader:
         """Open the watermark once the bus exists; until then (missing_ok) the bus is empty."""
         if self._watermark is not None:
             return
-        if self.missing_ok and not os.path.exists(os.path.join(self.path, WATERMARK_NAME)):
+        if (
+            self.missing_ok
+            and stat_or_explain(os.path.join(self.path, WATERMARK_NAME), "read the bus") is None
+        ):
             return
         self._watermark = WatermarkReader(self.path)
 

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from filelog_bus.errors import ConfigError
+from filelog_bus.fsutil import fsync_directory
 from filelog_bus.index import load_offset_index
 from filelog_bus.layout import category_index_name, offset_index_name, segment_name
-from filelog_bus.segment import LogSegment, fsync_directory
+from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
 

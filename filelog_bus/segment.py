@@ -7,10 +7,10 @@ segment is ever appended to; older ones are immutable.
 
 from __future__ import annotations
 
-import errno
 import os
 
-from filelog_bus.errors import BusPermissionError, CorruptionError, UnsupportedFormatError
+from filelog_bus.errors import CorruptionError, UnsupportedFormatError
+from filelog_bus.fsutil import fsync_directory, open_or_explain
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     SEGMENT_MAGIC,
@@ -24,28 +24,6 @@ from filelog_bus.record import DecodedBatch, RecordDecodeError, decode_records
 
 #: How much a sequential read asks the OS for at a time.
 READ_CHUNK = 256 * 1024
-
-
-def fsync_directory(path: str) -> None:
-    """Make a file creation, rename or deletion in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_or_explain(path: str, flags: int, mode: int = 0o666) -> int:
-    """os.open that turns a permission problem into a BusPermissionError saying what to do."""
-    try:
-        return os.open(path, flags | os.O_CLOEXEC, mode)
-    except PermissionError as exc:
-        access = "write" if flags & (os.O_WRONLY | os.O_RDWR) else "read"
-        raise BusPermissionError(
-            exc.errno or errno.EACCES,
-            f"permission denied opening {path} to {access} it: run as a user that may {access} "
-            f"the bus directory's files (see docs/RELIABILITY.md, 'Permissions')",
-        ) from None
 
 
 class LogSegment:

@@ -15,6 +15,7 @@ import os
 import time
 
 from filelog_bus.errors import CorruptionError, NotABusError
+from filelog_bus.fsutil import fsync_directory, open_or_explain
 from filelog_bus.layout import (
     CLEAN_CLOSE_POSITION,
     FILE_HEADER_SIZE,
@@ -30,7 +31,6 @@ from filelog_bus.layout import (
     encode_file_header,
     encode_watermark,
 )
-from filelog_bus.segment import fsync_directory, open_or_explain
 
 #: A slot torn by a concurrent update is re-read; a slot still bad after this long is damage.
 _TORN_RETRY_SECONDS = 0.05

@@ -26,6 +26,7 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
+from filelog_bus.fsutil import is_directory, stat_or_explain
 from filelog_bus.index import IndexerMark, SegmentIndexer
 from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose
 from filelog_bus.record import category_key, encode_record
@@ -132,12 +133,13 @@ class LogWriter:
         return self._bases[0]
 
     def _prepare_directory(self) -> None:
-        if os.path.isdir(self.path):
+        status = stat_or_explain(self.path, "open the bus for writing")
+        if is_directory(status):
             return
-        if os.path.exists(self.path):
+        if status is not None:
             raise NotABusError(f"{self.path} exists and is not a directory: give the bus its own directory")
         parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
+        if not is_directory(stat_or_explain(parent, "create the bus directory")):
             raise NotABusError(
                 f"cannot create the bus directory {self.path}: its parent {parent} does not exist; create it first"
             )
@@ -173,7 +175,9 @@ class LogWriter:
                     raise BusLockedError(
                         f"another writer (pid {holder}) holds the lock {lock_path} "
                         f"(waited {timeout} s): only one writer may append to a bus; stop the other "
-                        f"writer, or raise lock_timeout to wait for it"
+                        f"writer, or wait for it (lock_timeout)",
+                        lock_path=lock_path,
+                        holder=holder,
                     ) from None
                 time.sleep(_LOCK_RETRY_SECONDS)
         lock_file.seek(0)
@@ -337,9 +341,10 @@ class LogWriter:
             max_bytes=max_bytes,
             newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
         )
-        deleted = delete_segments(self.path, [span.base for span in doomed])
-        del self._bases[: len(doomed)]
-        return deleted
+        try:
+            return delete_segments(self.path, [span.base for span in doomed])
+        finally:
+            self._bases = list_segment_bases(self.path)  # also right when a deletion failed half-way
 
 
 def _advice(error_number: int | None) -> str:

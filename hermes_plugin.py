@@ -1,0 +1,123 @@
+"""Hermes message-bus producer plugin `filelog`: hermes-server writes its events to a filelog bus.
+
+Installed into a Hermes tree as `plugins/messagebus_producers/filelog/filelog.py`, which
+imports this module. A thin wrapper over `filelog_bus.LogWriter`: one record per event,
+category = `event.evcategory`, payload = `event.to_json()` in UTF-8.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from lib.plugins import AbstractMessageBusProducerPlugin
+
+from filelog_bus import LogWriter
+from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError
+
+if TYPE_CHECKING:
+    from lib.datamodel.event import Event
+
+HERMES_PLUGIN_CLASSNAME = "FilelogProducerPlugin"
+
+_SETTINGS = "hermes.plugins.messagebus.filelog.settings"
+
+
+def hermes_logger() -> logging.Logger:
+    """Hermes's own logger (the thread-local `__hermes__` builtin) when running inside Hermes."""
+    hermes = getattr(builtins, "__hermes__", None)
+    return getattr(hermes, "logger", None) or logging.getLogger("hermes")
+
+
+class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
+    """Producer: `with bus:` holds the bus's writer lock; `send()` returns once the event is durable."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        super().__init__(settings)
+        self._writer: LogWriter | None = None
+
+    @property
+    def _path(self) -> str:
+        return self._settings["path"]
+
+    def open(self) -> None:
+        """Take the writer lock, recover the bus if needed, then apply the retention settings."""
+        if self._writer is not None:
+            return
+        writer = self._new_writer()
+        self._open_writer(writer)
+        try:
+            self._apply_retention(writer)
+        except BaseException:
+            writer.close()  # Hermes does not call close() when open() fails: never keep the lock
+            raise
+        self._writer = writer
+
+    def _new_writer(self) -> LogWriter:
+        options: dict[str, Any] = {"durability": self._settings.get("durability", "always")}
+        if self._settings.get("segment_bytes") is not None:
+            options["segment_bytes"] = self._settings["segment_bytes"]
+        try:
+            return LogWriter(self._path, **options)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: fix {_SETTINGS} in hermes-server's configuration") from exc
+
+    def _open_writer(self, writer: LogWriter) -> None:
+        """Open the writer, turning lock and permission failures into advice for the Hermes admin."""
+        try:
+            writer.open()
+        except BusLockedError as exc:
+            raise BusLockedError(
+                f"hermes-server cannot open the filelog bus {self._path!r} for writing: another writer "
+                f"(pid {exc.holder}) holds its lock {exc.lock_path}. Only one hermes-server may produce on "
+                f"a bus: stop the other one, or give this one its own bus directory ({_SETTINGS}.path).",
+                lock_path=exc.lock_path,
+                holder=exc.holder,
+            ) from exc
+        except PermissionError as exc:
+            raise self._unwritable(str(exc)) from exc
+
+    def _unwritable(self, detail: str) -> BusPermissionError:
+        return BusPermissionError(
+            errno.EACCES,
+            f"hermes-server cannot write the filelog bus {self._path!r} ({detail}). Run hermes-server as the "
+            "user owning that directory, or give that user write access to it and its files.",
+        )
+
+    def _apply_retention(self, writer: LogWriter) -> None:
+        """Delete expired segments; a failure to delete is logged, not fatal (events still flow)."""
+        max_age_days = self._settings.get("retention_in_days")
+        max_bytes = self._settings.get("retention_bytes")
+        if max_age_days is None and max_bytes is None:
+            return
+        try:
+            deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: fix {_SETTINGS} in hermes-server's configuration") from exc
+        except OSError as exc:
+            hermes_logger().error(
+                f"filelog bus {self._path!r}: retention could not delete old segments ({exc}); the bus keeps "
+                "growing until hermes-server may delete files in that directory"
+            )
+            return
+        if deleted:
+            hermes_logger().info(
+                f"filelog bus {self._path!r}: retention deleted {len(deleted)} old segment(s): {deleted}"
+            )
+
+    def close(self) -> None:
+        """Flush and release the writer lock (idempotent)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def _send(self, event: Event) -> None:
+        """Append one event; with durability `always` it is on disk when this returns."""
+        if self._writer is None:
+            raise RuntimeError(
+                f"filelog bus {self._path!r} is not open: send events inside `with bus:` (open() first)"
+            )
+        self._writer.append(event.evcategory, event.to_json().encode("utf-8"), time.time())
