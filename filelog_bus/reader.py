@@ -8,6 +8,7 @@ deleting the segment it is reading (the open file stays readable).
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from bisect import bisect_right
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 from filelog_bus.errors import (
     BusClosedError,
+    BusPermissionError,
     InvalidOffsetError,
     NotABusError,
     OffsetOutOfRangeError,
@@ -156,6 +158,12 @@ class LogReader:
             self._bases = list_segment_bases(self.path)
         except FileNotFoundError:
             raise NotABusError(f"the bus directory {self.path} was removed") from None
+        except PermissionError:
+            raise BusPermissionError(
+                errno.EACCES,
+                f"permission denied listing the bus directory {self.path}: readers need read and search "
+                f"(r-x) permission on it (see docs/RELIABILITY.md, 'Permissions')",
+            ) from None
 
     # -- positioning --------------------------------------------------------------
 
