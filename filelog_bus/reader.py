@@ -374,8 +374,9 @@ class LogReader:
         if index is None:
             return self._scan_for(segment, position, segment_end, category, None)[0]
         base, interval = segment.base, index.interval
-        block_end = base + ((position - base) // interval + 1) * interval
-        found, position = self._scan_for(segment, position, segment_end, category, block_end)
+        found, position = self._scan_for(
+            segment, position, segment_end, category, _block_end(base, interval, position)
+        )
         if found is not None or position >= segment_end:
             return found
         if not index.count:
@@ -390,6 +391,11 @@ class LogReader:
                 break
             record = self._record_at(segment, candidate, segment_end)
             if record.category == category:
+                return record
+            # Another category with the same key came first in this block: ours may follow it.
+            block_end = _block_end(base, interval, candidate)
+            record = self._scan_for(segment, candidate, segment_end, category, block_end)[0]
+            if record is not None:
                 return record
             i = index.find_key(key, i + 1)
         start = max(position, index.offset_at(index.bisect_offset(last_block_start)))
@@ -418,3 +424,8 @@ class LogReader:
                     return record, record.offset
             position = self._advance(segment, position, batch.consumed, batch.error, bool(batch.records), end)
         return None, position
+
+
+def _block_end(base: int, interval: int, offset: int) -> int:
+    """Where the index block holding ``offset`` ends (records starting before it belong to it)."""
+    return base + ((offset - base) // interval + 1) * interval
