@@ -58,8 +58,7 @@ exit status:
        verify: the bus has problems (each one is printed)
   {EXIT_USAGE}    bad command line: unknown option, bad number, offset or time
   {EXIT_NOT_A_BUS}    the path is not a bus (missing, not a directory, or holds no filelog-bus)
-  {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range), or
-       retention deleted the records being read
+  {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range)
   {EXIT_DAMAGED}    a damaged segment or watermark (run filelog-bus verify for every problem)
   {EXIT_LOCKED}    retention: another writer (the server) holds the bus's writer lock
   {EXIT_FAILED}    operating-system error (permission denied, I/O error, disk full)
@@ -494,7 +493,8 @@ starts at OFFSET+SIZE). The preview shows JSON compacted, other text with its wh
 collapsed and control characters escaped, and binary payloads (not UTF-8, or holding a NUL
 byte) as hex:...; --payload shows those as a hex dump. Only records the writer has made durable
 are shown (those below the watermark). Never takes the writer lock, never writes into the bus
-directory: safe while a writer is appending."""
+directory: safe while a writer is appending. If retention deletes records before they are
+printed, a warning on stderr says which offsets were skipped and the dump goes on."""
 
 DUMP_EPILOG = f"""\
 examples:

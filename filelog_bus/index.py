@@ -156,21 +156,22 @@ class IndexWriter:
 
     def continue_at(self, size: int) -> bool:
         """Continue a file a clean close left at ``size`` bytes, reading only its header and tail."""
-        try:
-            _, interval = decode_file_header(self.magic, os.pread(self.fd, FILE_HEADER_SIZE, 0))
-        except LayoutError:
+        if os.fstat(self.fd).st_size != size or not self._header_ok():
             return False
-        if (
-            interval != self.interval
-            or size < FILE_HEADER_SIZE
-            or (size - FILE_HEADER_SIZE) % self.entry.size
-        ):
+        if size < FILE_HEADER_SIZE or (size - FILE_HEADER_SIZE) % self.entry.size:
             return False
         self.count = (size - FILE_HEADER_SIZE) // self.entry.size
         last = os.pread(self.fd, self.entry.size, size - self.entry.size) if self.count else b""
         self.running_crc = running_crc_after(last) if self.count else 0
         os.lseek(self.fd, size, os.SEEK_SET)
         return True
+
+    def _header_ok(self) -> bool:
+        try:
+            base, interval = decode_file_header(self.magic, os.pread(self.fd, FILE_HEADER_SIZE, 0))
+        except LayoutError:
+            return False
+        return base == self.base and interval == self.interval
 
     def tail_offsets(self, since: int) -> list[tuple[int, int]]:
         """(offset, u32 field) of the last entries whose offset is >= ``since``, oldest first."""
@@ -310,3 +311,33 @@ class IndexerMark(NamedTuple):
     categories_crc: int
     block: int
     seen: set[int]
+
+
+def indexes_intact(directory: str, base: int, end: int) -> bool:
+    """Full check of both indexes of the segment ``[base, end)``: header, chained CRC, no stray entries."""
+    for name, magic, entry in _INDEX_FILES:
+        view = IndexView.load(os.path.join(directory, name(base)), magic, entry, base, end)
+        if view is None or FILE_HEADER_SIZE + view.count * entry.size != len(view.data):
+            return False
+    return True
+
+
+def index_headers_sound(directory: str, base: int) -> bool:
+    """Cheap check of both indexes of a closed segment: present, whole entries, right header."""
+    for name, magic, entry in _INDEX_FILES:
+        try:
+            with open(os.path.join(directory, name(base)), "rb") as file:
+                header = file.read(FILE_HEADER_SIZE)
+                size = os.fstat(file.fileno()).st_size
+            recorded_base, interval = decode_file_header(magic, header)
+        except (FileNotFoundError, LayoutError):
+            return False
+        if recorded_base != base or interval <= 0 or (size - FILE_HEADER_SIZE) % entry.size:
+            return False
+    return True
+
+
+_INDEX_FILES = (
+    (offset_index_name, OFFSET_INDEX_MAGIC, OFFSET_ENTRY),
+    (category_index_name, CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY),
+)

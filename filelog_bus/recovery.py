@@ -12,16 +12,18 @@ import itertools
 import os
 
 from filelog_bus.errors import CorruptionError
-from filelog_bus.index import IndexView, SegmentIndexer, load_category_index, load_offset_index
+from filelog_bus.index import (
+    IndexView,
+    SegmentIndexer,
+    index_headers_sound,
+    load_category_index,
+    load_offset_index,
+)
 from filelog_bus.layout import (
-    CATEGORY_ENTRY,
     FILE_HEADER_SIZE,
-    OFFSET_ENTRY,
-    category_index_name,
-    offset_index_name,
     segment_name,
 )
-from filelog_bus.record import RECORD_MAGIC, RecordDecodeError, decode_record
+from filelog_bus.record import HEADER_SIZE, RECORD_MAGIC, RecordDecodeError, decode_header, decode_record
 from filelog_bus.segment import LogSegment
 
 
@@ -38,33 +40,28 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
                 path=path,
                 offset=size,
             )
-        if not _index_shape_ok(directory, base):
+        if not index_headers_sound(directory, base):
             rebuild_indexes(directory, base, next_base, interval)
 
 
-def _index_shape_ok(directory: str, base: int) -> bool:
-    for name, entry in ((offset_index_name(base), OFFSET_ENTRY), (category_index_name(base), CATEGORY_ENTRY)):
-        try:
-            size = os.stat(os.path.join(directory, name)).st_size
-        except FileNotFoundError:
-            return False
-        if size < FILE_HEADER_SIZE or (size - FILE_HEADER_SIZE) % entry.size:
-            return False
-    return True
-
-
 def rebuild_indexes(directory: str, base: int, end: int, interval: int) -> None:
-    """Rewrite both indexes of a closed segment from its records."""
+    """Rewrite both indexes of a closed segment from its records, durably."""
     segment = LogSegment.open(directory, base)
     indexer = SegmentIndexer(directory, base, interval)
     try:
-        indexer.reset()
-        end_of_records = _index_from(segment, indexer, base, end)
-        if end_of_records != end:
-            raise _damage(segment, end_of_records, end)
+        reindex(segment, indexer, end)
+        indexer.sync()
     finally:
         indexer.close()
         segment.close()
+
+
+def reindex(segment: LogSegment, indexer: SegmentIndexer, end: int) -> None:
+    """Index the records of ``segment`` up to ``end`` afresh; CorruptionError if they do not reach it."""
+    indexer.reset()
+    end_of_records = _index_from(segment, indexer, segment.base, end)
+    if end_of_records != end:
+        raise _damage(segment, end_of_records, end)
 
 
 def recover_active_segment(
@@ -122,9 +119,23 @@ def _index_from(segment: LogSegment, indexer: SegmentIndexer, start: int, end: i
 
 
 def _valid_record_after(segment: LogSegment, start: int, end: int) -> bool:
-    """Whether any valid record starts after ``start``: the mark of mid-log damage."""
+    """Whether a valid record starts after the bad bytes at ``start``: the mark of mid-log damage.
+
+    When those bytes begin with a valid header, the search starts after the body it
+    declares: a frame inside the body (a relayed record, say) proves nothing, and a
+    body running past the end of the file is a torn write with nothing after it.
+    """
     data = segment.read(start, end - start)
-    position = data.find(RECORD_MAGIC, 1)
+    search_from = 1
+    try:
+        length, _ = decode_header(data)
+    except RecordDecodeError:
+        pass
+    else:
+        search_from = HEADER_SIZE + length
+        if search_from >= len(data):
+            return False
+    position = data.find(RECORD_MAGIC, search_from)
     while position >= 0:
         try:
             decode_record(data, position)

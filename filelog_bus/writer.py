@@ -27,10 +27,10 @@ from filelog_bus.errors import (
     NotABusError,
 )
 from filelog_bus.fsutil import is_directory, stat_or_explain
-from filelog_bus.index import IndexerMark, SegmentIndexer
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose
+from filelog_bus.index import IndexerMark, SegmentIndexer, indexes_intact
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, segment_name
 from filelog_bus.record import category_key, encode_record
-from filelog_bus.recovery import check_closed_segments, recover_active_segment
+from filelog_bus.recovery import check_closed_segments, rebuild_indexes, recover_active_segment, reindex
 from filelog_bus.retention import (
     check_policy,
     delete_segments,
@@ -310,6 +310,7 @@ class LogWriter:
         assert self._segment is not None and self._indexer is not None
         try:
             self._segment.sync()
+            self._indexer.sync()  # closed segments' indexes are trusted on open after a cheap check
             segment = LogSegment.create(self.path, self._end)
         except OSError as exc:
             raise BusWriteError(
@@ -324,6 +325,29 @@ class LogWriter:
         self._indexer.reset()
         self._bases.append(segment.base)
         return self._segment, self._indexer
+
+    # -- maintenance -------------------------------------------------------------
+
+    def repair_indexes(self) -> list[str]:
+        """Check every index in full and rebuild the damaged ones; return their segments' names.
+
+        Opening only checks closed segments' indexes cheaply (header and size), so
+        that it costs the same on any log size; readers bypass an index whose
+        checksum fails. This finds and fixes such damage (`filelog-bus verify --repair`).
+        """
+        self._check_open()
+        assert self._segment is not None and self._indexer is not None
+        repaired = []
+        interval = self.config.index_interval_bytes
+        for span in segment_spans(self._bases, self._end):
+            if indexes_intact(self.path, span.base, span.end):
+                continue
+            if span.base == self._segment.base:
+                reindex(self._segment, self._indexer, span.end)
+            else:
+                rebuild_indexes(self.path, span.base, span.end, interval)
+            repaired.append(segment_name(span.base))
+        return repaired
 
     # -- retention -------------------------------------------------------------
 
