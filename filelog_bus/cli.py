@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import itertools
 import json
 import math
@@ -60,7 +61,7 @@ exit status:
   {EXIT_NOT_A_BUS}    the path is not a bus (missing, not a directory, or holds no filelog-bus)
   {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range)
   {EXIT_DAMAGED}    a damaged segment or watermark (run filelog-bus verify for every problem)
-  {EXIT_LOCKED}    retention: another writer (the server) holds the bus's writer lock
+  {EXIT_LOCKED}    retention, verify --repair: a writer (the server) holds the bus's writer lock
   {EXIT_FAILED}    operating-system error (permission denied, I/O error, disk full)
   {EXIT_INTERRUPTED}  interrupted with Ctrl-C (except filelog-dump --follow, which ends with 0)
 """
@@ -716,6 +717,7 @@ VERIFY_EPILOG = f"""\
 examples:
   filelog-bus verify /var/lib/hermes/bus
   filelog-bus verify /var/lib/hermes/bus --json | jq '.problems[]'
+  filelog-bus verify /var/lib/hermes/bus --repair --wait 60     rebuild damaged index files
 
 Checks, in every segment: the file header; every record's header and body checksums and
 framing; that each closed segment ends exactly where the next one begins; and both indexes of
@@ -723,7 +725,10 @@ each segment (file header, chained CRC, and that every entry is what a rebuild f
 segment would write, with the block size recorded in the index's header). Only records below
 the watermark are checked, so a writer appending meanwhile is not reported as damage. Each
 problem is printed as "problem: FILE at file position P (offset O): what and what to do". A
-progress bar is drawn on stderr when stderr is a terminal.
+progress bar is drawn on stderr when stderr is a terminal. Without --repair, verify only reads.
+Indexes are derived data: --repair rebuilds damaged ones from their segments under the writer
+lock (Hermes's server releases it between update loops; --wait waits for it). Damaged records
+cannot be rebuilt: restore their segment from a backup.
 
 {EXIT_STATUSES}"""
 
@@ -785,6 +790,19 @@ def main_parser() -> _Parser:
     verify.add_argument("path", metavar="PATH", help="the bus directory (e.g. /var/lib/hermes/bus)")
     verify.add_argument(
         "--json", action="store_true", help="the report as one JSON object (e.g. --json | jq '.problems')"
+    )
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="then rebuild the damaged index files, taking the writer lock, and check again; damaged "
+        "records cannot be repaired (e.g. --repair --wait 60)",
+    )
+    verify.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=_seconds,
+        default=0.0,
+        help="with --repair, wait up to SECONDS for the writer lock (e.g. --wait 60)",
     )
     verify.set_defaults(handler=_verify)
 
@@ -868,17 +886,75 @@ def _stats(prog: str, args: argparse.Namespace) -> int:
 
 
 def _verify(prog: str, args: argparse.Namespace) -> int:
-    bar = _progress_bar("verify")
-    try:
-        report = inspect.verify_bus(args.path, progress=bar)
-    finally:
-        if bar is not None:
-            bar.clear()
+    report = _verified(args.path)
+    repaired: list[str] = []
+    if args.repair and _damaged_indexes(report):
+        if not args.json:
+            _write(format_verify(report))
+        try:
+            repaired = _repair_indexes(args.path, args.wait)
+        except BusLockedError as exc:
+            return _locked(prog, args.path, exc, args.wait, "repairing indexes")
+        if not args.json:
+            _write(f"repaired: rebuilt {', '.join(repaired)}")
+        report = _verified(args.path)
     if args.json:
-        _write(json.dumps({**asdict(report), "healthy": report.healthy}, indent=2, ensure_ascii=False))
+        data = {**asdict(report), "healthy": report.healthy, "repaired": repaired}
+        _write(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         _write(format_verify(report))
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
+
+
+def _verified(path: str) -> inspect.VerifyReport:
+    bar = _progress_bar("verify")
+    try:
+        return inspect.verify_bus(path, progress=bar)
+    finally:
+        if bar is not None:
+            bar.clear()
+
+
+def _damaged_indexes(report: inspect.VerifyReport) -> list[str]:
+    return sorted({p.file for p in report.problems if p.file.endswith((".index", ".catindex"))})
+
+
+def _repair_indexes(path: str, wait: float) -> list[str]:
+    """Rebuild the index files verify finds damaged, holding the writer lock; return their names."""
+    with _maintenance_writer(path, wait) as writer:
+        damaged = _damaged_indexes(inspect.verify_bus(path))  # the writer is idle: a stable view
+        writer.repair_indexes()
+        # repair_indexes() keeps an index whose checksums hold even if it lacks entries or holds
+        # wrong ones; such a file is deleted, and the writer's next open rebuilds it.
+        remaining = _damaged_indexes(inspect.verify_bus(path))
+        for name in remaining:
+            os.unlink(os.path.join(path, name))
+    if remaining:
+        with contextlib.suppress(BusLockedError):  # else another writer's open rebuilt them
+            _maintenance_writer(path, wait).close()
+    return damaged
+
+
+def _maintenance_writer(path: str, wait: float) -> LogWriter:
+    """An open writer for retention or repairs, never creating a bus, with the bus's index block size
+    (a different one would make opening re-index the active segment)."""
+    inspect.require_bus(path)
+    settings: dict[str, Any] = {"lock_timeout": wait}
+    interval = inspect.index_interval(path)
+    if interval is not None and 64 <= interval <= 2**31:
+        settings["index_interval_bytes"] = interval
+    return LogWriter(path, **settings).open()
+
+
+def _locked(prog: str, path: str, exc: BusLockedError, wait: float, task: str) -> int:
+    waited = f" after waiting {wait:g} s" if wait else ""
+    return _fail(
+        prog,
+        f"the bus at {path} is locked by a running writer (pid {exc.holder}){waited}: {task} needs the "
+        f"writer lock; retry with --wait SECONDS (Hermes's server releases the lock between update "
+        f"loops), or stop the writer",
+        EXIT_LOCKED,
+    )
 
 
 def _retention(prog: str, args: argparse.Namespace) -> int:
@@ -899,22 +975,10 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
         else:
             _write(f"nothing to delete with {policy}: the bus starts at offset {plan.begin_offset}")
         return EXIT_OK
-    interval = inspect.index_interval(args.path)
-    settings: dict[str, Any] = {"lock_timeout": args.wait}
-    if interval is not None and 64 <= interval <= 2**31:
-        settings["index_interval_bytes"] = interval  # so that opening does not re-index the active segment
     try:
-        writer = LogWriter(args.path, **settings).open()
-    except BusLockedError:
-        holder = inspect.lock_holder(args.path) or "unknown"
-        waited = f" after waiting {args.wait:g} s" if args.wait else ""
-        return _fail(
-            prog,
-            f"the bus at {args.path} is locked by a running writer (pid {holder}){waited}: retention needs the "
-            f"writer lock; retry with --wait SECONDS (Hermes's server releases the lock between update "
-            f"loops), stop the writer, or apply retention from the writer itself",
-            EXIT_LOCKED,
-        )
+        writer = _maintenance_writer(args.path, args.wait)
+    except BusLockedError as exc:
+        return _locked(prog, args.path, exc, args.wait, "retention")
     with writer:
         before = writer.begin_offset
         deleted = writer.apply_retention(max_age_days=args.days, max_bytes=args.bytes)

@@ -218,13 +218,17 @@ class SegmentIndexer:
         self.offsets = IndexWriter(
             os.path.join(directory, offset_index_name(base)), OFFSET_INDEX_MAGIC, OFFSET_ENTRY, base, interval
         )
-        self.categories = IndexWriter(
-            os.path.join(directory, category_index_name(base)),
-            CATEGORY_INDEX_MAGIC,
-            CATEGORY_ENTRY,
-            base,
-            interval,
-        )
+        try:
+            self.categories = IndexWriter(
+                os.path.join(directory, category_index_name(base)),
+                CATEGORY_INDEX_MAGIC,
+                CATEGORY_ENTRY,
+                base,
+                interval,
+            )
+        except BaseException:
+            self.offsets.close()
+            raise
         self.block = -1
         self.seen: set[int] = set()
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from filelog_bus.errors import CorruptionError, NotABusError
+from filelog_bus.fsutil import open_or_explain
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
@@ -38,7 +39,7 @@ from filelog_bus.layout import (
 )
 from filelog_bus.record import RECORD_MAGIC, Record, RecordDecodeError, category_key
 from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
-from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases, open_or_explain
+from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
@@ -49,8 +50,8 @@ Progress = Callable[[int, int], None]
 _ACTIVE_RECHECK_DELAY = 0.2
 
 _INDEX_ADVICE = (
-    "indexes are derived data: delete this file and the writer rebuilds it the next time it opens "
-    "the bus (until then readers scan the segment instead)"
+    "indexes are derived data: `filelog-bus verify --repair` rebuilds it (until then readers scan the "
+    "segment instead)"
 )
 _RECORD_ADVICE = "restore the segment from a backup: readers stop with an error at this offset"
 
@@ -829,12 +830,3 @@ def plan_retention_now(
         sum(span.size for span in doomed),
         spans[len(doomed)].base,
     )
-
-
-def lock_holder(path: str) -> str | None:
-    """The pid the writer wrote into its lock file, as text; None if unknown."""
-    try:
-        with open(os.path.join(path, LOCK_NAME), encoding="ascii", errors="replace") as file:
-            return file.read().strip() or None
-    except OSError:
-        return None

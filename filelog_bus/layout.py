@@ -28,6 +28,7 @@ CATEGORY_INDEX_SUFFIX = ".catindex"
 WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
+_INDEX_NAME = re.compile(r"([0-9]{20})\.(?:index|catindex)")
 
 #: magic, format version, parameter (index block size; 0 elsewhere), base offset, CRC of the first 24
 #: bytes, 4 zero bytes.
@@ -68,6 +69,12 @@ def category_index_name(base: int) -> str:
     return f"{base:020d}{CATEGORY_INDEX_SUFFIX}"
 
 
+def parse_index_name(name: str) -> int | None:
+    """Base offset of an index file name (either kind), or None for any other name."""
+    match = _INDEX_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def parse_segment_name(name: str) -> int | None:
     """Base offset of a segment file name, or None for any other name."""
     match = _SEGMENT_NAME.fullmatch(name)
@@ -88,6 +95,8 @@ def decode_file_header(magic: bytes, buf: bytes) -> tuple[int, int]:
         raise LayoutError(f"wrong magic number {found_magic!r}, expected {magic!r}")
     if zlib.crc32(buf[:_HEADER_CRC_COVERS]) != crc:
         raise LayoutError("file header checksum mismatch")
+    if buf[_HEADER_CRC_COVERS + 4 : FILE_HEADER_SIZE] != bytes(FILE_HEADER_SIZE - _HEADER_CRC_COVERS - 4):
+        raise LayoutError("file header's reserved bytes are not zero")
     if version != FORMAT_VERSION:
         raise LayoutError(
             f"format version {version} is not supported (this filelog-bus reads version {FORMAT_VERSION})"

@@ -170,8 +170,11 @@ class LogReader:
     def seek_to_beginning(self) -> None:
         """Position on the oldest record still on the bus."""
         self._check_open()
-        self._position = self.begin_offset
         self._drop_batch()
+        self._position = self.begin_offset
+        end = self._end()
+        if self._position < end:
+            self._locate(self._position, end)  # hold the segment open: retention may delete it now
 
     def seek(self, offset: int) -> None:
         """Position on the first record whose offset is >= ``offset``."""

@@ -12,6 +12,7 @@ import itertools
 import os
 
 from filelog_bus.errors import CorruptionError
+from filelog_bus.fsutil import fsync_directory
 from filelog_bus.index import (
     IndexView,
     SegmentIndexer,
@@ -19,12 +20,23 @@ from filelog_bus.index import (
     load_category_index,
     load_offset_index,
 )
-from filelog_bus.layout import (
-    FILE_HEADER_SIZE,
-    segment_name,
-)
+from filelog_bus.layout import FILE_HEADER_SIZE, parse_index_name, segment_name
 from filelog_bus.record import HEADER_SIZE, RECORD_MAGIC, RecordDecodeError, decode_header, decode_record
 from filelog_bus.segment import LogSegment
+
+
+def remove_orphan_indexes(directory: str, bases: list[int]) -> None:
+    """Delete index files whose segment is gone (retention deletes the segment first, then a crash)."""
+    present = set(bases)
+    orphans = [
+        name
+        for name in os.listdir(directory)
+        if (base := parse_index_name(name)) is not None and base not in present
+    ]
+    for name in orphans:
+        os.unlink(os.path.join(directory, name))
+    if orphans:
+        fsync_directory(directory)
 
 
 def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:

@@ -28,9 +28,15 @@ from filelog_bus.errors import (
 )
 from filelog_bus.fsutil import is_directory, stat_or_explain
 from filelog_bus.index import IndexerMark, SegmentIndexer, indexes_intact
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, segment_name
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, parse_segment_name, segment_name
 from filelog_bus.record import category_key, encode_record
-from filelog_bus.recovery import check_closed_segments, rebuild_indexes, recover_active_segment, reindex
+from filelog_bus.recovery import (
+    check_closed_segments,
+    rebuild_indexes,
+    recover_active_segment,
+    reindex,
+    remove_orphan_indexes,
+)
 from filelog_bus.retention import (
     check_policy,
     delete_segments,
@@ -84,6 +90,7 @@ class LogWriter:
         if self._segment is not None:
             return self
         self._prepare_directory()
+        self._refuse_foreign_directory()
         self._lock()
         try:
             self._load()
@@ -152,6 +159,18 @@ class LogWriter:
                 errno.EACCES, f"permission denied creating the bus directory {self.path} in {parent}"
             ) from None
 
+    def _refuse_foreign_directory(self) -> None:
+        """Refuse, before creating anything, a non-empty directory that holds no bus."""
+        names = set(os.listdir(self.path))
+        if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
+            return
+        foreign = sorted(names - {LOCK_NAME, WATERMARK_NAME + ".new"})
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotABusError(
+                f"{self.path} is not empty and holds no filelog-bus ({shown}): give the bus an empty or new directory"
+            )
+
     def _lock(self) -> None:
         lock_path = os.path.join(self.path, LOCK_NAME)
         try:
@@ -194,6 +213,7 @@ class LogWriter:
         if not bases:
             self._create_bus(published)
             return
+        remove_orphan_indexes(self.path, bases)
         check_closed_segments(self.path, bases, self.config.index_interval_bytes)
         segment = LogSegment.open_newest(self.path, bases[-1])
         self._segment = segment
@@ -226,12 +246,6 @@ class LogWriter:
                 f"restore the segments from a backup, or start a new bus in an empty directory "
                 f"(and reset the consumers' offsets)",
                 path=self._watermark.path,
-            )
-        foreign = sorted(set(os.listdir(self.path)) - {LOCK_NAME, WATERMARK_NAME, WATERMARK_NAME + ".new"})
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise NotABusError(
-                f"{self.path} is not empty and holds no filelog-bus ({shown}): give the bus an empty or new directory"
             )
         self._watermark.publish(0, durable=True)
         self._segment = LogSegment.create(self.path, 0)
@@ -299,32 +313,42 @@ class LogWriter:
         else:
             if exc.errno == errno.EIO:
                 self._broken = str(exc)  # after a failed fsync the page cache cannot be trusted
-        raise BusWriteError(
-            exc.errno or errno.EIO,
-            f"append at offset {offset} to {self._segment.path} failed: {os.strerror(exc.errno or errno.EIO)}; "
-            f"the record was not written and earlier records are intact; " + _advice(exc.errno),
+        raise _write_error(
+            exc,
+            f"append at offset {offset} to {self._segment.path} failed",
+            "the record was not written and earlier records are intact",
         ) from exc
 
     def _roll(self) -> tuple[LogSegment, SegmentIndexer]:
-        """Close the active segment durably and start a new one at the current end."""
+        """Close the active segment durably and start a new one at the current end.
+
+        On failure the bus is left as it was (the new segment's files are removed),
+        so the append can be retried once the cause is fixed.
+        """
         assert self._segment is not None and self._indexer is not None
+        failed = f"could not start a new segment at offset {self._end} in {self.path}"
         try:
             self._segment.sync()
             self._indexer.sync()  # closed segments' indexes are trusted on open after a cheap check
             segment = LogSegment.create(self.path, self._end)
         except OSError as exc:
-            raise BusWriteError(
-                exc.errno or errno.EIO,
-                f"could not start a new segment at offset {self._end} in {self.path}: "
-                f"{os.strerror(exc.errno or errno.EIO)}; " + _advice(exc.errno),
-            ) from exc
+            raise _write_error(exc, failed, "nothing was written") from exc
+        try:
+            indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
+            indexer.reset()
+        except OSError as exc:
+            segment.close()
+            try:
+                delete_segments(self.path, [segment.base])
+            except OSError as undo_exc:
+                self._broken = f"{exc}; then, removing the new segment: {undo_exc}"
+            raise _write_error(exc, failed, "nothing was written") from exc
         self._indexer.close()
         self._segment.close()
         self._segment = segment
-        self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
-        self._indexer.reset()
+        self._indexer = indexer
         self._bases.append(segment.base)
-        return self._segment, self._indexer
+        return segment, indexer
 
     # -- maintenance -------------------------------------------------------------
 
@@ -369,6 +393,13 @@ class LogWriter:
             return delete_segments(self.path, [span.base for span in doomed])
         finally:
             self._bases = list_segment_bases(self.path)  # also right when a deletion failed half-way
+
+
+def _write_error(exc: OSError, failed: str, consequence: str) -> BusWriteError:
+    error_number = exc.errno or errno.EIO
+    return BusWriteError(
+        error_number, f"{failed}: {os.strerror(error_number)}; {consequence}; {_advice(error_number)}"
+    )
 
 
 def _advice(error_number: int | None) -> str:
