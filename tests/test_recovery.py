@@ -1,0 +1,461 @@
+"""Writer open on damaged files: torn tails are cut, real damage is refused, indexes are rebuilt.
+
+A "crash" here is a real writer process that exits without close() (os._exit), so
+no clean-close note is left and the next open runs recovery; damage is then made
+on disk by hand, as a power cut or a bad disk would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import run_python
+
+from filelog_bus import LogReader, LogWriter, Record
+from filelog_bus.errors import CorruptionError
+from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
+from filelog_bus.record import encode_record
+
+CONFIG = {"segment_bytes": 3072, "index_interval_bytes": 256}
+INTERVAL = CONFIG["index_interval_bytes"]
+PROCESS_TIMEOUT = 60
+
+CRASHING_WRITER = """
+    import json, os, sys
+    from filelog_bus import LogWriter
+
+    path, spec = sys.argv[1], json.loads(sys.argv[2])
+    writer = LogWriter(path, durability=spec["durability"], **spec["config"]).open()
+    assert writer.end_offset == 0
+    for i, (category, size) in enumerate(spec["records"]):
+        writer.append(category, b"%06d" % i + b"." * size, float(i))
+    print(writer.end_offset, flush=True)
+    os._exit(0)  # no close(): like a crash, the next open must recover
+"""
+
+
+def spec_records(count: int) -> list[tuple[str, int]]:
+    """Mixed sizes (several index blocks per segment) ending with a run of small records."""
+    body = [(("a", "b", "rare")[i % 7 % 3], 20 + i * 53 % 260) for i in range(count - 6)]
+    return body + [("a", i) for i in range(6)]
+
+
+def record_sizes(records: list[tuple[str, int]]) -> list[int]:
+    return [len(encode_record(c, float(i), b"%06d" % i + b"." * n)) for i, (c, n) in enumerate(records)]
+
+
+def newest_segment_bytes(records: list[tuple[str, int]], segment_bytes: int) -> int:
+    """How many bytes the newest segment holds, by the documented roll rule."""
+    base = end = 0
+    for size in record_sizes(records):
+        if end > base and end - base + size > segment_bytes:
+            base = end
+        end += size
+    return end - base
+
+
+#: Enough records for a few segments, the newest holding several index blocks.
+RECORDS = next(
+    spec_records(n)
+    for n in range(40, 200)
+    if newest_segment_bytes(spec_records(n), CONFIG["segment_bytes"]) > 2000
+)
+
+
+def write_bus(
+    path: Path,
+    records: list[tuple[str, int]] | None = None,
+    *,
+    crash: bool,
+    durability: str = "always",
+    config: dict[str, int] = CONFIG,
+) -> list[Record]:
+    """Write the records, then crash (no close) or close cleanly; return what a reader reads."""
+    records = RECORDS if records is None else records
+    if crash:
+        spec = {"durability": durability, "config": config, "records": records}
+        result = run_python(CRASHING_WRITER, str(path), json.dumps(spec), timeout=PROCESS_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+    else:
+        with LogWriter(path, durability=durability, **config) as writer:
+            for i, (category, size) in enumerate(records):
+                writer.append(category, b"%06d" % i + b"." * size, float(i))
+    return read_all(path)
+
+
+def read_all(path: Path) -> list[Record]:
+    with LogReader(path) as reader:
+        return list(reader)
+
+
+def segment_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.log"))
+
+
+def index_files(path: Path) -> list[Path]:
+    return sorted([*path.glob("*.index"), *path.glob("*.catindex")])
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every bus file's bytes except the watermark and lock, which change on every open."""
+    return {
+        p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.suffix in (".log", ".index", ".catindex")
+    }
+
+
+def log_bytes(path: Path) -> dict[str, bytes]:
+    """The segments' bytes: what recovery must never cut when it refuses (indexes are derived data)."""
+    return {p.name: p.read_bytes() for p in segment_files(path)}
+
+
+def newest(path: Path) -> tuple[Path, int]:
+    log = segment_files(path)[-1]
+    return log, int(log.stem)
+
+
+def file_position(record: Record, base: int) -> int:
+    return record.offset - base + FILE_HEADER_SIZE
+
+
+def flip_bit(path: Path, position: int, bit: int = 3) -> None:
+    with open(path, "r+b") as file:
+        file.seek(position)
+        byte = file.read(1)[0]
+        file.seek(position)
+        file.write(bytes([byte ^ (1 << bit)]))
+
+
+def append_raw(path: Path, data: bytes) -> None:
+    with open(path, "ab") as file:
+        file.write(data)
+
+
+def cut_positions(size: int) -> list[int]:
+    """Every position in the header, then about twenty spread over the body."""
+    return sorted({*range(1, min(size, HEADER_END + 2)), *range(HEADER_END, size, max(1, size // 20))})
+
+
+HEADER_END = 16  # record header size
+
+
+# -- torn tails ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Record]]]:
+    """One crashed and one cleanly closed bus, copied by the tests that damage them."""
+    made = {}
+    for origin in ("crash", "clean"):
+        path = tmp_path_factory.mktemp(origin) / "bus"
+        made[origin] = (path, write_bus(path, crash=origin == "crash"))
+    return made
+
+
+def copy_of(templates: dict[str, tuple[Path, list[Record]]], origin: str, into: Path) -> list[Record]:
+    source, records = templates[origin]
+    shutil.copytree(source, into)
+    return records
+
+
+@pytest.mark.parametrize("origin", ["crash", "clean"])
+@pytest.mark.parametrize("payload_size", [3, 700])
+def test_torn_last_record_is_cut_at_every_position(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], origin: str, payload_size: int
+) -> None:
+    """A record torn anywhere (header or body) after the published end is cut; earlier records are intact."""
+    torn = encode_record("a", 99.0, b"T" * payload_size)
+    for cut in cut_positions(len(torn)):
+        bus = tmp_path / f"cut-{cut}"
+        records = copy_of(templates, origin, bus)
+        log, _ = newest(bus)
+        size = log.stat().st_size
+        append_raw(log, torn[:cut])
+        with LogWriter(bus, **CONFIG) as writer:
+            assert writer.end_offset == records[-1].next_offset, cut
+            assert log.stat().st_size == size
+            assert read_all(bus) == records
+            assert writer.append("after", b"x", 100.0) == records[-1].next_offset
+        shutil.rmtree(bus)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.one_of(st.binary(min_size=1, max_size=600), st.integers(1, 5000).map(bytes)))
+def test_random_partial_bytes_at_the_tail_are_cut(
+    tmp_path_factory: pytest.TempPathFactory,
+    templates: dict[str, tuple[Path, list[Record]]],
+    garbage: bytes,
+) -> None:
+    """Arbitrary bytes (or zeros, as after a power cut) after the last record are cut on open."""
+    bus = tmp_path_factory.mktemp("garbage") / "bus"
+    records = copy_of(templates, "crash", bus)
+    log, _ = newest(bus)
+    size = log.stat().st_size
+    append_raw(log, garbage)
+    with LogWriter(bus, **CONFIG) as writer:
+        assert writer.end_offset == records[-1].next_offset
+    assert log.stat().st_size == size
+    assert read_all(bus) == records
+    shutil.rmtree(bus.parent)
+
+
+def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(bus_dir: Path) -> None:
+    """A never-durable record that starts an index block, torn by a power cut after its index entries were
+    written: it is cut, and the indexes end up exactly as if it had never been appended."""
+    records = spec_records(30)
+    before = sum(record_sizes(records)[:-2])
+    records[-2] = ("a", 300)
+    # Pad the second-to-last record (+1 payload byte = +1 record byte from 256 on) so the last one starts
+    # an index block.
+    records[-2] = ("a", 300 + -(before + record_sizes(records)[-2]) % INTERVAL)
+    records[-1] = ("rare", 500)
+    single_segment = {"segment_bytes": 1 << 20, "index_interval_bytes": INTERVAL}
+    written = write_bus(bus_dir, records, crash=True, durability="never", config=single_segment)
+    last = written[-1]
+    assert last.offset % INTERVAL == 0 and last.category == "rare"
+    os.truncate(segment_files(bus_dir)[-1], file_position(last, 0) + last.size // 2)
+    with LogWriter(bus_dir, **single_segment) as writer:
+        assert writer.end_offset == last.offset
+    assert read_all(bus_dir) == written[:-1]
+    reference = bus_dir.parent / "reference"
+    write_bus(reference, records[:-1], crash=False, config=single_segment)
+    assert snapshot(bus_dir) == snapshot(reference)
+    with LogReader(bus_dir) as reader:
+        assert reader.find_next("rare") == next(r for r in written if r.category == "rare")
+        reader.seek(written[-2].offset)
+        assert reader.find_next("rare") is None
+
+
+def test_torn_record_whose_payload_holds_a_record_frame_is_cut(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]]
+) -> None:
+    """A torn record is cut even when its payload happens to contain a valid record (e.g. a relayed one).
+
+    Nothing can follow a record that runs past the end of the file, so a frame found inside
+    its own body is not proof of mid-log damage.
+    """
+    records = copy_of(templates, "crash", tmp_path / "bus")
+    inner = encode_record("inner", 1.0, b"relayed record")
+    torn = encode_record("relay", 2.0, b"<" + inner + b">" * 100)
+    log, _ = newest(tmp_path / "bus")
+    append_raw(log, torn[: len(torn) - 50])
+    with LogWriter(tmp_path / "bus", **CONFIG) as writer:
+        assert writer.end_offset == records[-1].next_offset
+
+
+# -- damage that must not be cut ----------------------------------------------------------------------------
+
+
+def last_block_records(records: list[Record], base: int) -> list[Record]:
+    """The records of the newest segment's last index block: what bounded recovery scans."""
+    last_block = (records[-1].offset - base) // INTERVAL
+    return [r for r in records if r.offset >= base and (r.offset - base) // INTERVAL == last_block]
+
+
+@pytest.mark.parametrize("where", ["last index block", "early, indexes deleted"])
+def test_damage_followed_by_valid_records_in_the_newest_segment_is_refused(bus_dir: Path, where: str) -> None:
+    """After a crash, a flipped bit followed by valid records: CorruptionError naming file and position;
+    nothing is cut."""
+    records = write_bus(bus_dir, crash=True)
+    log, base = newest(bus_dir)
+    if where == "last index block":
+        candidates = last_block_records(records, base)
+        assert len(candidates) >= 2
+    else:
+        candidates = [r for r in records if r.offset >= base][1:3]
+        for index in index_files(bus_dir):
+            index.unlink()
+    damaged = candidates[0]
+    flip_bit(log, file_position(damaged, base) + damaged.size - 3)
+    before = log_bytes(bus_dir)
+    with pytest.raises(CorruptionError) as raised:
+        LogWriter(bus_dir, **CONFIG).open()
+    assert raised.value.path == str(log)
+    assert raised.value.offset == file_position(damaged, base)
+    assert str(log) in str(raised.value) and str(raised.value.offset) in str(raised.value)
+    assert log_bytes(bus_dir) == before  # never silently cut
+    with pytest.raises(CorruptionError):
+        LogWriter(bus_dir, **CONFIG).open()  # and it stays refused
+
+
+@pytest.mark.parametrize("origin", ["crash", "clean"])
+def test_acknowledged_record_cut_short_is_refused(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], origin: str
+) -> None:
+    """A durable, published record that lost its end is damage, not a torn write: refused, not cut."""
+    bus = tmp_path / "bus"
+    records = copy_of(templates, origin, bus)
+    log, base = newest(bus)
+    last = records[-1]
+    os.truncate(log, file_position(last, base) + last.size - 1)
+    before = log_bytes(bus)
+    with pytest.raises(CorruptionError) as raised:
+        LogWriter(bus, **CONFIG).open()
+    assert raised.value.path == str(log)
+    assert raised.value.offset == file_position(last, base)
+    assert log_bytes(bus) == before
+
+
+@pytest.mark.parametrize("origin", ["crash", "clean"])
+def test_damage_the_writer_does_not_scan_is_left_for_readers(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], origin: str
+) -> None:
+    """Damage in the newest segment before the last index point (recovery scans only after it): the
+    writer opens without cutting anything, and a reader reports the damaged record's file and position."""
+    bus = tmp_path / "bus"
+    records = copy_of(templates, origin, bus)
+    log, base = newest(bus)
+    in_newest = [r for r in records if r.offset >= base]
+    damaged = in_newest[1]
+    assert (damaged.offset - base) // INTERVAL < (records[-1].offset - base) // INTERVAL
+    flip_bit(log, file_position(damaged, base) + HEADER_END + 2)
+    size = log.stat().st_size
+    with LogWriter(bus, **CONFIG) as writer:
+        assert writer.end_offset == records[-1].next_offset
+    assert log.stat().st_size == size
+    got: list[Record] = []
+    with LogReader(bus) as reader, pytest.raises(CorruptionError) as raised:
+        got.extend(reader)
+    assert got == records[: records.index(damaged)]
+    assert (raised.value.path, raised.value.offset) == (str(log), file_position(damaged, base))
+
+
+def test_flipped_bit_in_a_closed_segment_is_reported_by_readers(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]]
+) -> None:
+    """A closed segment is never cut: the writer opens; readers get every record before the damage, then
+    CorruptionError naming the closed segment and position; the later segments stay readable."""
+    bus = tmp_path / "bus"
+    records = copy_of(templates, "clean", bus)
+    logs = segment_files(bus)
+    assert len(logs) >= 2
+    closed, base = logs[0], int(logs[0].stem)
+    following = int(logs[1].stem)
+    damaged = [r for r in records if r.offset < following][3]
+    flip_bit(closed, file_position(damaged, base) + damaged.size // 2)
+    size = closed.stat().st_size
+    with LogWriter(bus, **CONFIG) as writer:
+        writer.append("more", b"after the damage", 50.0)
+    assert closed.stat().st_size == size
+    got: list[Record] = []
+    with LogReader(bus) as reader:
+        with pytest.raises(CorruptionError) as raised:
+            got.extend(reader)
+        assert (raised.value.path, raised.value.offset) == (str(closed), file_position(damaged, base))
+        assert got == records[:3]
+        reader.seek(following)
+        rest = list(reader)
+    assert rest[:-1] == [r for r in records if r.offset >= following]
+    assert rest[-1].payload == b"after the damage"
+
+
+@pytest.mark.parametrize("change", ["truncated", "extended"])
+def test_closed_segment_of_the_wrong_size_is_refused(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], change: str
+) -> None:
+    """A closed segment that no longer ends where the next begins: the writer refuses to open, naming it."""
+    bus = tmp_path / "bus"
+    copy_of(templates, "clean", bus)
+    closed = segment_files(bus)[0]
+    if change == "truncated":
+        os.truncate(closed, closed.stat().st_size - 10)
+    else:
+        append_raw(closed, encode_record("extra", 1.0, b"x"))
+    with pytest.raises(CorruptionError) as raised:
+        LogWriter(bus, **CONFIG).open()
+    assert raised.value.path == str(closed)
+
+
+# -- indexes are derived data -------------------------------------------------------------------------------
+
+
+def damage_index(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+        return
+    if how == "cut mid-entry":
+        data = data[: len(data) - 5]
+    elif how == "emptied":
+        data = bytearray()
+    elif how == "flipped entry bit":
+        data[FILE_HEADER_SIZE + 5] ^= 0x10
+    elif how == "wrong magic":
+        data[0] ^= 0xFF
+    elif how == "zeroed":
+        data = bytearray(len(data))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("which", ["closed", "active"])
+@pytest.mark.parametrize(
+    "how", ["deleted", "cut mid-entry", "emptied", "flipped entry bit", "wrong magic", "zeroed"]
+)
+@pytest.mark.parametrize("origin", ["crash", "clean"])
+def test_damaged_index_is_rebuilt_by_the_writer(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], which: str, how: str, origin: str
+) -> None:
+    """Missing or damaged index files (closed or active segment) are rebuilt byte for byte: on open when
+    the damage shows in the file's header or size (the cheap check that keeps open constant-cost), by
+    repair_indexes() when only an entry's checksum shows it (readers bypass the index until then)."""
+    bus = tmp_path / "bus"
+    copy_of(templates, origin, bus)
+    reference = tmp_path / "reference"
+    copy_of(templates, origin, reference)
+    LogWriter(reference, **CONFIG).open().close()
+    expected = snapshot(reference)
+    bases = [int(p.stem) for p in segment_files(bus)]
+    base = bases[0] if which == "closed" else bases[-1]
+    for index in index_files(bus):
+        if int(index.stem) == base:
+            damage_index(index, how)
+    # Recovery after a crash reads the active segment's indexes in full; nothing else does on open.
+    found_on_open = how != "flipped entry bit" or (origin == "crash" and which == "active")
+    with LogWriter(bus, **CONFIG) as writer:
+        assert writer.repair_indexes() == ([] if found_on_open else [segment_name(base)])
+        assert writer.repair_indexes() == []
+    assert snapshot(bus) == expected
+
+
+def test_changed_index_interval_rebuilds_the_active_segment_only(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]]
+) -> None:
+    """Reopening with another index_interval_bytes reindexes the active segment; readers read the same."""
+    bus = tmp_path / "bus"
+    records = copy_of(templates, "clean", bus)
+    before = snapshot(bus)
+    with LogWriter(bus, segment_bytes=CONFIG["segment_bytes"], index_interval_bytes=1024):
+        pass
+    after = snapshot(bus)
+    active = segment_files(bus)[-1].stem
+    for name, data in after.items():
+        if name.startswith(active) and not name.endswith(".log"):
+            assert data != before[name]
+        else:
+            assert data == before[name]
+    assert read_all(bus) == records
+
+
+@pytest.mark.parametrize("left", [b"", b"half header", b"whole header"])
+def test_crash_while_rolling_leaves_a_segment_the_writer_finishes(
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], left: bytes
+) -> None:
+    """A crash while creating the next segment (empty file, half or whole header, no record): readers read
+    the bus as it was; the writer completes the segment and appends into it at the same offset."""
+    bus = tmp_path / "bus"
+    records = copy_of(templates, "crash", bus)
+    end = records[-1].next_offset
+    header = encode_file_header(SEGMENT_MAGIC, end)
+    content = {b"": b"", b"half header": header[:10], b"whole header": header}[left]
+    (bus / segment_name(end)).write_bytes(content)
+    assert read_all(bus) == records
+    with LogWriter(bus, **CONFIG) as writer:
+        assert writer.end_offset == end
+        assert writer.append("next", b"into the new segment", 1.0) == end
+    assert read_all(bus)[:-1] == records
+    assert (bus / segment_name(end)).read_bytes().startswith(header)
