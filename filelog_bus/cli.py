@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import itertools
 import json
 import math
@@ -892,7 +891,8 @@ def _verify(prog: str, args: argparse.Namespace) -> int:
         if not args.json:
             _write(format_verify(report))
         try:
-            repaired = _repair_indexes(args.path, args.wait)
+            _repair_indexes(args.path, args.wait)
+            repaired = _damaged_indexes(report)
         except BusLockedError as exc:
             return _locked(prog, args.path, exc, args.wait, "repairing indexes")
         if not args.json:
@@ -920,19 +920,9 @@ def _damaged_indexes(report: inspect.VerifyReport) -> list[str]:
 
 
 def _repair_indexes(path: str, wait: float) -> list[str]:
-    """Rebuild the index files verify finds damaged, holding the writer lock; return their names."""
+    """Rewrite the index files that differ from a rebuild, holding the writer lock; return their segments."""
     with _maintenance_writer(path, wait) as writer:
-        damaged = _damaged_indexes(inspect.verify_bus(path))  # the writer is idle: a stable view
-        writer.repair_indexes()
-        # repair_indexes() keeps an index whose checksums hold even if it lacks entries or holds
-        # wrong ones; such a file is deleted, and the writer's next open rebuilds it.
-        remaining = _damaged_indexes(inspect.verify_bus(path))
-        for name in remaining:
-            os.unlink(os.path.join(path, name))
-    if remaining:
-        with contextlib.suppress(BusLockedError):  # else another writer's open rebuilt them
-            _maintenance_writer(path, wait).close()
-    return damaged
+        return writer.repair_indexes()
 
 
 def _maintenance_writer(path: str, wait: float) -> LogWriter:

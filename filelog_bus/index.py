@@ -119,6 +119,79 @@ def load_category_index(directory: str, base: int, end: int) -> IndexView | None
     )
 
 
+class IndexBlocks:
+    """Which records get index entries: pure, shared by the writer, rebuilds and `verify`.
+
+    The first record starting in each block gets an offset-index entry; the first
+    record of each category key in each block gets a category-index entry.
+    """
+
+    __slots__ = ("base", "block", "interval", "seen")
+
+    def __init__(self, base: int, interval: int) -> None:
+        self.base = base
+        self.interval = interval
+        self.block = -1
+        self.seen: set[int] = set()
+
+    def admit(self, offset: int, key: int) -> tuple[bool, bool]:
+        """(needs an offset-index entry, needs a category-index entry) for this record."""
+        block = (offset - self.base) // self.interval
+        new_block = block != self.block
+        if new_block:
+            self.block = block
+            self.seen = set()  # a new object, so a saved mark keeps the old one intact
+        new_key = key not in self.seen
+        if new_key:
+            self.seen.add(key)
+        return new_block, new_key
+
+
+class IndexRebuild:
+    """The entries a rebuild of a segment's indexes holds, fed its records in order. Pure."""
+
+    def __init__(self, base: int, interval: int) -> None:
+        self.base = base
+        self.interval = interval
+        self.blocks = IndexBlocks(base, interval)
+        self.offset_entries: list[tuple[int, float]] = []
+        self.category_entries: list[tuple[int, int]] = []
+
+    def add(self, record: Record) -> None:
+        key = category_key(record.category)
+        new_block, new_key = self.blocks.admit(record.offset, key)
+        if new_block:
+            self.offset_entries.append((record.offset, record.timestamp))
+        if new_key:
+            self.category_entries.append((record.offset, key))
+
+    def files(self) -> tuple[bytes, bytes]:
+        """The complete bytes of the offset index and the category index."""
+        return (
+            _encode_index_file(
+                OFFSET_INDEX_MAGIC, OFFSET_ENTRY, self.base, self.interval, self.offset_entries
+            ),
+            _encode_index_file(
+                CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, self.base, self.interval, self.category_entries
+            ),
+        )
+
+
+def _encode_index_file(
+    magic: bytes,
+    entry: struct.Struct,
+    base: int,
+    interval: int,
+    entries: list[tuple[int, float]] | list[tuple[int, int]],
+) -> bytes:
+    parts = [encode_file_header(magic, base, interval)]
+    running_crc = 0
+    for fields in entries:
+        data, running_crc = encode_index_entry(entry, running_crc, *fields)
+        parts.append(data)
+    return b"".join(parts)
+
+
 class IndexWriter:
     """Appends entries to one index file, maintaining the chained CRC."""
 
@@ -229,29 +302,25 @@ class SegmentIndexer:
         except BaseException:
             self.offsets.close()
             raise
-        self.block = -1
-        self.seen: set[int] = set()
+        self.blocks = IndexBlocks(base, interval)
 
     def reset(self) -> None:
         self.offsets.reset()
         self.categories.reset()
-        self.block = -1
-        self.seen = set()
+        self.blocks = IndexBlocks(self.base, self.interval)
 
     def continue_after_clean_close(self, offsets_size: int, categories_size: int) -> bool:
         """Pick up where a clean close left both files; False if they are not as it left them."""
         if not (self.offsets.continue_at(offsets_size) and self.categories.continue_at(categories_size)):
             return False
-        if not self.offsets.count:
-            self.block = -1
-            self.seen = set()
-            return True
-        last_offset = _OFFSET.unpack(
-            os.pread(self.offsets.fd, 8, FILE_HEADER_SIZE + (self.offsets.count - 1) * OFFSET_ENTRY.size)
-        )[0]
-        self.block = (last_offset - self.base) // self.interval
-        block_start = self.base + self.block * self.interval
-        self.seen = {key for _, key in self.categories.tail_offsets(block_start)}
+        self.blocks = IndexBlocks(self.base, self.interval)
+        if self.offsets.count:
+            last_offset = _OFFSET.unpack(
+                os.pread(self.offsets.fd, 8, FILE_HEADER_SIZE + (self.offsets.count - 1) * OFFSET_ENTRY.size)
+            )[0]
+            self.blocks.block = (last_offset - self.base) // self.interval
+            block_start = self.base + self.blocks.block * self.interval
+            self.blocks.seen = {key for _, key in self.categories.tail_offsets(block_start)}
         return True
 
     def sync(self) -> None:
@@ -265,18 +334,14 @@ class SegmentIndexer:
         """Keep the entries below ``start`` (the first record of an index block) and index from there."""
         self.offsets.keep_below(offsets, start)
         self.categories.keep_below(categories, start)
-        self.block = -1
-        self.seen = set()
+        self.blocks = IndexBlocks(self.base, self.interval)
 
     def add(self, offset: int, timestamp: float, key: int) -> None:
-        block = (offset - self.base) // self.interval
-        if block != self.block:
+        new_block, new_key = self.blocks.admit(offset, key)
+        if new_block:
             self.offsets.append(offset, timestamp)
-            self.block = block
-            self.seen = set()
-        if key not in self.seen:
+        if new_key:
             self.categories.append(offset, key)
-            self.seen.add(key)
 
     def add_records(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -289,19 +354,21 @@ class SegmentIndexer:
             self.offsets.running_crc,
             self.categories.size(),
             self.categories.running_crc,
-            self.block,
-            self.seen,
+            self.blocks.block,
+            self.blocks.seen,
         )
 
     def rollback(self, mark: IndexerMark, key: int) -> None:
         """Undo the entries written since ``mark`` for a record of category ``key``."""
-        added_to_same_block = self.block == mark.block and self.categories.size() != mark.categories_size
+        added_to_same_block = (
+            self.blocks.block == mark.block and self.categories.size() != mark.categories_size
+        )
         self.offsets.truncate_to_size(mark.offsets_size, mark.offsets_crc)
         self.categories.truncate_to_size(mark.categories_size, mark.categories_crc)
         if added_to_same_block:
             mark.seen.discard(key)
-        self.block = mark.block
-        self.seen = mark.seen
+        self.blocks.block = mark.block
+        self.blocks.seen = mark.seen
 
     def close(self) -> None:
         self.offsets.close()
@@ -315,15 +382,6 @@ class IndexerMark(NamedTuple):
     categories_crc: int
     block: int
     seen: set[int]
-
-
-def indexes_intact(directory: str, base: int, end: int) -> bool:
-    """Full check of both indexes of the segment ``[base, end)``: header, chained CRC, no stray entries."""
-    for name, magic, entry in _INDEX_FILES:
-        view = IndexView.load(os.path.join(directory, name(base)), magic, entry, base, end)
-        if view is None or FILE_HEADER_SIZE + view.count * entry.size != len(view.data):
-            return False
-    return True
 
 
 def index_headers_sound(directory: str, base: int) -> bool:

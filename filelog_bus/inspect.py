@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from filelog_bus.errors import CorruptionError, NotABusError
 from filelog_bus.fsutil import open_or_explain
+from filelog_bus.index import IndexRebuild
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
@@ -37,7 +38,7 @@ from filelog_bus.layout import (
     offset_index_name,
     segment_name,
 )
-from filelog_bus.record import RECORD_MAGIC, Record, RecordDecodeError, category_key
+from filelog_bus.record import RECORD_MAGIC, Record, RecordDecodeError
 from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
 from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
@@ -393,36 +394,14 @@ class _IndexKind(NamedTuple):
     file_name: Callable[[int], str]
     per_category: bool
 
+    def rebuilt_entries(self, rebuild: IndexRebuild) -> list[tuple[int, float]] | list[tuple[int, int]]:
+        return rebuild.category_entries if self.per_category else rebuild.offset_entries
+
 
 _OFFSET_INDEX = _IndexKind("offset index", OFFSET_INDEX_MAGIC, OFFSET_ENTRY, offset_index_name, False)
 _CATEGORY_INDEX = _IndexKind(
     "category index", CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, category_index_name, True
 )
-
-
-class _Rebuild:
-    """The entries a rebuild of one index would hold, fed the segment's records in order."""
-
-    def __init__(self, base: int, interval: int, per_category: bool) -> None:
-        self.base = base
-        self.interval = interval
-        self.per_category = per_category
-        self.entries: list[tuple[int, int | float]] = []
-        self._block = -1
-        self._seen: set[int] = set()
-
-    def add(self, record: Record) -> None:
-        block = (record.offset - self.base) // self.interval
-        if block != self._block:
-            self._block = block
-            self._seen = set()
-            if not self.per_category:
-                self.entries.append((record.offset, record.timestamp))
-        if self.per_category:
-            key = category_key(record.category)
-            if key not in self._seen:
-                self._seen.add(key)
-                self.entries.append((record.offset, key))
 
 
 @dataclass
@@ -432,7 +411,7 @@ class _IndexFile:
     kind: _IndexKind
     name: str
     data: bytes | None
-    rebuild: _Rebuild | None = None
+    rebuild: IndexRebuild | None = None
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -674,7 +653,7 @@ def _read_index(path: str, base: int, kind: _IndexKind) -> _IndexFile:
             Problem(name, 0, None, f"the {kind.label} header gives an index block size of 0; {_INDEX_ADVICE}")
         )
     else:
-        index.rebuild = _Rebuild(base, interval, kind.per_category)
+        index.rebuild = IndexRebuild(base, interval)
     return index
 
 
@@ -688,7 +667,7 @@ def _entries(index: _IndexFile) -> list[tuple[int, int | float, int]]:
 def _lag(index: _IndexFile) -> int:
     """How many entries a rebuild has beyond the file's (for the newest segment)."""
     assert index.rebuild is not None
-    return max(len(index.rebuild.entries) - len(_entries(index)), 0)
+    return max(len(index.kind.rebuilt_entries(index.rebuild)) - len(_entries(index)), 0)
 
 
 def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool) -> None:
@@ -701,7 +680,7 @@ def _compare_index(index: _IndexFile, end: int, *, complete: bool, lenient: bool
     """
     if index.data is None or index.rebuild is None:
         return
-    kind, data, expected = index.kind, index.data, index.rebuild.entries
+    kind, data, expected = index.kind, index.data, index.kind.rebuilt_entries(index.rebuild)
     size = kind.entry.size
     entries = _entries(index)
     if lenient:

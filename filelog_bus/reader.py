@@ -25,12 +25,14 @@ from filelog_bus.errors import (
 from filelog_bus.fsutil import is_directory, stat_or_explain
 from filelog_bus.index import IndexView, load_category_index, load_offset_index
 from filelog_bus.layout import WATERMARK_NAME
-from filelog_bus.record import Record, RecordDecodeError, category_key, validate_category
+from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
 from filelog_bus.segment import LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
-#: Bytes read per lookup of one record or one index block during find_next.
+#: Bytes read per lookup of one record during seek and find_next.
 _LOOKUP_CHUNK = 16 * 1024
+#: A cached index of the active segment is reloaded once the segment has grown this much since.
+_STALE_INDEX_BYTES = 64 * 1024
 
 
 class LogReader:
@@ -259,8 +261,8 @@ class LogReader:
     def _index(self, kind: str, base: int, end: int) -> IndexView | None:
         """An index of a segment, trusted below ``end``; cached for the segments in use."""
         cached = self._index_cache.get((kind, base))
-        if cached is not None and cached[0] == end:
-            return cached[1]
+        if cached is not None and cached[0] <= end < cached[0] + _STALE_INDEX_BYTES:
+            return cached[1]  # entries it lacks only make lookups scan a little more
         load = load_offset_index if kind == "offsets" else load_category_index
         view = load(self.path, base, end)
         if len(self._index_cache) >= 4:
@@ -417,9 +419,11 @@ class LogReader:
 
         With ``stop_at``, only records starting before it are looked at.
         """
-        chunk = _LOOKUP_CHUNK if stop_at is not None else None
         while position < end:
-            batch = segment.read_batch(position, end, chunk) if chunk else segment.read_batch(position, end)
+            if stop_at is None:
+                batch = segment.read_batch(position, end)
+            else:  # read no further than the block: a longer record is read whole anyway
+                batch = segment.read_batch(position, end, max(stop_at - position, HEADER_SIZE))
             for record in batch.records:
                 if stop_at is not None and record.offset >= stop_at:
                     return None, record.offset

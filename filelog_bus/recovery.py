@@ -12,16 +12,33 @@ import itertools
 import os
 
 from filelog_bus.errors import CorruptionError
-from filelog_bus.fsutil import fsync_directory
+from filelog_bus.fsutil import fsync_directory, open_or_explain
 from filelog_bus.index import (
+    IndexRebuild,
     IndexView,
     SegmentIndexer,
     index_headers_sound,
     load_category_index,
     load_offset_index,
 )
-from filelog_bus.layout import FILE_HEADER_SIZE, parse_index_name, segment_name
-from filelog_bus.record import HEADER_SIZE, RECORD_MAGIC, RecordDecodeError, decode_header, decode_record
+from filelog_bus.layout import (
+    FILE_HEADER_SIZE,
+    OFFSET_INDEX_MAGIC,
+    LayoutError,
+    category_index_name,
+    decode_file_header,
+    offset_index_name,
+    parse_index_name,
+    segment_name,
+)
+from filelog_bus.record import (
+    HEADER_SIZE,
+    RECORD_MAGIC,
+    RecordDecodeError,
+    category_key,
+    decode_header,
+    decode_record,
+)
 from filelog_bus.segment import LogSegment
 
 
@@ -59,21 +76,72 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
 def rebuild_indexes(directory: str, base: int, end: int, interval: int) -> None:
     """Rewrite both indexes of a closed segment from its records, durably."""
     segment = LogSegment.open(directory, base)
-    indexer = SegmentIndexer(directory, base, interval)
     try:
-        reindex(segment, indexer, end)
-        indexer.sync()
+        write_indexes(directory, base, expected_indexes(segment, end, interval))
     finally:
-        indexer.close()
         segment.close()
 
 
+def repair_closed_indexes(directory: str, base: int, end: int, default_interval: int) -> bool:
+    """Rebuild a closed segment's indexes unless they are exactly what a rebuild writes."""
+    current = current_indexes(directory, base)
+    try:
+        _, interval = decode_file_header(OFFSET_INDEX_MAGIC, current[0] or b"")
+    except LayoutError:
+        interval = default_interval  # no trustworthy record of the block size: use today's
+    segment = LogSegment.open(directory, base)
+    try:
+        expected = expected_indexes(segment, end, interval or default_interval)
+    finally:
+        segment.close()
+    if current == expected:
+        return False
+    write_indexes(directory, base, expected)
+    return True
+
+
+def expected_indexes(segment: LogSegment, end: int, interval: int) -> tuple[bytes, bytes]:
+    """The bytes of both index files of ``segment`` up to ``end``, as a rebuild writes them."""
+    rebuild = IndexRebuild(segment.base, interval)
+    for record in segment.iter_records(segment.base, end):
+        rebuild.add(record)
+    return rebuild.files()
+
+
+def current_indexes(directory: str, base: int) -> tuple[bytes | None, bytes | None]:
+    """The bytes of both index files of a segment as they are (None where missing)."""
+    return _read_or_none(os.path.join(directory, offset_index_name(base))), _read_or_none(
+        os.path.join(directory, category_index_name(base))
+    )
+
+
+def write_indexes(directory: str, base: int, files: tuple[bytes, bytes]) -> None:
+    """Replace both index files atomically (readers see the old or the new file, never half of one)."""
+    for name, data in zip((offset_index_name(base), category_index_name(base)), files, strict=True):
+        path = os.path.join(directory, name)
+        fd = open_or_explain(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path + ".new", path)
+    fsync_directory(directory)
+
+
+def _read_or_none(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
+
+
 def reindex(segment: LogSegment, indexer: SegmentIndexer, end: int) -> None:
-    """Index the records of ``segment`` up to ``end`` afresh; CorruptionError if they do not reach it."""
+    """Index the active segment's records up to ``end`` afresh; CorruptionError if damaged."""
     indexer.reset()
-    end_of_records = _index_from(segment, indexer, segment.base, end)
-    if end_of_records != end:
-        raise _damage(segment, end_of_records, end)
+    for record in segment.iter_records(segment.base, end):
+        indexer.add(record.offset, record.timestamp, category_key(record.category))
 
 
 def recover_active_segment(

@@ -95,18 +95,12 @@ def read_newest_timestamp(directory: str, base: int, end: int) -> float | None:
     Reads from the last offset-index entry, so it costs one index block.
     """
     index = load_offset_index(directory, base, end)
-    position = index.offset_at(index.count - 1) if index is not None and index.count else base
-    newest = None
+    start = index.offset_at(index.count - 1) if index is not None and index.count else base
     segment = LogSegment.open(directory, base)
     try:
-        while position < end:
-            batch = segment.read_batch(position, end)
-            if batch.error is not None:
-                raise segment.corruption(position + batch.consumed, batch.error)
-            if not batch.records:
-                break
-            newest = batch.records[-1].timestamp
-            position += batch.consumed
+        newest = None
+        for record in segment.iter_records(start, end):
+            newest = record.timestamp
+        return newest
     finally:
         segment.close()
-    return newest

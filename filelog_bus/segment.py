@@ -8,6 +8,7 @@ segment is ever appended to; older ones are immutable.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from filelog_bus.errors import CorruptionError, UnsupportedFormatError
 from filelog_bus.fsutil import fsync_directory, open_or_explain
@@ -20,7 +21,7 @@ from filelog_bus.layout import (
     parse_segment_name,
     segment_name,
 )
-from filelog_bus.record import DecodedBatch, RecordDecodeError, decode_records
+from filelog_bus.record import DecodedBatch, Record, RecordDecodeError, decode_records
 
 #: How much a sequential read asks the OS for at a time.
 READ_CHUNK = 256 * 1024
@@ -38,16 +39,23 @@ class LogSegment:
 
     @classmethod
     def create(cls, directory: str, base: int) -> LogSegment:
-        """Create a new, empty segment durably (file and directory entry fsync'd)."""
+        """Create a new, empty segment durably (file and directory entry fsync'd).
+
+        The header is written under a temporary name first, so nobody ever lists a
+        segment without its header; linking refuses to replace an existing segment.
+        """
         path = os.path.join(directory, segment_name(base))
-        fd = open_or_explain(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        temporary = path + ".new"
+        fd = open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
             os.write(fd, encode_file_header(SEGMENT_MAGIC, base))
             os.fsync(fd)
+            os.link(temporary, path)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
             raise
+        finally:
+            os.unlink(temporary)
         fsync_directory(directory)
         return cls(directory, base, fd, writable=True)
 
@@ -129,6 +137,17 @@ class LogSegment:
             data = self.read(offset, batch.wanted)
             batch = decode_records(data, offset)
         return batch
+
+    def iter_records(self, start: int, end: int) -> Iterator[Record]:
+        """Every record in [start, end), which must be whole records; CorruptionError on damage."""
+        position = start
+        while position < end:
+            batch = self.read_batch(position, end)
+            yield from batch.records
+            position += batch.consumed
+            if batch.error is not None or not batch.records:
+                error = batch.error or RecordDecodeError(f"record extends past the end of the data at {end}")
+                raise self.corruption(position, error)
 
     def corruption(self, offset: int, error: RecordDecodeError, what_to_do: str = "") -> CorruptionError:
         """A CorruptionError for damage at bus offset ``offset`` in this segment."""

@@ -27,15 +27,17 @@ from filelog_bus.errors import (
     NotABusError,
 )
 from filelog_bus.fsutil import is_directory, stat_or_explain
-from filelog_bus.index import IndexerMark, SegmentIndexer, indexes_intact
+from filelog_bus.index import IndexerMark, SegmentIndexer
 from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, parse_segment_name, segment_name
 from filelog_bus.record import category_key, encode_record
 from filelog_bus.recovery import (
     check_closed_segments,
-    rebuild_indexes,
+    current_indexes,
+    expected_indexes,
     recover_active_segment,
     reindex,
     remove_orphan_indexes,
+    repair_closed_indexes,
 )
 from filelog_bus.retention import (
     check_policy,
@@ -353,23 +355,25 @@ class LogWriter:
     # -- maintenance -------------------------------------------------------------
 
     def repair_indexes(self) -> list[str]:
-        """Check every index in full and rebuild the damaged ones; return their segments' names.
+        """Check every index against a rebuild from its segment and rewrite those that differ.
 
         Opening only checks closed segments' indexes cheaply (header and size), so
-        that it costs the same on any log size; readers bypass an index whose
-        checksum fails. This finds and fixes such damage (`filelog-bus verify --repair`).
+        that it costs the same on any log size, and readers bypass an index whose
+        checksum fails. This finds and fixes any index damage (`filelog-bus verify
+        --repair`); it reads the whole bus. Returns the repaired segments' names.
         """
         self._check_open()
         assert self._segment is not None and self._indexer is not None
-        repaired = []
         interval = self.config.index_interval_bytes
+        repaired = []
         for span in segment_spans(self._bases, self._end):
-            if indexes_intact(self.path, span.base, span.end):
+            if span.base != self._segment.base:
+                if not repair_closed_indexes(self.path, span.base, span.end, interval):
+                    continue
+            elif current_indexes(self.path, span.base) == expected_indexes(self._segment, span.end, interval):
                 continue
-            if span.base == self._segment.base:
-                reindex(self._segment, self._indexer, span.end)
             else:
-                rebuild_indexes(self.path, span.base, span.end, interval)
+                reindex(self._segment, self._indexer, span.end)
             repaired.append(segment_name(span.base))
         return repaired
 
