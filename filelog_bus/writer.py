@@ -26,7 +26,7 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.fsutil import is_directory, stat_or_explain
+from filelog_bus.fsutil import fsync_directory, is_directory, stat_or_explain
 from filelog_bus.index import IndexerMark, SegmentIndexer
 from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, parse_segment_name, segment_name
 from filelog_bus.record import category_key, encode_record
@@ -154,6 +154,7 @@ class LogWriter:
             )
         try:
             os.mkdir(self.path)
+            fsync_directory(parent)  # the bus directory's own entry must survive a power cut
         except FileExistsError:
             pass
         except PermissionError:

@@ -1,0 +1,205 @@
+"""The durable watermark: readers never yield a record the writer has not published.
+
+The writer publishes, after each append (and, with durability "always", after its
+fdatasync), the end of what readers may read in the ``watermark`` file. These
+tests put valid record bytes into the newest segment without publishing them
+(what a record written but not yet fsync'd looks like) and check that readers in
+other processes ignore them, that recovery either keeps and publishes them or cuts
+them, and that a record lost before publication can never make a resuming reader
+skip the record written in its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+from reliability_support import (
+    Expected,
+    read_all,
+    read_in_child,
+    segment_paths,
+    write_and_close,
+    write_then_kill,
+)
+
+from filelog_bus import LogReader, LogWriter
+from filelog_bus.errors import CorruptionError, NotABusError
+from filelog_bus.layout import FILE_HEADER_SIZE, WATERMARK_NAME
+from filelog_bus.record import encode_record
+
+GHOST = "ghost"
+
+
+def ghost_records(count: int) -> list[bytes]:
+    return [encode_record(GHOST, 1.0 + i, f"never published {i}".encode()) for i in range(count)]
+
+
+def append_to_newest_segment(bus: Path, data: bytes) -> int:
+    """Append raw bytes to the newest segment; return the bus offset they start at."""
+    newest = segment_paths(bus)[-1]
+    base = int(newest.name.split(".")[0])
+    with open(newest, "ab") as file:
+        start = base + file.tell() - FILE_HEADER_SIZE
+        file.write(data)
+    return start
+
+
+@pytest.mark.parametrize("writer_end", ["closed", "killed"])
+def test_reader_in_another_process_never_yields_unpublished_records(bus_dir: Path, writer_end: str) -> None:
+    """Valid but unpublished records are invisible to readers; recovery keeps (and publishes) or cuts them."""
+    write = write_and_close if writer_end == "closed" else write_then_kill
+    acks = write(bus_dir, "w", 14, segment_bytes=1024)
+    published = read_all(bus_dir)
+    assert [r.offset for r in published] == [offset for _, offset in acks]
+    ghosts = ghost_records(3)
+    start = append_to_newest_segment(bus_dir, b"".join(ghosts))
+    ghost_offsets = [start + sum(map(len, ghosts[:i])) for i in range(len(ghosts))]
+
+    view = read_in_child(bus_dir, probes=[*ghost_offsets, start], categories=[GHOST], timeout=0.3)
+    assert view.records == published, "a reader yielded bytes the writer never published"
+    assert view.end == published[-1].next_offset == start
+    assert view.seeks[str(start)] == "ok"  # seeking to the end is allowed: it waits for new records
+    for offset in ghost_offsets[1:]:
+        assert view.seeks[str(offset)] == "OffsetOutOfRangeError", "seek reached beyond the watermark"
+    assert view.find[GHOST] is None, "find_next found a record beyond the watermark"
+
+    with LogWriter(bus_dir, lock_timeout=0):
+        pass  # recovery
+    after = read_in_child(bus_dir, categories=[GHOST]).records
+    assert after[: len(published)] == published
+    kept = after[len(published) :]
+    assert all(r.category == GHOST for r in kept), f"recovery left something else: {kept}"
+    assert [r.offset for r in kept] == ghost_offsets[: len(kept)]
+    assert len(kept) in (0, len(ghosts)), "valid complete records were cut half-way through the tail"
+    with LogWriter(bus_dir) as writer:
+        assert writer.end_offset == (kept[-1].next_offset if kept else start)
+        writer.append("after", b"next")
+    assert [r.category for r in read_all(bus_dir)[len(published) :]] == [GHOST] * len(kept) + ["after"]
+
+
+def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(bus_dir: Path) -> None:
+    """The issue's hazard: record G written, not yet fsync'd, lost in a power cut; H takes its offset.
+
+    A reader that had been shown G would resume at G.offset + 1 and skip H. The
+    watermark keeps G hidden, so the reader resumes before H and gets it.
+    """
+    write_then_kill(bus_dir, "w", 5)
+    reader = LogReader(bus_dir, timeout=0.2).open()
+    try:
+        seen = list(reader)
+        assert len(seen) == 5
+        (ghost,) = ghost_records(1)
+        ghost_offset = append_to_newest_segment(bus_dir, ghost)
+        assert list(reader) == [], "the reader yielded a record that was not durable yet"
+        newest = segment_paths(bus_dir)[-1]
+        os.truncate(newest, newest.stat().st_size - len(ghost))  # the power cut takes the unsynced record
+
+        with LogWriter(bus_dir) as writer:
+            replacement = writer.append("replacement", b"H")
+        assert replacement == ghost_offset, "test premise: H lands where G was"
+        assert [r.payload for r in reader] == [b"H"], "the following reader missed the replacement"
+        reader.seek(seen[-1].offset + 1)  # how a consumer resumes after the last record it handled
+        assert [r.payload for r in reader] == [b"H"]
+    finally:
+        reader.close()
+
+
+def test_recovery_with_durability_never_does_not_cut_records_that_were_published(bus_dir: Path) -> None:
+    """A published, fsync'd record is never silently dropped (a bug fixed in 4c31f5e).
+
+    A writer with durability "always" acknowledges and publishes records, then dies.
+    The last record is then damaged on disk. Reopening with durability "never" must
+    not silently cut it (readers were shown it; a new record would reuse its offset):
+    it must refuse like a writer with durability "always" does, or keep the bytes.
+    """
+    acks = write_then_kill(bus_dir, "w", 6)
+    shown = read_all(bus_dir)
+    last = shown[-1]
+    newest = segment_paths(bus_dir)[-1]
+    size = newest.stat().st_size
+    position = last.offset - int(newest.name.split(".")[0]) + FILE_HEADER_SIZE + last.size - 1
+    data = bytearray(newest.read_bytes())
+    data[position] ^= 0x01  # damage inside the last acknowledged record's body
+    newest.write_bytes(bytes(data))
+
+    with pytest.raises(CorruptionError):
+        LogWriter(bus_dir, durability="always").open()  # the control: refuses to cut it
+    with contextlib.suppress(CorruptionError):
+        LogWriter(bus_dir, durability="never").open().close()
+    assert newest.stat().st_size == size, (
+        f"reopening with durability='never' cut the published record at offset {last.offset} "
+        f"(acknowledged: {acks[-1]}); a reader that handled it would skip the next record written there"
+    )
+
+
+def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_tail(bus_dir: Path) -> None:
+    """With durability "never" the watermark is no durability proof (a bug fixed in 4c31f5e).
+
+    A "never" writer publishes records before they are on disk. A power cut can then
+    leave the watermark file (written back by the kernel) ahead of the segment's data,
+    the last record torn. A writer reopening with the default durability "always"
+    must treat that tail as torn (it was never durable), not as damaged acknowledged
+    records: cut it and open.
+    """
+    write_then_kill(bus_dir, "w", 6, durability="never")
+    shown = read_all(bus_dir)
+    newest = segment_paths(bus_dir)[-1]
+    os.truncate(
+        newest, newest.stat().st_size - shown[-1].size // 2
+    )  # the last record's end never hit the disk
+
+    LogWriter(bus_dir, durability="always").open().close()
+    assert read_all(bus_dir) == shown[:-1]
+
+
+def test_damaged_watermark_is_reported_then_rebuilt_by_a_writer(bus_dir: Path) -> None:
+    """A damaged watermark slot: readers raise CorruptionError naming the file; opening a writer repairs it.
+
+    The last writer closed cleanly, so the next one takes the fast open (clean-close
+    note): that path must republish too (it did not before 4c31f5e).
+    """
+    write_and_close(bus_dir, "w", 8)
+    shown = read_all(bus_dir)
+    watermark = bus_dir / WATERMARK_NAME
+    data = bytearray(watermark.read_bytes())
+    data[FILE_HEADER_SIZE + 1] ^= 0x10  # inside the published offset
+    watermark.write_bytes(bytes(data))
+
+    with pytest.raises(CorruptionError) as failure:
+        read_all(bus_dir)
+    assert failure.value.path == str(watermark)
+    assert "watermark" in str(failure.value)
+
+    with LogWriter(bus_dir):
+        assert read_all(bus_dir) == shown, "opening a writer did not rebuild the damaged watermark"
+    assert read_all(bus_dir) == shown
+
+
+def test_damaged_watermark_after_a_crash_is_rebuilt_by_a_writer(bus_dir: Path) -> None:
+    """Same damage after a crash (no clean-close note): recovery recomputes and republishes the watermark."""
+    write_then_kill(bus_dir, "w", 8)
+    shown = read_all(bus_dir)
+    watermark = bus_dir / WATERMARK_NAME
+    data = bytearray(watermark.read_bytes())
+    data[FILE_HEADER_SIZE + 1] ^= 0x10
+    watermark.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError):
+        read_all(bus_dir)
+    LogWriter(bus_dir).open().close()
+    assert read_all(bus_dir) == shown
+
+
+def test_lost_watermark_file_is_recreated_without_losing_records(bus_dir: Path) -> None:
+    """Without its watermark a directory is not readable as a bus; a writer recreates it from the segments."""
+    acks = write_then_kill(bus_dir, "w", 10, segment_bytes=1024)
+    shown = read_all(bus_dir)
+    (bus_dir / WATERMARK_NAME).unlink()
+    with pytest.raises(NotABusError):
+        read_all(bus_dir, missing_ok=False)
+    LogWriter(bus_dir).open().close()
+    after = read_all(bus_dir)
+    assert after == shown
+    assert all(Expected("w", seq).matches(r) for (seq, _), r in zip(acks, after, strict=True))
