@@ -22,11 +22,13 @@ from filelog_bus.fsutil import open_or_explain
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
+    CATEGORY_SUMMARY_MAGIC,
     FILE_HEADER_SIZE,
     OFFSET_ENTRY,
     OFFSET_INDEX_MAGIC,
     LayoutError,
     category_index_name,
+    category_summary_name,
     decode_file_header,
     encode_file_header,
     encode_index_entry,
@@ -113,6 +115,16 @@ def load_offset_index(directory: str, base: int, end: int) -> IndexView | None:
     )
 
 
+def load_category_summary(directory: str, base: int, end: int) -> IndexView | None:
+    return IndexView.load(
+        os.path.join(directory, category_summary_name(base)),
+        CATEGORY_SUMMARY_MAGIC,
+        CATEGORY_ENTRY,
+        base,
+        end,
+    )
+
+
 def load_category_index(directory: str, base: int, end: int) -> IndexView | None:
     return IndexView.load(
         os.path.join(directory, category_index_name(base)), CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, base, end
@@ -156,6 +168,8 @@ class IndexRebuild:
         self.blocks = IndexBlocks(base, interval)
         self.offset_entries: list[tuple[int, float]] = []
         self.category_entries: list[tuple[int, int]] = []
+        self.summary_entries: list[tuple[int, int]] = []
+        self._summarized: set[int] = set()
 
     def add(self, record: Record) -> None:
         key = category_key(record.category)
@@ -164,9 +178,12 @@ class IndexRebuild:
             self.offset_entries.append((record.offset, record.timestamp))
         if new_key:
             self.category_entries.append((record.offset, key))
+            if key not in self._summarized:
+                self._summarized.add(key)
+                self.summary_entries.append((record.offset, key))
 
-    def files(self) -> tuple[bytes, bytes]:
-        """The complete bytes of the offset index and the category index."""
+    def files(self) -> tuple[bytes, bytes, bytes]:
+        """The complete bytes of the offset index, the category index and the category summary."""
         return (
             _encode_index_file(
                 OFFSET_INDEX_MAGIC, OFFSET_ENTRY, self.base, self.interval, self.offset_entries
@@ -174,7 +191,22 @@ class IndexRebuild:
             _encode_index_file(
                 CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, self.base, self.interval, self.category_entries
             ),
+            encode_category_summary(self.base, self.interval, self.summary_entries),
         )
+
+
+def encode_category_summary(base: int, interval: int, entries: list[tuple[int, int]]) -> bytes:
+    """A closed segment's category summary: the first record of each category key in it."""
+    return _encode_index_file(CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY, base, interval, entries)
+
+
+def summarize_categories(categories: IndexView) -> list[tuple[int, int]]:
+    """(offset, key) of the first category-index entry of each key: a segment's summary entries."""
+    first: dict[int, int] = {}
+    for i in range(categories.count):
+        offset, key, _crc = categories.entry_at(i)
+        first.setdefault(int(key), int(offset))
+    return sorted((offset, key) for key, offset in first.items())
 
 
 def _encode_index_file(
@@ -385,7 +417,7 @@ class IndexerMark(NamedTuple):
 
 
 def index_headers_sound(directory: str, base: int) -> bool:
-    """Cheap check of both indexes of a closed segment: present, whole entries, right header."""
+    """Cheap check of a closed segment's indexes and summary: present, whole entries, right header."""
     for name, magic, entry in _INDEX_FILES:
         try:
             with open(os.path.join(directory, name(base)), "rb") as file:
@@ -402,4 +434,5 @@ def index_headers_sound(directory: str, base: int) -> bool:
 _INDEX_FILES = (
     (offset_index_name, OFFSET_INDEX_MAGIC, OFFSET_ENTRY),
     (category_index_name, CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY),
+    (category_summary_name, CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY),
 )

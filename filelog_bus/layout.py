@@ -20,15 +20,17 @@ FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"FLBUSLOG"
 OFFSET_INDEX_MAGIC = b"FLBUSIDX"
 CATEGORY_INDEX_MAGIC = b"FLBUSCAT"
+CATEGORY_SUMMARY_MAGIC = b"FLBUSSUM"
 WATERMARK_MAGIC = b"FLBUSWMK"
 
 SEGMENT_SUFFIX = ".log"
 OFFSET_INDEX_SUFFIX = ".index"
 CATEGORY_INDEX_SUFFIX = ".catindex"
+CATEGORY_SUMMARY_SUFFIX = ".catsummary"
 WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
-_INDEX_NAME = re.compile(r"([0-9]{20})\.(?:index|catindex)")
+_INDEX_NAME = re.compile(r"([0-9]{20})\.(?:index|catindex|catsummary)")
 
 #: magic, format version, parameter (index block size; 0 elsewhere), base offset, CRC of the first 24
 #: bytes, 4 zero bytes.
@@ -38,7 +40,7 @@ _HEADER_CRC_COVERS = 24
 
 #: Offset index entry: offset (u64), timestamp (f64), chained CRC (u32).
 OFFSET_ENTRY = struct.Struct("<QdI")
-#: Category index entry: offset (u64), category key (u32), chained CRC (u32).
+#: Category index (and category summary) entry: offset (u64), category key (u32), chained CRC (u32).
 CATEGORY_ENTRY = struct.Struct("<QII")
 
 #: Watermark slot after the file header: offset (u64), flags (u32), CRC of those 12 bytes (u32).
@@ -67,6 +69,15 @@ def offset_index_name(base: int) -> str:
 
 def category_index_name(base: int) -> str:
     return f"{base:020d}{CATEGORY_INDEX_SUFFIX}"
+
+
+def category_summary_name(base: int) -> str:
+    return f"{base:020d}{CATEGORY_SUMMARY_SUFFIX}"
+
+
+def derived_file_names(base: int) -> tuple[str, str, str]:
+    """The files derived from segment ``base`` (a closed segment has all three, the active one two)."""
+    return offset_index_name(base), category_index_name(base), category_summary_name(base)
 
 
 def parse_index_name(name: str) -> int | None:

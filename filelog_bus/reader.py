@@ -12,6 +12,7 @@ import errno
 import os
 import time
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from filelog_bus.errors import (
@@ -23,16 +24,24 @@ from filelog_bus.errors import (
     RecordsExpiredError,
 )
 from filelog_bus.fsutil import is_directory, stat_or_explain
-from filelog_bus.index import IndexView, load_category_index, load_offset_index
+from filelog_bus.index import IndexView, load_category_index, load_category_summary, load_offset_index
 from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
-from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
 #: Bytes read per lookup of one record during seek and find_next.
 _LOOKUP_CHUNK = 16 * 1024
 #: A cached index of the active segment is reloaded once the segment has grown this much since.
 _STALE_INDEX_BYTES = 64 * 1024
+#: Index files kept loaded (each up to a few MiB) and category summaries (a few bytes per category).
+_CACHED_INDEXES = 4
+_CACHED_SUMMARIES = 4096
+_INDEX_LOADERS = {
+    "offsets": load_offset_index,
+    "categories": load_category_index,
+    "summary": load_category_summary,
+}
 
 
 class LogReader:
@@ -64,7 +73,9 @@ class LogReader:
         self._batch: list[Record] = []
         self._next_in_batch = 0
         self._position = 0
-        self._index_cache: dict[tuple[str, int], tuple[int, IndexView | None]] = {}
+        self._index_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
+        self._summary_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
+        self._chunk = READ_CHUNK
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -101,6 +112,7 @@ class LogReader:
             self._segment = None
         self._drop_batch()
         self._index_cache.clear()
+        self._summary_cache.clear()
         self._open = False
 
     def _attach(self) -> None:
@@ -184,13 +196,14 @@ class LogReader:
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise InvalidOffsetError(f"an offset must be an int (a byte position), got {offset!r}")
         end = self._end()
-        begin = self.begin_offset
+        begin = self._bases[0] if self._bases and offset >= self._bases[0] else self.begin_offset
         if offset < begin or offset > end:
             raise OffsetOutOfRangeError(
                 f"cannot seek on the bus at {self.path}", offset=offset, begin=begin, end=end
             )
         self._drop_batch()
         self._position = self._first_record_from(offset, end)
+        self._chunk = _LOOKUP_CHUNK  # a seek is often followed by one read: start small
 
     def _first_record_from(self, offset: int, end: int) -> int:
         if offset >= end:
@@ -259,15 +272,16 @@ class LogReader:
         return segment
 
     def _index(self, kind: str, base: int, end: int) -> IndexView | None:
-        """An index of a segment, trusted below ``end``; cached for the segments in use."""
-        cached = self._index_cache.get((kind, base))
+        """An index of a segment, trusted below ``end``; the most recently used few are cached."""
+        cache = self._summary_cache if kind == "summary" else self._index_cache
+        cached = cache.get((kind, base))
         if cached is not None and cached[0] <= end < cached[0] + _STALE_INDEX_BYTES:
+            cache.move_to_end((kind, base))
             return cached[1]  # entries it lacks only make lookups scan a little more
-        load = load_offset_index if kind == "offsets" else load_category_index
-        view = load(self.path, base, end)
-        if len(self._index_cache) >= 4:
-            self._index_cache.clear()
-        self._index_cache[(kind, base)] = (end, view)
+        view = _INDEX_LOADERS[kind](self.path, base, end)
+        cache[(kind, base)] = (end, view)
+        if len(cache) > (_CACHED_SUMMARIES if kind == "summary" else _CACHED_INDEXES):
+            cache.popitem(last=False)
         return view
 
     def _advance(
@@ -322,7 +336,8 @@ class LogReader:
         segment, segment_end = self._locate(position, end)
         if position >= segment_end:
             return None  # the file is behind the watermark (only after a crash, until the writer recovers)
-        batch = segment.read_batch(position, segment_end)
+        batch = segment.read_batch(position, segment_end, self._chunk)
+        self._chunk = min(self._chunk * 4, READ_CHUNK)
         if not batch.records:
             if batch.error is None and segment_end < end and segment_end == segment.end():
                 return None
@@ -364,6 +379,9 @@ class LogReader:
             segment, segment_end = self._locate(position, end)
             if position >= segment_end:
                 break
+            if not self._may_hold(segment, segment_end, key):
+                position = segment_end
+                continue
             found = self._find_in_segment(segment, segment_end, position, category, key)
             if found is not None:
                 self._drop_batch()
@@ -371,6 +389,13 @@ class LogReader:
                 return found
             position = segment_end
         return None
+
+    def _may_hold(self, segment: LogSegment, segment_end: int, key: int) -> bool:
+        """False when a closed segment's category summary shows no category with this key."""
+        if segment.base == self._bases[-1]:
+            return True  # the active segment has no summary yet
+        summary = self._index("summary", segment.base, segment_end)
+        return summary is None or summary.find_key(key, 0) >= 0
 
     def _find_in_segment(
         self, segment: LogSegment, segment_end: int, position: int, category: str, key: int

@@ -17,17 +17,18 @@ from filelog_bus.index import (
     IndexRebuild,
     IndexView,
     SegmentIndexer,
+    encode_category_summary,
     index_headers_sound,
     load_category_index,
     load_offset_index,
+    summarize_categories,
 )
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     OFFSET_INDEX_MAGIC,
     LayoutError,
-    category_index_name,
     decode_file_header,
-    offset_index_name,
+    derived_file_names,
     parse_index_name,
     segment_name,
 )
@@ -74,16 +75,16 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
 
 
 def rebuild_indexes(directory: str, base: int, end: int, interval: int) -> None:
-    """Rewrite both indexes of a closed segment from its records, durably."""
+    """Rewrite the indexes and category summary of a closed segment from its records, durably."""
     segment = LogSegment.open(directory, base)
     try:
-        write_indexes(directory, base, expected_indexes(segment, end, interval))
+        write_derived_files(directory, base, expected_indexes(segment, end, interval))
     finally:
         segment.close()
 
 
 def repair_closed_indexes(directory: str, base: int, end: int, default_interval: int) -> bool:
-    """Rebuild a closed segment's indexes unless they are exactly what a rebuild writes."""
+    """Rebuild a closed segment's derived files unless they are exactly what a rebuild writes."""
     current = current_indexes(directory, base)
     try:
         _, interval = decode_file_header(OFFSET_INDEX_MAGIC, current[0] or b"")
@@ -96,28 +97,37 @@ def repair_closed_indexes(directory: str, base: int, end: int, default_interval:
         segment.close()
     if current == expected:
         return False
-    write_indexes(directory, base, expected)
+    write_derived_files(directory, base, expected)
     return True
 
 
-def expected_indexes(segment: LogSegment, end: int, interval: int) -> tuple[bytes, bytes]:
-    """The bytes of both index files of ``segment`` up to ``end``, as a rebuild writes them."""
+def expected_indexes(segment: LogSegment, end: int, interval: int) -> tuple[bytes, bytes, bytes]:
+    """The bytes of the offset index, category index and category summary of ``segment`` up to ``end``."""
     rebuild = IndexRebuild(segment.base, interval)
     for record in segment.iter_records(segment.base, end):
         rebuild.add(record)
     return rebuild.files()
 
 
-def current_indexes(directory: str, base: int) -> tuple[bytes | None, bytes | None]:
-    """The bytes of both index files of a segment as they are (None where missing)."""
-    return _read_or_none(os.path.join(directory, offset_index_name(base))), _read_or_none(
-        os.path.join(directory, category_index_name(base))
-    )
+def current_indexes(directory: str, base: int) -> tuple[bytes | None, ...]:
+    """The bytes of a segment's derived files as they are (None where missing), in derived_file_names order."""
+    return tuple(_read_or_none(os.path.join(directory, name)) for name in derived_file_names(base))
 
 
-def write_indexes(directory: str, base: int, files: tuple[bytes, bytes]) -> None:
-    """Replace both index files atomically (readers see the old or the new file, never half of one)."""
-    for name, data in zip((offset_index_name(base), category_index_name(base)), files, strict=True):
+def write_category_summary(directory: str, base: int, end: int) -> None:
+    """Write the category summary of a segment being closed, from its (complete) category index."""
+    categories = load_category_index(directory, base, end)
+    if categories is None:
+        return  # a damaged index: the next writer's open rebuilds both from the segment
+    data = encode_category_summary(base, categories.interval, summarize_categories(categories))
+    write_derived_files(directory, base, (None, None, data))
+
+
+def write_derived_files(directory: str, base: int, files: tuple[bytes | None, ...]) -> None:
+    """Replace derived files atomically (readers see the old or the new file, never half of one)."""
+    for name, data in zip(derived_file_names(base), files, strict=False):
+        if data is None:
+            continue
         path = os.path.join(directory, name)
         fd = open_or_explain(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from filelog_bus.errors import ConfigError
 from filelog_bus.fsutil import fsync_directory
 from filelog_bus.index import load_offset_index
-from filelog_bus.layout import category_index_name, offset_index_name, segment_name
+from filelog_bus.layout import derived_file_names, segment_name
 from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
@@ -72,7 +72,7 @@ def delete_segments(directory: str, bases: Sequence[int]) -> list[str]:
     """Delete segments (log first, so readers never find a log without its base) and their indexes."""
     deleted = []
     for base in bases:
-        for name in (segment_name(base), offset_index_name(base), category_index_name(base)):
+        for name in (segment_name(base), *derived_file_names(base)):
             try:
                 os.unlink(os.path.join(directory, name))
             except FileNotFoundError:

@@ -38,6 +38,7 @@ from filelog_bus.recovery import (
     reindex,
     remove_orphan_indexes,
     repair_closed_indexes,
+    write_category_summary,
 )
 from filelog_bus.retention import (
     check_policy,
@@ -333,6 +334,7 @@ class LogWriter:
         try:
             self._segment.sync()
             self._indexer.sync()  # closed segments' indexes are trusted on open after a cheap check
+            write_category_summary(self.path, self._segment.base, self._end)
             segment = LogSegment.create(self.path, self._end)
         except OSError as exc:
             raise _write_error(exc, failed, "nothing was written") from exc
@@ -371,7 +373,10 @@ class LogWriter:
             if span.base != self._segment.base:
                 if not repair_closed_indexes(self.path, span.base, span.end, interval):
                     continue
-            elif current_indexes(self.path, span.base) == expected_indexes(self._segment, span.end, interval):
+            elif (
+                current_indexes(self.path, span.base)[:2]
+                == expected_indexes(self._segment, span.end, interval)[:2]
+            ):
                 continue
             else:
                 reindex(self._segment, self._indexer, span.end)
