@@ -116,13 +116,19 @@ def load_offset_index(directory: str, base: int, end: int) -> IndexView | None:
 
 
 def load_category_summary(directory: str, base: int, end: int) -> IndexView | None:
-    return IndexView.load(
-        os.path.join(directory, category_summary_name(base)),
-        CATEGORY_SUMMARY_MAGIC,
-        CATEGORY_ENTRY,
-        base,
-        end,
-    )
+    """The summary of the closed segment ``[base, end)``, if intact and complete (see encode_category_summary)."""
+    path = os.path.join(directory, category_summary_name(base))
+    view = IndexView.load(path, CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY, base, end + 1)
+    if (
+        view is None
+        or not view.count
+        or FILE_HEADER_SIZE + view.count * CATEGORY_ENTRY.size != len(view.data)
+    ):
+        return None
+    if view.entry_at(view.count - 1)[:2] != (end, 0):
+        return None
+    view.count -= 1
+    return view
 
 
 def load_category_index(directory: str, base: int, end: int) -> IndexView | None:
@@ -170,9 +176,11 @@ class IndexRebuild:
         self.category_entries: list[tuple[int, int]] = []
         self.summary_entries: list[tuple[int, int]] = []
         self._summarized: set[int] = set()
+        self.end = base
 
     def add(self, record: Record) -> None:
         key = category_key(record.category)
+        self.end = record.offset + record.size
         new_block, new_key = self.blocks.admit(record.offset, key)
         if new_block:
             self.offset_entries.append((record.offset, record.timestamp))
@@ -191,13 +199,18 @@ class IndexRebuild:
             _encode_index_file(
                 CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, self.base, self.interval, self.category_entries
             ),
-            encode_category_summary(self.base, self.interval, self.summary_entries),
+            encode_category_summary(self.base, self.interval, self.summary_entries, self.end),
         )
 
 
-def encode_category_summary(base: int, interval: int, entries: list[tuple[int, int]]) -> bytes:
-    """A closed segment's category summary: the first record of each category key in it."""
-    return _encode_index_file(CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY, base, interval, entries)
+def encode_category_summary(base: int, interval: int, entries: list[tuple[int, int]], end: int) -> bytes:
+    """A closed segment's category summary: the first record of each category key in it.
+
+    A last entry (end of the segment, key 0) marks the summary complete: a summary
+    missing entries would make readers skip records, where a short index only
+    makes them scan.
+    """
+    return _encode_index_file(CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY, base, interval, [*entries, (end, 0)])
 
 
 def summarize_categories(categories: IndexView) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ from filelog_bus.index import IndexRebuild
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
+    CATEGORY_SUMMARY_MAGIC,
     FILE_HEADER_SIZE,
     LOCK_NAME,
     OFFSET_ENTRY,
@@ -33,6 +34,7 @@ from filelog_bus.layout import (
     WATERMARK_NAME,
     LayoutError,
     category_index_name,
+    category_summary_name,
     decode_file_header,
     encode_file_header,
     offset_index_name,
@@ -393,14 +395,29 @@ class _IndexKind(NamedTuple):
     entry: struct.Struct
     file_name: Callable[[int], str]
     per_category: bool
+    #: The entries of this file in a rebuild.
+    rebuilt_entries: Callable[[IndexRebuild], list[tuple[int, float]] | list[tuple[int, int]]]
 
-    def rebuilt_entries(self, rebuild: IndexRebuild) -> list[tuple[int, float]] | list[tuple[int, int]]:
-        return rebuild.category_entries if self.per_category else rebuild.offset_entries
 
-
-_OFFSET_INDEX = _IndexKind("offset index", OFFSET_INDEX_MAGIC, OFFSET_ENTRY, offset_index_name, False)
+_OFFSET_INDEX = _IndexKind(
+    "offset index", OFFSET_INDEX_MAGIC, OFFSET_ENTRY, offset_index_name, False, lambda r: r.offset_entries
+)
 _CATEGORY_INDEX = _IndexKind(
-    "category index", CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY, category_index_name, True
+    "category index",
+    CATEGORY_INDEX_MAGIC,
+    CATEGORY_ENTRY,
+    category_index_name,
+    True,
+    lambda r: r.category_entries,
+)
+#: Closed segments only: the active segment has none until it is rolled.
+_CATEGORY_SUMMARY = _IndexKind(
+    "category summary",
+    CATEGORY_SUMMARY_MAGIC,
+    CATEGORY_ENTRY,
+    category_summary_name,
+    True,
+    lambda r: [*r.summary_entries, (r.end, 0)],  # with the completeness mark
 )
 
 
@@ -566,7 +583,12 @@ def _verify_segment(
         # A damaged header hides nothing else: check the records and indexes all the same.
         segment = LogSegment(path, base, open_or_explain(os.path.join(path, name), os.O_RDONLY), False)
     try:
-        indexes = [_read_index(path, base, kind) for kind in (_OFFSET_INDEX, _CATEGORY_INDEX)]
+        kinds = (
+            (_OFFSET_INDEX, _CATEGORY_INDEX)
+            if newest
+            else (_OFFSET_INDEX, _CATEGORY_INDEX, _CATEGORY_SUMMARY)
+        )
+        indexes = [_read_index(path, base, kind) for kind in kinds]
         file_end = segment.end()
         scan_end = file_end if end is None else max(base, min(end, file_end))
         damaged_at = None
@@ -594,9 +616,11 @@ def _verify_segment(
     for index in indexes:
         if index.data is not None:
             check.index_files += 1
-        # A rebuild stops at damage: entries from there on cannot be judged.
+        # A rebuild stops at damage: entries from there on cannot be judged, nor can a summary
+        # of the whole segment.
         judged_to = scan_end if damaged_at is None else damaged_at
-        _compare_index(index, judged_to, complete=not newest and damaged_at is None, lenient=newest)
+        if damaged_at is None or index.kind is not _CATEGORY_SUMMARY:
+            _compare_index(index, judged_to, complete=not newest and damaged_at is None, lenient=newest)
         check.problems += index.problems
         if newest and index.rebuild is not None and index.data is not None:
             lag = _lag(index)

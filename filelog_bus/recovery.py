@@ -119,7 +119,7 @@ def write_category_summary(directory: str, base: int, end: int) -> None:
     categories = load_category_index(directory, base, end)
     if categories is None:
         return  # a damaged index: the next writer's open rebuilds both from the segment
-    data = encode_category_summary(base, categories.interval, summarize_categories(categories))
+    data = encode_category_summary(base, categories.interval, summarize_categories(categories), end)
     write_derived_files(directory, base, (None, None, data))
 
 

@@ -131,7 +131,7 @@ def test_verify_a_healthy_bus_exits_0_without_a_progress_bar_when_piped(bus_dir:
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
         f"checked {bus_dir}: {segments} segments, 60 records, {records[-1].next_offset} bytes and "
-        f"{2 * segments} index files, up to offset {records[-1].next_offset} (the watermark)",
+        f"{3 * segments - 1} index files, up to offset {records[-1].next_offset} (the watermark)",
         "result: healthy",
     ]
 

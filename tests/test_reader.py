@@ -305,7 +305,7 @@ def test_find_next_from_every_position_matches_a_scan(filled_bus: tuple[Path, li
 
 
 def damage_indexes(path: Path, how: str) -> None:
-    indexes = sorted([*path.glob("*.index"), *path.glob("*.catindex")])
+    indexes = sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])
     for i, index in enumerate(indexes):
         data = bytearray(index.read_bytes())
         if how == "deleted":

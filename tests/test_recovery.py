@@ -99,7 +99,7 @@ def segment_files(path: Path) -> list[Path]:
 
 
 def index_files(path: Path) -> list[Path]:
-    return sorted([*path.glob("*.index"), *path.glob("*.catindex")])
+    return sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])
 
 
 def snapshot(path: Path) -> dict[str, bytes]:

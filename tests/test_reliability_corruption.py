@@ -39,6 +39,7 @@ from filelog_bus.errors import CorruptionError
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_SUFFIX,
+    CATEGORY_SUMMARY_SUFFIX,
     FILE_HEADER_SIZE,
     LOCK_NAME,
     OFFSET_ENTRY,
@@ -169,7 +170,11 @@ def test_every_bit_of_a_segment_header_is_checked(
 
 
 def index_files(bus: Path) -> list[Path]:
-    return sorted(p for p in bus.iterdir() if p.suffix in (OFFSET_INDEX_SUFFIX, CATEGORY_INDEX_SUFFIX))
+    return sorted(
+        p
+        for p in bus.iterdir()
+        if p.suffix in (OFFSET_INDEX_SUFFIX, CATEGORY_INDEX_SUFFIX, CATEGORY_SUMMARY_SUFFIX)
+    )
 
 
 def probes_for(records: list[Record], rng: random.Random) -> list[int]:
