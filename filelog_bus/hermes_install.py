@@ -97,15 +97,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Install the filelog message-bus plugins (producer and consumer) into a Hermes tree.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "Exit status: 0 installed or already up to date; 1 some installed files differ (nothing "
+            "examples:\n"
+            "  filelog-bus hermes-install /opt/hermes           # install, or check an installation\n"
+            "  filelog-bus hermes-install --force /opt/hermes   # after upgrading filelog-bus\n\n"
+            "Exit status: 0 installed or already up to date; 1 some installed files differ (nothing\n"
             "written, use --force); 2 HERMES_DIR is not a Hermes tree; 3 a file could not be written."
         ),
     )
     parser.add_argument(
-        "hermes_dir", metavar="HERMES_DIR", help="top directory of Hermes (holds lib/ and plugins/)"
+        "hermes_dir",
+        metavar="HERMES_DIR",
+        help="top directory of Hermes, holding lib/ and plugins/ (e.g. /opt/hermes)",
     )
-    parser.add_argument("--force", action="store_true", help="overwrite installed plugin files that differ")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite installed plugin files that differ from this version's (e.g. after an upgrade)",
+    )
     return parser.parse_args(argv)
 
 
