@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import itertools
 import json
 import math
 import os
 import re
-import shlex
-import subprocess
 import sys
 import time
 import unicodedata
@@ -314,7 +311,7 @@ def _human_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+def table_lines(rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -339,7 +336,7 @@ def format_stats(stats: inspect.BusStats) -> str:
     lines.append(f"end offset   {stats.end_offset} (the next record's offset)")
     lines.append(f"categories   {len(stats.categories)}")
     if stats.categories:
-        lines += _table([[_printable(name), str(count)] for name, count in stats.categories.items()])
+        lines += table_lines([[_printable(name), str(count)] for name, count in stats.categories.items()])
     lines.append(f"segments     {len(stats.segments)} (* = the active segment, appended to)")
     rows = [["FILE", "FIRST", "LAST", "END", "RECORDS", "BYTES", "FIRST TIME", "LAST TIME"]]
     for s in stats.segments:
@@ -355,7 +352,7 @@ def format_stats(stats: inspect.BusStats) -> str:
                 format_time(s.last_time),
             ]
         )
-    lines += _table(rows)
+    lines += table_lines(rows)
     return "\n".join(lines)
 
 
@@ -426,7 +423,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _fail(prog: str, message: str, status: int) -> int:
+def fail(prog: str, message: str, status: int) -> int:
     sys.stderr.write(f"{prog}: error: {_one_line(message)}\n")
     return status
 
@@ -458,25 +455,25 @@ def _run(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except NotABusError as exc:
-        return _fail(prog, str(exc), EXIT_NOT_A_BUS)
+        return fail(prog, str(exc), EXIT_NOT_A_BUS)
     except OffsetOutOfRangeError as exc:
-        return _fail(prog, str(exc), EXIT_OUT_OF_RANGE)
+        return fail(prog, str(exc), EXIT_OUT_OF_RANGE)
     except CorruptionError as exc:
         advice = (
             "" if "filelog-bus verify" in str(exc) else "; run `filelog-bus verify` to list every problem"
         )
-        return _fail(prog, f"{exc}{advice}", EXIT_DAMAGED)
+        return fail(prog, f"{exc}{advice}", EXIT_DAMAGED)
     except BusLockedError as exc:
-        return _fail(prog, str(exc), EXIT_LOCKED)
+        return fail(prog, str(exc), EXIT_LOCKED)
     except (ConfigError, InvalidOffsetError, InvalidRecordError) as exc:
-        return _fail(prog, str(exc), EXIT_USAGE)
+        return fail(prog, str(exc), EXIT_USAGE)
     except OSError as exc:  # includes BusWriteError and BusPermissionError
-        return _fail(prog, _os_message(exc), EXIT_FAILED)
+        return fail(prog, _os_message(exc), EXIT_FAILED)
     except FilelogBusError as exc:
-        return _fail(prog, str(exc), EXIT_FAILED)
+        return fail(prog, str(exc), EXIT_FAILED)
 
 
-def _write(text: str) -> None:
+def write_line(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
@@ -580,9 +577,9 @@ def dump_main(argv: Sequence[str] | None = None, prog: str = "filelog-dump") -> 
     """Entry point of ``filelog-dump``."""
     args = dump_parser(prog).parse_args(argv)
     if args.follow and args.until is not None:
-        return _fail(prog, "--until cannot be combined with --follow: a follow has no end time", EXIT_USAGE)
+        return fail(prog, "--until cannot be combined with --follow: a follow has no end time", EXIT_USAGE)
     if args.since is not None and args.until is not None and args.since >= args.until:
-        return _fail(
+        return fail(
             prog,
             f"--since ({format_time(args.since)}) must be before --until ({format_time(args.until)})",
             EXIT_USAGE,
@@ -595,7 +592,7 @@ def _dump(prog: str, args: argparse.Namespace) -> int:
         args.path, timeout=None if args.follow else 0, poll_interval=FOLLOW_POLL_SECONDS
     ) as reader:
         if not args.follow and reader.begin_offset == reader.end_offset:
-            return _fail(
+            return fail(
                 prog,
                 f"the bus at {args.path} is empty: it holds no record yet (--follow waits for records)",
                 EXIT_NOTHING,
@@ -611,7 +608,7 @@ def _dump(prog: str, args: argparse.Namespace) -> int:
         printed = 0
         try:
             for record in _selected(reader, args, prog):
-                _write(show(record))
+                write_line(show(record))
                 printed += 1
                 if args.follow:
                     sys.stdout.flush()
@@ -623,7 +620,7 @@ def _dump(prog: str, args: argparse.Namespace) -> int:
             sys.stdout.flush()
             return EXIT_OK
     if not printed and not args.follow:
-        return _fail(prog, f"no record matched {_filters(args)}", EXIT_NOTHING)
+        return fail(prog, f"no record matched {_filters(args)}", EXIT_NOTHING)
     return EXIT_OK
 
 
@@ -880,7 +877,9 @@ def _stats(prog: str, args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.clear()
-    _write(json.dumps(stats_json(stats), indent=2, ensure_ascii=False) if args.json else format_stats(stats))
+    write_line(
+        json.dumps(stats_json(stats), indent=2, ensure_ascii=False) if args.json else format_stats(stats)
+    )
     return EXIT_OK
 
 
@@ -889,20 +888,20 @@ def _verify(prog: str, args: argparse.Namespace) -> int:
     repaired: list[str] = []
     if args.repair and _damaged_indexes(report):
         if not args.json:
-            _write(format_verify(report))
+            write_line(format_verify(report))
         try:
             _repair_indexes(args.path, args.wait)
             repaired = _damaged_indexes(report)
         except BusLockedError as exc:
             return _locked(prog, args.path, exc, args.wait, "repairing indexes")
         if not args.json:
-            _write(f"repaired: rebuilt {', '.join(repaired)}")
+            write_line(f"repaired: rebuilt {', '.join(repaired)}")
         report = _verified(args.path)
     if args.json:
         data = {**asdict(report), "healthy": report.healthy, "repaired": repaired}
-        _write(json.dumps(data, indent=2, ensure_ascii=False))
+        write_line(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        _write(format_verify(report))
+        write_line(format_verify(report))
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
 
 
@@ -938,7 +937,7 @@ def _maintenance_writer(path: str, wait: float) -> LogWriter:
 
 def _locked(prog: str, path: str, exc: BusLockedError, wait: float, task: str) -> int:
     waited = f" after waiting {wait:g} s" if wait else ""
-    return _fail(
+    return fail(
         prog,
         f"the bus at {path} is locked by a running writer (pid {exc.holder}){waited}: {task} needs the "
         f"writer lock; retry with --wait SECONDS (Hermes's server releases the lock between update "
@@ -949,7 +948,7 @@ def _locked(prog: str, path: str, exc: BusLockedError, wait: float, task: str) -
 
 def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.days is None and args.bytes is None:
-        return _fail(prog, "give --days N, --bytes N or both", EXIT_USAGE)
+        return fail(prog, "give --days N, --bytes N or both", EXIT_USAGE)
     inspect.require_bus(args.path)  # a writer would create a bus where there is none
     policy = " ".join(
         ([f"--days {args.days:g}"] if args.days is not None else [])
@@ -958,12 +957,12 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = inspect.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
         if plan.segments:
-            _write(
+            write_line(
                 f"would delete {len(plan.segments)} segments ({plan.bytes} bytes): {', '.join(plan.segments)}"
             )
-            _write(f"the bus would then start at offset {plan.begin_offset}")
+            write_line(f"the bus would then start at offset {plan.begin_offset}")
         else:
-            _write(f"nothing to delete with {policy}: the bus starts at offset {plan.begin_offset}")
+            write_line(f"nothing to delete with {policy}: the bus starts at offset {plan.begin_offset}")
         return EXIT_OK
     try:
         writer = _maintenance_writer(args.path, args.wait)
@@ -974,159 +973,14 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
         deleted = writer.apply_retention(max_age_days=args.days, max_bytes=args.bytes)
         after = writer.begin_offset
     if deleted:
-        _write(f"deleted {len(deleted)} segments ({after - before} bytes): {', '.join(deleted)}")
-        _write(f"the bus now starts at offset {after}")
+        write_line(f"deleted {len(deleted)} segments ({after - before} bytes): {', '.join(deleted)}")
+        write_line(f"the bus now starts at offset {after}")
     else:
-        _write(f"nothing to delete with {policy}: the bus starts at offset {after}")
+        write_line(f"nothing to delete with {policy}: the bus starts at offset {after}")
     return EXIT_OK
-
-
-# -- filelog-bus demo --------------------------------------------------------------
-
-#: Pause between two appends of the demo writer, so that the reader visibly follows it.
-_DEMO_PAUSE_SECONDS = 0.05
-
-_DEMO_WRITER = (
-    "import sys\n"
-    "from filelog_bus.cli import demo_writer\n"
-    "sys.exit(demo_writer(sys.argv[1], with_initsync=sys.argv[2] == 'initsync', run=int(sys.argv[3])))\n"
-)
-
-
-_DEMO_NEXT = [
-    ("filelog-dump {} --category initsync", "the initsync sequence, found through the category index"),
-    ("filelog-dump {} --payload --limit 1", "a record with its whole payload"),
-    ("filelog-dump {} --json | head -n 2", "one JSON object per line, for jq"),
-    ("filelog-dump {} --from end --follow", "like tail -f; run the demo again in another terminal"),
-    ("filelog-bus retention {} --bytes 0 --dry-run", "what retention would delete"),
-    ("filelog-bus --help", "every command; each one has --help with examples"),
-]
-
-
-def demo_events(*, with_initsync: bool, run: int) -> list[tuple[str, bytes]]:
-    """(category, payload) of a Hermes-like update: Hermes's event JSON, pretty-printed as Hermes does."""
-
-    def event(
-        category: str, eventtype: str, objtype: str | None = None, pkey: Any = None, attrs: Any = None
-    ) -> tuple[str, bytes]:
-        fields = {
-            "evcategory": category,
-            "eventtype": eventtype,
-            "objtype": objtype,
-            "objpkey": pkey,
-            "objattrs": attrs or {},
-        }
-        return category, json.dumps(fields, indent=4, ensure_ascii=False).encode("utf-8")
-
-    events = []
-    if with_initsync:
-        events += [
-            event(
-                "initsync",
-                "init-start",
-                attrs={"schema": {"Users": ["login", "mail"], "Groups": ["name", "members"]}},
-            ),
-            event("initsync", "added", "Users", "alice", {"login": "alice", "mail": "alice@example.org"}),
-            event("initsync", "added", "Users", "bob", {"login": "bob", "mail": "bob@example.org"}),
-            event("initsync", "added", "Groups", "staff", {"name": "staff", "members": ["alice", "bob"]}),
-            event("initsync", "init-stop"),
-        ]
-    login = f"user{run}"
-    events += [
-        event("base", "added", "Users", login, {"login": login, "mail": f"{login}@example.org"}),
-        event(
-            "base",
-            "modified",
-            "Groups",
-            "staff",
-            {"added": {"members": [login]}, "modified": {}, "removed": {}},
-        ),
-        event(
-            "base",
-            "modified",
-            "Users",
-            "alice",
-            {"added": {}, "modified": {"mail": f"alice.{run}@example.org"}, "removed": {}},
-        ),
-        event("base", "removed", "Users", login, {}),
-    ]
-    return events
-
-
-def demo_writer(path: str, *, with_initsync: bool, run: int) -> int:
-    """The demo's writer process: append the events, pausing between them as a server would."""
-    try:
-        with LogWriter(path) as writer:
-            for category, payload in demo_events(with_initsync=with_initsync, run=run):
-                writer.append(category, payload)
-                time.sleep(_DEMO_PAUSE_SECONDS)
-    except BusLockedError as exc:
-        return _fail("filelog-bus demo (writer)", str(exc), EXIT_LOCKED)
-    except (FilelogBusError, OSError) as exc:
-        return _fail("filelog-bus demo (writer)", str(exc), EXIT_FAILED)
-    return EXIT_OK
-
-
-def _event_summary(payload: bytes) -> str:
-    """EVENTTYPE OBJTYPE OBJPKEY of a Hermes event, or the payload's preview if it is not one."""
-    try:
-        event = json.loads(payload)
-        return f"{event['eventtype']:<10}  {event['objtype'] or ''} {event['objpkey'] or ''}".rstrip()
-    except (ValueError, TypeError, KeyError):
-        return payload_preview(payload)
-
-
-def _demo_history(path: str) -> tuple[bool, int]:
-    """Whether the bus already has an initsync sequence, and how many demo runs added base events."""
-    with LogReader(path) as reader:
-        had_initsync = reader.find_next("initsync") is not None
-        reader.seek_to_beginning()
-        base_events = 0
-        while reader.find_next("base") is not None:
-            base_events += 1
-    return had_initsync, base_events // len(demo_events(with_initsync=False, run=0))
 
 
 def _demo(prog: str, args: argparse.Namespace) -> int:
-    path = args.dir
-    state = inspect.bus_state(path)
-    had_initsync, runs = _demo_history(path) if state == "bus" else (False, 0)
-    with_initsync, run = not had_initsync, runs + 1
-    expected = len(demo_events(with_initsync=with_initsync, run=run))
-    quoted = shlex.quote(path)
-    _write(f"filelog-bus demo: {'appending to the bus' if state == 'bus' else 'creating a bus'} in {path}")
-    with LogReader(path, missing_ok=True, timeout=0.2) as reader:
-        start = reader.end_offset
-        reader.seek(start)
-        writer = subprocess.Popen(
-            [sys.executable, "-c", _DEMO_WRITER, path, "initsync" if with_initsync else "base", str(run)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _write(
-            f"\na writer process (pid {writer.pid}) appends {expected} Hermes-like events"
-            f"{' (an initsync sequence, then base changes)' if with_initsync else ' (base changes)'};"
-            f"\nthis process reads each one as soon as it is durable:"
-        )
-        while writer.poll() is None:
-            for record in reader:  # waits up to 0.2 s for each next record
-                _write(f"  offset {record.offset:>6}  {record.category:<8}  {_event_summary(record.payload)}")
-                sys.stdout.flush()
-        for record in reader:  # what the writer published just before it exited
-            _write(f"  offset {record.offset:>6}  {record.category:<8}  {_event_summary(record.payload)}")
-        _, error = writer.communicate()
-        if writer.returncode:
-            sys.stderr.write(error)
-            return writer.returncode
-    _write(f"\n$ filelog-dump {quoted} --from {start} --limit 5")
-    with LogReader(path) as reader:
-        reader.seek(start)
-        for record in itertools.islice(reader, 5):
-            _write(dump_line(record))
-    _write(f"\n$ filelog-bus stats {quoted}")
-    _write(format_stats(inspect.bus_stats(path)))
-    _write(f"\n$ filelog-bus verify {quoted}")
-    _write(format_verify(inspect.verify_bus(path)))
-    _write("\nnext, try:")
-    _write("\n".join(_table([[command.format(quoted), why] for command, why in _DEMO_NEXT])))
-    return EXIT_OK
+    from filelog_bus.demo import run_demo  # the demo uses this module's formatting: import it late
+
+    return run_demo(prog, args)
