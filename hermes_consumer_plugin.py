@@ -134,14 +134,22 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
             self._reader.set_timeout(self._timeout_seconds)
 
     def findNextEventOfCategory(self, category: str) -> Event | None:
-        """First event of `category` from the current position, via the category index (no waiting).
+        """First event of `category` from the current position, found through the category index.
 
-        Events of other categories are skipped without being deserialised. When found, the
-        position moves just past the returned event; when not, it is unchanged.
+        As with Hermes's own bus plugins, the search consumes the bus: the position moves just
+        past the event returned, or to the end of the bus when none is there, where it waits up
+        to the timeout for one to be sent. Events of other categories are never deserialised.
         """
         with self._explained_errors():
-            record = self._open_reader().find_next(category)
-        return None if record is None else event_from_record(record)
+            reader = self._open_reader()
+            while True:
+                searched_to = reader.end_offset
+                record = reader.find_next(category)
+                if record is not None:
+                    return event_from_record(record)
+                reader.seek(searched_to)
+                if not reader.wait_for_records():
+                    return None
 
     def __iter__(self) -> Iterator[Event]:
         """Events from the current position; at the end, wait up to the timeout for each new one."""

@@ -315,7 +315,7 @@ class LogReader:
             record = self._read_next()
             if record is not None:
                 yield record
-            elif not self._wait_for_more():
+            elif not self.wait_for_records():
                 return
 
     def read_next(self) -> Record | None:
@@ -346,8 +346,14 @@ class LogReader:
         self._next_in_batch = 0
         return self._read_next()
 
-    def _wait_for_more(self) -> bool:
-        """Sleep-poll the watermark until it passes our position or the timeout elapses."""
+    def wait_for_records(self) -> bool:
+        """Wait, up to the timeout, until a record is on the bus after the position; False if none came.
+
+        Sleep-polls the watermark (every ``poll_interval``): no busy loop, no lock.
+        """
+        self._check_open()
+        if self._end() > self._position:
+            return True
         timeout = self._timeout
         if timeout == 0:
             return False

@@ -163,17 +163,50 @@ def test_find_next_event_of_category_uses_the_index_and_never_parses_other_categ
         assert client.findNextEventOfCategory("never-sent") is None
 
 
-def test_find_next_event_of_category_that_is_absent_leaves_the_position_unchanged(
+def test_find_next_event_of_category_that_is_absent_consumes_the_bus_like_hermes_plugins(
     hermes: types.SimpleNamespace, tmp_path: Path
 ) -> None:
+    """Hermes's own plugins iterate to find an event: not finding one leaves them at the end."""
     bus = tmp_path / "bus"
     send_events(hermes, bus, base_events(hermes, 3))
-    with consumer(hermes, bus) as client:
+    with consumer(hermes, bus, timeout_ms=20) as client:
         client.seekToBeginning()
         first = next(iter(client))
-        assert client.findNextEventOfCategory("initsync") is None
-        assert [e.objpkey for e in client] == ["u1", "u2"]
         assert first.objpkey == "u0"
+        assert client.findNextEventOfCategory("initsync") is None
+        assert list(client) == []
+        send_events(hermes, bus, base_events(hermes, 1, start=3))
+        assert [e.objpkey for e in client] == ["u3"]
+
+
+def test_find_next_event_of_category_waits_up_to_the_timeout_for_one_to_be_sent(
+    hermes: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    """With setTimeout(None), a client in another process finds an event sent after it started looking."""
+    bus = tmp_path / "bus"
+    send_events(hermes, bus, base_events(hermes, 1))
+    script = (
+        "import sys\n"
+        "from hermes_consumer_plugin import FilelogConsumerPlugin\n"
+        "bus = FilelogConsumerPlugin({'path': sys.argv[1]})\n"
+        "bus.setTimeout(None)\n"
+        "with bus:\n"
+        "    bus.seekToBeginning()\n"
+        "    print('looking', flush=True)\n"
+        "    print(bus.findNextEventOfCategory('initsync').eventtype, flush=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN_DIR), str(REPO_ROOT)])}
+    looking = subprocess.Popen(
+        [sys.executable, "-c", script, str(bus)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert looking.stdout is not None
+        assert looking.stdout.readline().strip() == "looking"
+        send_events(hermes, bus, [*base_events(hermes, 1, start=1), hermes.Event("initsync", "init-start")])
+        out, _ = looking.communicate(timeout=60)
+    finally:
+        looking.kill()
+    assert out.strip() == "init-start"
 
 
 def test_timeouts_in_milliseconds_end_an_empty_iteration_and_none_waits_for_the_next_event(
