@@ -179,34 +179,46 @@ def test_find_next_event_of_category_that_is_absent_consumes_the_bus_like_hermes
         assert [e.objpkey for e in client] == ["u3"]
 
 
-def test_find_next_event_of_category_waits_up_to_the_timeout_for_one_to_be_sent(
-    hermes: types.SimpleNamespace, tmp_path: Path
-) -> None:
-    """With setTimeout(None), a client in another process finds an event sent after it started looking."""
-    bus = tmp_path / "bus"
-    send_events(hermes, bus, base_events(hermes, 1))
+def waiting_client_output(
+    hermes: types.SimpleNamespace, bus: Path, start: str, wait: str, events: list
+) -> str:
+    """Run a client process (setTimeout(None)) that does ``start`` then prints ``wait``'s result;
+    send ``events`` once it says it is waiting, and return what it printed."""
     script = (
         "import sys\n"
         "from hermes_consumer_plugin import FilelogConsumerPlugin\n"
         "bus = FilelogConsumerPlugin({'path': sys.argv[1]})\n"
         "bus.setTimeout(None)\n"
         "with bus:\n"
-        "    bus.seekToBeginning()\n"
-        "    print('looking', flush=True)\n"
-        "    print(bus.findNextEventOfCategory('initsync').eventtype, flush=True)\n"
+        f"    {start}\n"
+        "    print('waiting', flush=True)\n"
+        f"    print({wait}, flush=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN_DIR), str(REPO_ROOT)])}
-    looking = subprocess.Popen(
+    client = subprocess.Popen(
         [sys.executable, "-c", script, str(bus)], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert looking.stdout is not None
-        assert looking.stdout.readline().strip() == "looking"
-        send_events(hermes, bus, [*base_events(hermes, 1, start=1), hermes.Event("initsync", "init-start")])
-        out, _ = looking.communicate(timeout=60)
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "waiting"
+        send_events(hermes, bus, events)
+        out, _ = client.communicate(timeout=60)
     finally:
-        looking.kill()
-    assert out.strip() == "init-start"
+        client.kill()
+    return out.strip()
+
+
+def test_find_next_event_of_category_waits_up_to_the_timeout_for_one_to_be_sent(
+    hermes: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    """With setTimeout(None), a client in another process finds an event sent after it started looking."""
+    bus = tmp_path / "bus"
+    send_events(hermes, bus, base_events(hermes, 1))
+    sent_later = [*base_events(hermes, 1, start=1), hermes.Event("initsync", "init-start")]
+    found = waiting_client_output(
+        hermes, bus, "bus.seekToBeginning()", "bus.findNextEventOfCategory('initsync').eventtype", sent_later
+    )
+    assert found == "init-start"
 
 
 def test_timeouts_in_milliseconds_end_an_empty_iteration_and_none_waits_for_the_next_event(
@@ -220,30 +232,12 @@ def test_timeouts_in_milliseconds_end_an_empty_iteration_and_none_waits_for_the_
             assert [e.objpkey for e in client] == ["u0"]
 
     # setTimeout(None): a client in another process waits until this process sends.
-    script = (
-        "import sys\n"
-        "from hermes_consumer_plugin import FilelogConsumerPlugin\n"
-        "bus = FilelogConsumerPlugin({'path': sys.argv[1]})\n"
-        "bus.setTimeout(None)\n"
-        "with bus:\n"
-        "    bus.seek(int(sys.argv[2]))\n"
-        "    print('waiting', flush=True)\n"
-        "    print(next(iter(bus)).objpkey, flush=True)\n"
-    )
     with LogReader(bus) as reader:
         end = reader.end_offset
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN_DIR), str(REPO_ROOT)])}
-    waiting = subprocess.Popen(
-        [sys.executable, "-c", script, str(bus), str(end)], env=env, stdout=subprocess.PIPE, text=True
+    received = waiting_client_output(
+        hermes, bus, f"bus.seek({end})", "next(iter(bus)).objpkey", base_events(hermes, 1, start=1)
     )
-    try:
-        assert waiting.stdout is not None
-        assert waiting.stdout.readline().strip() == "waiting"
-        send_events(hermes, bus, base_events(hermes, 1, start=1))
-        out, _ = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
-    assert out.strip() == "u1"
+    assert received == "u1"
 
 
 def test_missing_bus_directory_is_an_empty_bus_until_the_server_creates_it(
