@@ -82,7 +82,7 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
     def open(self) -> None:
         if self._reader is not None:
             return
-        self._check_readable()
+        self._note_missing_bus()
         reader = LogReader(
             self._path, timeout=self._timeout_seconds, missing_ok=True, poll_interval=POLL_SECONDS
         )
@@ -96,21 +96,21 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
                 ) from exc
         self._reader = reader
 
-    def _check_readable(self) -> None:
-        """Refuse a bus this user cannot reach or list: the engine would take it for one not created yet."""
+    def _note_missing_bus(self) -> None:
+        """Log once that the bus does not exist yet: clients often start before hermes-server creates it.
+
+        Other problems reaching the path (permissions) are the engine's to report, with advice.
+        """
         try:
             os.stat(self._path)
-        except FileNotFoundError:  # not created yet: an empty bus until hermes-server creates it
+        except FileNotFoundError:
             if not self._told_missing:
                 hermes_logger().info(
                     f"filelog bus {self._path!r} does not exist yet: waiting for hermes-server"
                 )
                 self._told_missing = True
-            return
-        except PermissionError as exc:
-            raise self._unreadable(f"cannot reach it: {exc.strerror}") from exc
-        if os.path.isdir(self._path) and not os.access(self._path, os.R_OK | os.X_OK):
-            raise self._unreadable("permission denied listing the bus directory")
+        except OSError:
+            pass
 
     def close(self) -> None:
         reader, self._reader = self._reader, None
