@@ -40,9 +40,9 @@ from filelog_bus.layout import (
     offset_index_name,
     segment_name,
 )
-from filelog_bus.record import RECORD_MAGIC, Record, RecordDecodeError
+from filelog_bus.record import Record, RecordDecodeError
 from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
-from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
+from filelog_bus.segment import LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
@@ -166,28 +166,11 @@ def _scan(segment: LogSegment, start: int, end: int) -> Iterator[Record | _Damag
             reason = str(batch.error)
         else:
             reason = f"the record is cut short: the segment's records end at offset {end}"
-        resume = _next_valid_record(segment, position, end)
+        resume = segment.find_valid_record(position + 1, end)
         yield _Damage(position, reason, resume)
         if resume is None:
             return
         position = resume
-
-
-def _next_valid_record(segment: LogSegment, damaged: int, end: int) -> int | None:
-    """Offset of the first complete valid record after ``damaged``, or None."""
-    position = damaged + 1
-    while position < end:
-        data = segment.read(position, min(READ_CHUNK, end - position))
-        if len(data) < 2:
-            return None
-        found = data.find(RECORD_MAGIC)
-        while found >= 0:
-            candidate = position + found
-            if segment.read_batch(candidate, end, 4096).records:
-                return candidate
-            found = data.find(RECORD_MAGIC, found + 1)
-        position += len(data) - 1  # keep one byte: a magic may straddle the two reads
-    return None
 
 
 def _open_segment(path: str, base: int) -> LogSegment | None:

@@ -34,11 +34,9 @@ from filelog_bus.layout import (
 )
 from filelog_bus.record import (
     HEADER_SIZE,
-    RECORD_MAGIC,
     RecordDecodeError,
     category_key,
     decode_header,
-    decode_record,
 )
 from filelog_bus.segment import LogSegment
 
@@ -215,24 +213,14 @@ def _valid_record_after(segment: LogSegment, start: int, end: int) -> bool:
     declares: a frame inside the body (a relayed record, say) proves nothing, and a
     body running past the end of the file is a torn write with nothing after it.
     """
-    data = segment.read(start, end - start)
-    search_from = 1
+    search_from = start + 1
     try:
-        length, _ = decode_header(data)
+        length, _ = decode_header(segment.read(start, HEADER_SIZE))
     except RecordDecodeError:
         pass
     else:
-        search_from = HEADER_SIZE + length
-        if search_from >= len(data):
-            return False
-    position = data.find(RECORD_MAGIC, search_from)
-    while position >= 0:
-        try:
-            decode_record(data, position)
-            return True
-        except RecordDecodeError:
-            position = data.find(RECORD_MAGIC, position + 1)
-    return False
+        search_from = start + HEADER_SIZE + length
+    return search_from < end and segment.find_valid_record(search_from, end) is not None
 
 
 def _damage(segment: LogSegment, offset: int, file_end: int) -> CorruptionError:

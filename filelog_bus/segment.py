@@ -21,7 +21,14 @@ from filelog_bus.layout import (
     parse_segment_name,
     segment_name,
 )
-from filelog_bus.record import DecodedBatch, Record, RecordDecodeError, decode_records
+from filelog_bus.record import (
+    HEADER_SIZE,
+    RECORD_MAGIC,
+    DecodedBatch,
+    Record,
+    RecordDecodeError,
+    decode_records,
+)
 
 #: How much a sequential read asks the OS for at a time.
 READ_CHUNK = 256 * 1024
@@ -148,6 +155,24 @@ class LogSegment:
             if batch.error is not None or not batch.records:
                 error = batch.error or RecordDecodeError(f"record extends past the end of the data at {end}")
                 raise self.corruption(position, error)
+
+    def find_valid_record(self, start: int, end: int) -> int | None:
+        """Offset of the first complete, valid record starting in [start, end), or None.
+
+        Used after damage: to tell mid-log damage (valid records follow) from a torn
+        tail, and to resume checking past it. Reads in chunks, whatever the distance.
+        """
+        position = start
+        while end - position >= HEADER_SIZE:
+            data = self.read(position, min(READ_CHUNK, end - position))
+            found = data.find(RECORD_MAGIC)
+            while found >= 0:
+                candidate = position + found
+                if self.read_batch(candidate, end, 4096).records:
+                    return candidate
+                found = data.find(RECORD_MAGIC, found + 1)
+            position += max(len(data) - 1, 1)  # keep one byte: a magic may straddle two reads
+        return None
 
     def corruption(self, offset: int, error: RecordDecodeError, what_to_do: str = "") -> CorruptionError:
         """A CorruptionError for damage at bus offset ``offset`` in this segment."""
