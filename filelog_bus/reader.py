@@ -8,6 +8,7 @@ deleting the segment it is reading (the open file stays readable).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from filelog_bus.errors import (
     BusClosedError,
     BusPermissionError,
+    CorruptionError,
     InvalidOffsetError,
     NotABusError,
     OffsetOutOfRangeError,
@@ -188,7 +190,10 @@ class LogReader:
         self._position = self.begin_offset
         end = self._end()
         if self._position < end:
-            self._locate(self._position, end)  # hold the segment open: retention may delete it now
+            # Hold the segment open, as retention may delete it now. A damaged header is
+            # reported when the records are read, not here: seeking elsewhere must still work.
+            with contextlib.suppress(CorruptionError):
+                self._locate(self._position, end)
 
     def seek(self, offset: int) -> None:
         """Position on the first record whose offset is >= ``offset``."""

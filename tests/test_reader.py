@@ -454,3 +454,21 @@ def test_missing_bus_directory(tmp_path: Path) -> None:
         assert reader.find_next("orders") is None
         fill(path, 3)
         assert [r.payload for r in reader] == [payload_of(i) for i in range(3)]
+
+
+def test_a_damaged_oldest_segment_header_does_not_stop_a_reader_from_opening_or_seeking_past_it(
+    bus_dir: Path,
+) -> None:
+    """The damage is reported where records are read; a reader resuming in a later segment goes on."""
+    with LogWriter(bus_dir, segment_bytes=1024) as writer:
+        offsets = [writer.append("c", bytes([i]) * 100) for i in range(30)]
+    oldest = sorted(bus_dir.glob("*.log"))[0]
+    data = bytearray(oldest.read_bytes())
+    data[3] ^= 0x01  # inside the segment's magic number
+    oldest.write_bytes(bytes(data))
+    with LogReader(bus_dir) as reader:
+        with pytest.raises(CorruptionError) as failure:
+            list(reader)
+        assert failure.value.path == str(oldest)
+        reader.seek(offsets[-1])
+        assert [record.payload for record in reader] == [bytes([29]) * 100]
