@@ -8,7 +8,6 @@ deleting the segment it is reading (the open file stays readable).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
@@ -187,13 +186,20 @@ class LogReader:
         """Position on the oldest record still on the bus."""
         self._check_open()
         self._drop_batch()
-        self._position = self.begin_offset
-        end = self._end()
-        if self._position < end:
+        while True:
+            self._position = self.begin_offset
+            end = self._end()
+            if self._position >= end:
+                return
             # Hold the segment open, as retention may delete it now. A damaged header is
             # reported when the records are read, not here: seeking elsewhere must still work.
-            with contextlib.suppress(CorruptionError):
+            try:
                 self._locate(self._position, end)
+            except RecordsExpiredError:
+                continue  # deleted between listing and opening: the beginning has moved on
+            except CorruptionError:
+                pass
+            return
 
     def seek(self, offset: int) -> None:
         """Position on the first record whose offset is >= ``offset``."""
