@@ -141,15 +141,8 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
         to the timeout for one to be sent. Events of other categories are never deserialised.
         """
         with self._explained_errors():
-            reader = self._open_reader()
-            while True:
-                searched_to = reader.end_offset
-                record = reader.find_next(category)
-                if record is not None:
-                    return event_from_record(record)
-                reader.seek(searched_to)
-                if not reader.wait_for_records():
-                    return None
+            record = self._open_reader().find_next_waiting(category)
+        return None if record is None else event_from_record(record)
 
     def __iter__(self) -> Iterator[Event]:
         """Events from the current position; at the end, wait up to the timeout for each new one."""

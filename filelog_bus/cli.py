@@ -637,7 +637,7 @@ def _surviving_retention(reader: LogReader, args: argparse.Namespace, prog: str)
     """The records from the position on; when retention deletes some first, say so and go on."""
     while True:
         try:
-            yield from _of_category(reader, args.category, args.follow) if args.category else iter(reader)
+            yield from _of_category(reader, args.category) if args.category else iter(reader)
             return
         except RecordsExpiredError as exc:
             sys.stdout.flush()
@@ -659,20 +659,10 @@ def _filters(args: argparse.Namespace) -> str:
     return " ".join(option for option in given if option)
 
 
-def _of_category(reader: LogReader, category: str, follow: bool) -> Iterator[Record]:
-    """Records of one category through the category index (find_next), waiting for more with follow."""
-    while True:
-        end = reader.end_offset
-        record = reader.find_next(category)
-        if record is not None:
-            yield record
-            continue
-        if not follow:
-            return
-        if end > reader.position:
-            reader.seek(end)  # everything before ``end`` was searched: do not search it again
-        while reader.end_offset <= end:
-            time.sleep(FOLLOW_POLL_SECONDS)
+def _of_category(reader: LogReader, category: str) -> Iterator[Record]:
+    """Records of one category through the category index; with --follow (timeout None) waiting for more."""
+    while (record := reader.find_next_waiting(category)) is not None:
+        yield record
 
 
 # -- filelog-bus ---------------------------------------------------------------------

@@ -381,11 +381,29 @@ class LogReader:
 
     # -- category lookup ----------------------------------------------------------
 
+    def find_next_waiting(self, category: str) -> Record | None:
+        """Like find_next, but consuming and waiting, as iteration does.
+
+        When no record of ``category`` is on the bus, the position moves to the end
+        of what was searched and the reader waits up to the timeout for more records,
+        searching each time some come. None once the timeout elapses with none found.
+        """
+        while True:
+            searched_to = self.end_offset
+            record = self.find_next(category)
+            if record is not None:
+                return record
+            if searched_to > self._position:
+                self.seek(searched_to)  # do not search that stretch again
+            if not self.wait_for_records():
+                return None
+
     def find_next(self, category: str) -> Record | None:
         """First record of ``category`` at or after the position, among those on the bus now.
 
         Uses the category index: only records of the index blocks that may hold
-        ``category`` are decoded. On success the position moves past the record.
+        ``category`` are decoded. On success the position moves past the record;
+        on None it stays where it was.
         """
         self._check_open()
         validate_category(category)

@@ -472,3 +472,18 @@ def test_a_damaged_oldest_segment_header_does_not_stop_a_reader_from_opening_or_
         assert failure.value.path == str(oldest)
         reader.seek(offsets[-1])
         assert [record.payload for record in reader] == [bytes([29]) * 100]
+
+
+def test_find_next_waiting_consumes_what_it_searched_and_finds_what_comes_later(bus_dir: Path) -> None:
+    """Unlike find_next, a search that finds nothing leaves the reader at the end, where new records count."""
+    with LogWriter(bus_dir) as writer:
+        writer.append("base", b"0")
+        writer.append("base", b"1")
+        with LogReader(bus_dir, timeout=0) as reader:
+            assert reader.find_next("initsync") is None and reader.position == 0
+            assert reader.find_next_waiting("initsync") is None
+            assert reader.position == reader.end_offset
+            writer.append("base", b"2")
+            later = writer.append("initsync", b"3")
+            found = reader.find_next_waiting("initsync")
+            assert found is not None and found.offset == later and found.payload == b"3"
