@@ -24,6 +24,7 @@ from filelog_bus import LogReader, Record
 from filelog_bus.errors import (
     BusClosedError,
     BusPermissionError,
+    FilelogBusError,
     NotABusError,
     OffsetOutOfRangeError,
     RecordsExpiredError,
@@ -61,9 +62,9 @@ def event_from_record(record: Record) -> Event:
 
 def _with_hint(error: OffsetOutOfRangeError, message: str, hint: str) -> OffsetOutOfRangeError:
     """Same error type and range, with a message that says what the Hermes admin should do."""
-    hinted = type(error)(message, offset=error.offset, begin=error.begin, end=error.end)
-    hinted.args = (f"{hinted.args[0]}. {hint[:1].upper()}{hint[1:]}.",)
-    return hinted
+    return type(error)(
+        message, offset=error.offset, begin=error.begin, end=error.end, path=error.path, advice=hint
+    )
 
 
 class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
@@ -172,12 +173,15 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
             )
             raise _with_hint(exc, f"filelog bus {self._path!r} has no event there", cause) from exc
         except PermissionError as exc:
-            raise self._unreadable(str(exc)) from exc
+            raise self._unreadable(exc) from exc
 
-    def _unreadable(self, detail: str) -> BusPermissionError:
+    def _unreadable(self, exc: PermissionError) -> BusPermissionError:
+        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
         return BusPermissionError(
-            errno.EACCES,
-            f"this hermes-client cannot read the filelog bus {self._path!r} ({detail}). Give the client's user "
-            "read access to the bus directory and its files, e.g. add it to the group of the hermes-server "
-            "user and make the bus group-readable (chmod -R g+rX, and chmod g+s on the directory).",
+            f"this hermes-client cannot read the filelog bus {self._path!r} ({detail})",
+            path=getattr(exc, "path", None) or exc.filename or self._path,
+            advice="give the client's user read access to the bus directory and its files, e.g. add it to the "
+            "group of the hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on "
+            "the directory)",
+            errno=exc.errno or errno.EACCES,
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lib.plugins import AbstractMessageBusProducerPlugin
 
 from filelog_bus import LogWriter
-from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError
+from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError, FilelogBusError
 
 if TYPE_CHECKING:
     from lib.datamodel.event import Event
@@ -63,7 +63,7 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
         try:
             return LogWriter(self._path, **options)
         except ConfigError as exc:
-            raise ConfigError(f"{exc}: fix {_SETTINGS} in hermes-server's configuration") from exc
+            raise ConfigError(exc.reason, advice=f"fix {_SETTINGS} in hermes-server's configuration") from exc
 
     def _open_writer(self, writer: LogWriter) -> None:
         """Open the writer, turning lock and permission failures into advice for the Hermes admin."""
@@ -72,19 +72,23 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
         except BusLockedError as exc:
             raise BusLockedError(
                 f"hermes-server cannot open the filelog bus {self._path!r} for writing: another writer "
-                f"(pid {exc.holder}) holds its lock {exc.lock_path}. Only one hermes-server may produce on "
-                f"a bus: stop the other one, or give this one its own bus directory ({_SETTINGS}.path).",
+                f"(pid {exc.holder}) holds its lock",
                 lock_path=exc.lock_path,
                 holder=exc.holder,
+                advice=f"only one hermes-server may produce on a bus: stop the other one, or give this one its "
+                f"own bus directory ({_SETTINGS}.path)",
             ) from exc
         except PermissionError as exc:
-            raise self._unwritable(str(exc)) from exc
+            raise self._unwritable(exc) from exc
 
-    def _unwritable(self, detail: str) -> BusPermissionError:
+    def _unwritable(self, exc: PermissionError) -> BusPermissionError:
+        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
         return BusPermissionError(
-            errno.EACCES,
-            f"hermes-server cannot write the filelog bus {self._path!r} ({detail}). Run hermes-server as the "
-            "user owning that directory, or give that user write access to it and its files.",
+            f"hermes-server cannot write the filelog bus {self._path!r} ({detail})",
+            path=getattr(exc, "path", None) or exc.filename or self._path,
+            advice="run hermes-server as the user owning that directory, or give that user write access to it "
+            "and its files",
+            errno=exc.errno or errno.EACCES,
         )
 
     def _apply_retention(self, writer: LogWriter) -> None:
@@ -96,7 +100,7 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
         try:
             deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes)
         except ConfigError as exc:
-            raise ConfigError(f"{exc}: fix {_SETTINGS} in hermes-server's configuration") from exc
+            raise ConfigError(exc.reason, advice=f"fix {_SETTINGS} in hermes-server's configuration") from exc
         except OSError as exc:
             hermes_logger().error(
                 f"filelog bus {self._path!r}: retention could not delete old segments ({exc}); the bus keeps "

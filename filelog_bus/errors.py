@@ -1,7 +1,10 @@
 """Typed errors: every failure a user can cause has its own class.
 
-Each message says what happened, where (file and offset when there is one) and
-what to do about it.
+Every error carries its facts as fields (h11's model): ``reason`` (what happened),
+``path`` and ``file_position`` (which file, and where in it), ``offset`` (the bus
+offset, when one is concerned) and ``advice`` (what an operator can do). ``str()``
+composes them for people; code reads the fields, never the text. The CLI and the
+Hermes plugins replace ``advice`` with words for their own users.
 """
 
 from __future__ import annotations
@@ -9,6 +12,39 @@ from __future__ import annotations
 
 class FilelogBusError(Exception):
     """Base class of every error raised by filelog-bus."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | None = None,
+        file_position: int | None = None,
+        offset: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+        self.file_position = file_position
+        self.offset = offset
+        self.advice = advice
+
+    def where(self) -> str:
+        """``path at file position N`` (as much of it as is known), or ""."""
+        if self.path is None:
+            return ""
+        if self.file_position is None:
+            return self.path
+        return f"{self.path} at file position {self.file_position}"
+
+    def __str__(self) -> str:
+        text = self.reason
+        where = self.where()
+        if where:
+            text += f" ({where})"
+        if self.advice:
+            text += f"; {self.advice}"
+        return text
 
 
 class ConfigError(FilelogBusError, ValueError):
@@ -34,39 +70,98 @@ class BusLockedError(FilelogBusError):
     (as text; "unknown" if it wrote none).
     """
 
-    def __init__(self, message: str, *, lock_path: str, holder: str) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, *, lock_path: str, holder: str, advice: str | None = None) -> None:
+        super().__init__(reason, path=lock_path, advice=advice)
         self.lock_path = lock_path
         self.holder = holder
 
 
 class BusClosedError(FilelogBusError):
-    """The writer or reader is not open (never opened, closed, or broken)."""
+    """The writer or reader is not open: never opened, closed, or stopped after a failed write.
+
+    ``failure`` is the error that stopped a writer (None when it was merely not open).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | None = None,
+        advice: str | None = None,
+        failure: BaseException | None = None,
+    ) -> None:
+        super().__init__(reason, path=path, advice=advice)
+        self.failure = failure
 
 
-class BusWriteError(FilelogBusError, OSError):
-    """Writing to the bus failed (disk full, file too large, I/O error).
+class BusIOError(FilelogBusError, OSError):
+    """A system call on the bus's files failed (I/O error, too many open files, ...).
 
-    Nothing of the failed append is visible to readers; earlier acknowledged
-    records are untouched.
+    ``errno`` is the system's error number.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | None = None,
+        offset: int | None = None,
+        advice: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        FilelogBusError.__init__(self, reason, path=path, offset=offset, advice=advice)
+        self.errno = errno
+        self.strerror = reason
+
+
+class BusWriteError(BusIOError):
+    """Writing to the bus failed (disk full, file too large, I/O error, too many open files).
+
+    Nothing of the failed operation is visible to readers and earlier acknowledged records
+    are untouched. The writer stops (fail-stop): later calls raise BusClosedError until a
+    new writer is opened, which recovers the bus.
     """
 
 
 class BusPermissionError(FilelogBusError, PermissionError):
     """The process lacks the file permissions the operation needs."""
 
+    def __init__(
+        self, reason: str, *, path: str | None = None, advice: str | None = None, errno: int | None = None
+    ) -> None:
+        FilelogBusError.__init__(self, reason, path=path, advice=advice)
+        self.errno = errno
+        self.strerror = reason
+
+
+#: Kinds of damage a CorruptionError (and a check Problem) names.
+DAMAGED_RECORD = "record"
+DAMAGED_HEADER = "file-header"
+SEGMENT_GAP = "segment-gap"
+DAMAGED_INDEX = "index"
+DAMAGED_WATERMARK = "watermark"
+MISSING_SEGMENTS = "missing-segments"
+
 
 class CorruptionError(FilelogBusError):
     """Bytes on disk do not match the format: damage, or not written by us.
 
-    `path` and `offset` (a byte position inside that file, or None) say where.
+    ``path`` and ``file_position`` say where, ``offset`` the bus offset when it is about a
+    record, ``damage`` which kind (one of the ``DAMAGED_*`` / ``SEGMENT_GAP`` names above).
     """
 
-    def __init__(self, message: str, *, path: str, offset: int | None = None) -> None:
-        where = f"{path}" if offset is None else f"{path} at file position {offset}"
-        super().__init__(f"{message} ({where})")
-        self.path = path
-        self.offset = offset
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str,
+        file_position: int | None = None,
+        offset: int | None = None,
+        damage: str = DAMAGED_RECORD,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, path=path, file_position=file_position, offset=offset, advice=advice)
+        self.damage = damage
 
 
 class UnsupportedFormatError(CorruptionError):
@@ -74,11 +169,24 @@ class UnsupportedFormatError(CorruptionError):
 
 
 class OffsetOutOfRangeError(FilelogBusError, IndexError):
-    """An offset is not on the bus; the message gives the valid range."""
+    """An offset is not on the bus; ``begin`` and ``end`` give the valid range."""
 
-    def __init__(self, message: str, *, offset: int, begin: int, end: int) -> None:
-        super().__init__(f"{message}: offset {offset} is outside the bus's range [{begin}, {end}]")
-        self.offset = offset
+    def __init__(
+        self,
+        reason: str,
+        *,
+        offset: int,
+        begin: int,
+        end: int,
+        path: str | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"{reason}: offset {offset} is outside the bus's range [{begin}, {end}]",
+            path=path,
+            offset=offset,
+            advice=advice,
+        )
         self.begin = begin
         self.end = end
 

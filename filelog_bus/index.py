@@ -1,24 +1,28 @@
-"""Sparse indexes of a segment: OffsetIndex (offset + timestamp) and CategoryIndex.
+"""The derived files of a segment: offset index, category index and category summary.
 
-Both are append-only files of fixed-size entries after a 24-byte header, one
-offset-index entry for the first record starting in each index block
-(``index_interval_bytes`` of the segment) and one category-index entry for the
-first record of each category in each block. Every entry ends with a chained
-CRC, so one CRC pass validates a whole file.
+Each is a file of fixed-size entries after the 32-byte file header: one offset-index
+entry for the first record starting in each index block (``index_interval_bytes`` of
+the segment), one category-index entry for the first record of each category in each
+block, and (closed segments only) one summary entry for the first record of each
+category in the segment. Every entry ends with a chained CRC, so one CRC pass
+validates a whole file.
 
-Indexes are derived data. The writer (SegmentIndexer) rebuilds them from the
-segment when they are missing or damaged; readers (IndexView) only trust
-entries below the published watermark and fall back to scanning otherwise.
+Indexes are derived data: the segment that owns them (``segment.LogSegment``) writes,
+rebuilds and checks them through this module; readers (IndexView) only trust entries
+below the published watermark and scan otherwise. ``OFFSET_INDEX``, ``CATEGORY_INDEX``
+and ``CATEGORY_SUMMARY`` describe the three kinds, each with its own check.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
-from typing import NamedTuple
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from filelog_bus.fsutil import open_or_explain
+from filelog_bus import fs
+from filelog_bus.errors import DAMAGED_INDEX
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
@@ -36,6 +40,7 @@ from filelog_bus.layout import (
     offset_index_name,
     running_crc_after,
 )
+from filelog_bus.problem import Problem
 from filelog_bus.record import Record, category_key
 
 _OFFSET = struct.Struct("<Q")
@@ -59,8 +64,7 @@ class IndexView:
     def load(cls, path: str, magic: bytes, entry: struct.Struct, base: int, end: int) -> IndexView | None:
         """Entries for offsets below ``end`` if the file is intact; None if missing or damaged."""
         try:
-            with open(path, "rb") as file:
-                data = file.read()
+            data = fs.read_file(path)
         except OSError:
             return None
         try:
@@ -238,7 +242,7 @@ def _encode_index_file(
 
 
 class IndexWriter:
-    """Appends entries to one index file, maintaining the chained CRC."""
+    """Appends entries to one index file, keeping the chained CRC; writes at explicit positions."""
 
     def __init__(self, path: str, magic: bytes, entry: struct.Struct, base: int, interval: int) -> None:
         self.path = path
@@ -246,15 +250,14 @@ class IndexWriter:
         self.entry = entry
         self.base = base
         self.interval = interval
-        self.fd = open_or_explain(path, os.O_RDWR | os.O_CREAT)
+        self.fd = fs.open_or_explain(path, os.O_RDWR | os.O_CREAT)
         self.count = 0
         self.running_crc = 0
 
     def reset(self) -> None:
         """Start the file afresh: header only."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, encode_file_header(self.magic, self.base, self.interval), 0)
-        os.lseek(self.fd, FILE_HEADER_SIZE, os.SEEK_SET)
+        fs.ftruncate(self.fd, 0)
+        fs.pwrite_all(self.fd, encode_file_header(self.magic, self.base, self.interval), 0)
         self.count = 0
         self.running_crc = 0
 
@@ -263,11 +266,11 @@ class IndexWriter:
         if view is None or view.interval != self.interval:
             self.reset()
             return
-        self.count = view.bisect_offset(offset)
-        size = FILE_HEADER_SIZE + self.count * self.entry.size
-        os.ftruncate(self.fd, size)
-        os.lseek(self.fd, size, os.SEEK_SET)
-        self.running_crc = running_crc_after(view.data[size - self.entry.size : size]) if self.count else 0
+        count = view.bisect_offset(offset)
+        size = FILE_HEADER_SIZE + count * self.entry.size
+        fs.ftruncate(self.fd, size)
+        self.count = count
+        self.running_crc = running_crc_after(view.data[size - self.entry.size : size]) if count else 0
 
     def size(self) -> int:
         return FILE_HEADER_SIZE + self.count * self.entry.size
@@ -281,7 +284,6 @@ class IndexWriter:
         self.count = (size - FILE_HEADER_SIZE) // self.entry.size
         last = os.pread(self.fd, self.entry.size, size - self.entry.size) if self.count else b""
         self.running_crc = running_crc_after(last) if self.count else 0
-        os.lseek(self.fd, size, os.SEEK_SET)
         return True
 
     def _header_ok(self) -> bool:
@@ -291,161 +293,248 @@ class IndexWriter:
             return False
         return base == self.base and interval == self.interval
 
+    def last_entry(self) -> tuple[int, int | float] | None:
+        """(offset, second field) of the last entry, or None when there is none."""
+        if not self.count:
+            return None
+        fields = self.entry.unpack(os.pread(self.fd, self.entry.size, self.size() - self.entry.size))
+        return fields[0], fields[1]
+
     def tail_offsets(self, since: int) -> list[tuple[int, int]]:
         """(offset, u32 field) of the last entries whose offset is >= ``since``, oldest first."""
         found: list[tuple[int, int]] = []
         i = self.count - 1
         while i >= 0:
-            offset, field, _crc = self.entry.unpack(
+            offset, value, _crc = self.entry.unpack(
                 os.pread(self.fd, self.entry.size, FILE_HEADER_SIZE + i * self.entry.size)
             )
             if offset < since:
                 break
-            found.append((offset, field))
+            found.append((offset, value))
             i -= 1
         found.reverse()
         return found
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        fs.fsync(self.fd)
 
     def append(self, *fields: int | float) -> None:
-        data, self.running_crc = encode_index_entry(self.entry, self.running_crc, *fields)
-        os.write(self.fd, data)
+        data, running_crc = encode_index_entry(self.entry, self.running_crc, *fields)
+        fs.pwrite_all(self.fd, data, self.size())
         self.count += 1
-
-    def truncate_to_size(self, size: int, running_crc: int) -> None:
-        """Roll back to an earlier (size, running CRC) after a failed append."""
-        os.ftruncate(self.fd, size)
-        os.lseek(self.fd, size, os.SEEK_SET)
-        self.count = (size - FILE_HEADER_SIZE) // self.entry.size
         self.running_crc = running_crc
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            fs.close(fd)
 
 
-class SegmentIndexer:
-    """Keeps both indexes of the active segment in step with the records appended to it."""
+# -- the three kinds, and how each is checked ------------------------------------------------
 
-    def __init__(self, directory: str, base: int, interval: int) -> None:
-        self.base = base
-        self.interval = interval
-        self.offsets = IndexWriter(
-            os.path.join(directory, offset_index_name(base)), OFFSET_INDEX_MAGIC, OFFSET_ENTRY, base, interval
-        )
-        try:
-            self.categories = IndexWriter(
-                os.path.join(directory, category_index_name(base)),
-                CATEGORY_INDEX_MAGIC,
-                CATEGORY_ENTRY,
-                base,
-                interval,
-            )
-        except BaseException:
-            self.offsets.close()
-            raise
-        self.blocks = IndexBlocks(base, interval)
-
-    def reset(self) -> None:
-        self.offsets.reset()
-        self.categories.reset()
-        self.blocks = IndexBlocks(self.base, self.interval)
-
-    def continue_after_clean_close(self, offsets_size: int, categories_size: int) -> bool:
-        """Pick up where a clean close left both files; False if they are not as it left them."""
-        if not (self.offsets.continue_at(offsets_size) and self.categories.continue_at(categories_size)):
-            return False
-        self.blocks = IndexBlocks(self.base, self.interval)
-        if self.offsets.count:
-            last_offset = _OFFSET.unpack(
-                os.pread(self.offsets.fd, 8, FILE_HEADER_SIZE + (self.offsets.count - 1) * OFFSET_ENTRY.size)
-            )[0]
-            self.blocks.block = (last_offset - self.base) // self.interval
-            block_start = self.base + self.blocks.block * self.interval
-            self.blocks.seen = {key for _, key in self.categories.tail_offsets(block_start)}
-        return True
-
-    def sync(self) -> None:
-        self.offsets.sync()
-        self.categories.sync()
-
-    def sizes(self) -> tuple[int, int]:
-        return self.offsets.size(), self.categories.size()
-
-    def resume(self, offsets: IndexView | None, categories: IndexView | None, start: int) -> None:
-        """Keep the entries below ``start`` (the first record of an index block) and index from there."""
-        self.offsets.keep_below(offsets, start)
-        self.categories.keep_below(categories, start)
-        self.blocks = IndexBlocks(self.base, self.interval)
-
-    def add(self, offset: int, timestamp: float, key: int) -> None:
-        new_block, new_key = self.blocks.admit(offset, key)
-        if new_block:
-            self.offsets.append(offset, timestamp)
-        if new_key:
-            self.categories.append(offset, key)
-
-    def add_records(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self.add(record.offset, record.timestamp, category_key(record.category))
-
-    def mark(self) -> IndexerMark:
-        """State to roll back to if an append fails half-way (cheap: no copies)."""
-        return IndexerMark(
-            self.offsets.size(),
-            self.offsets.running_crc,
-            self.categories.size(),
-            self.categories.running_crc,
-            self.blocks.block,
-            self.blocks.seen,
-        )
-
-    def rollback(self, mark: IndexerMark, key: int) -> None:
-        """Undo the entries written since ``mark`` for a record of category ``key``."""
-        added_to_same_block = (
-            self.blocks.block == mark.block and self.categories.size() != mark.categories_size
-        )
-        self.offsets.truncate_to_size(mark.offsets_size, mark.offsets_crc)
-        self.categories.truncate_to_size(mark.categories_size, mark.categories_crc)
-        if added_to_same_block:
-            mark.seen.discard(key)
-        self.blocks.block = mark.block
-        self.blocks.seen = mark.seen
-
-    def close(self) -> None:
-        self.offsets.close()
-        self.categories.close()
-
-
-class IndexerMark(NamedTuple):
-    offsets_size: int
-    offsets_crc: int
-    categories_size: int
-    categories_crc: int
-    block: int
-    seen: set[int]
-
-
-def index_headers_sound(directory: str, base: int) -> bool:
-    """Cheap check of a closed segment's indexes and summary: present, whole entries, right header."""
-    for name, magic, entry in _INDEX_FILES:
-        try:
-            with open(os.path.join(directory, name(base)), "rb") as file:
-                header = file.read(FILE_HEADER_SIZE)
-                size = os.fstat(file.fileno()).st_size
-            recorded_base, interval = decode_file_header(magic, header)
-        except (FileNotFoundError, LayoutError):
-            return False
-        if recorded_base != base or interval <= 0 or (size - FILE_HEADER_SIZE) % entry.size:
-            return False
-    return True
-
-
-_INDEX_FILES = (
-    (offset_index_name, OFFSET_INDEX_MAGIC, OFFSET_ENTRY),
-    (category_index_name, CATEGORY_INDEX_MAGIC, CATEGORY_ENTRY),
-    (category_summary_name, CATEGORY_SUMMARY_MAGIC, CATEGORY_ENTRY),
+INDEX_ADVICE = (
+    "indexes are derived data: `filelog-bus verify --repair` rebuilds it (until then readers scan the "
+    "segment instead)"
 )
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """One kind of derived file: its name, layout, and the entries a rebuild gives it."""
+
+    label: str
+    magic: bytes
+    entry: struct.Struct
+    file_name: Callable[[int], str]
+    per_category: bool
+    #: The entries of this file in a rebuild of its segment.
+    rebuilt_entries: Callable[[IndexRebuild], list[tuple[int, float]] | list[tuple[int, int]]]
+    #: Only closed segments have one.
+    closed_only: bool = False
+
+    def header_sound(self, directory: str, base: int) -> bool:
+        """Cheap check: present, right header, whole entries (what opening a bus checks)."""
+        try:
+            fd = fs.open(os.path.join(directory, self.file_name(base)), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            header = os.pread(fd, FILE_HEADER_SIZE, 0)
+            size = os.fstat(fd).st_size
+        finally:
+            fs.close(fd)
+        try:
+            recorded_base, interval = decode_file_header(self.magic, header)
+        except LayoutError:
+            return False
+        return recorded_base == base and interval > 0 and not (size - FILE_HEADER_SIZE) % self.entry.size
+
+    def start_check(self, directory: str, base: int) -> IndexCheck:
+        """Read the file and its header; the check is finished once its segment's records are fed."""
+        name = self.file_name(base)
+        try:
+            data: bytes | None = fs.read_file(os.path.join(directory, name))
+        except FileNotFoundError:
+            data = None
+        check = IndexCheck(self, name, data)
+        if data is None:
+            check.problem(None, None, f"the {self.label} file is missing; {INDEX_ADVICE}")
+            return check
+        try:
+            recorded_base, interval = decode_file_header(self.magic, data)
+        except LayoutError as exc:
+            check.problem(0, None, f"bad {self.label} file header: {exc}; {INDEX_ADVICE}")
+            return check
+        if recorded_base != base:
+            check.problem(
+                0,
+                None,
+                f"the {self.label} header says base offset {recorded_base} but the file name says {base}; "
+                f"{INDEX_ADVICE}",
+            )
+        elif interval <= 0:
+            check.problem(0, None, f"the {self.label} header gives an index block size of 0; {INDEX_ADVICE}")
+        else:
+            check.rebuild = IndexRebuild(base, interval)
+        return check
+
+
+OFFSET_INDEX = IndexKind(
+    "offset index", OFFSET_INDEX_MAGIC, OFFSET_ENTRY, offset_index_name, False, lambda r: r.offset_entries
+)
+CATEGORY_INDEX = IndexKind(
+    "category index",
+    CATEGORY_INDEX_MAGIC,
+    CATEGORY_ENTRY,
+    category_index_name,
+    True,
+    lambda r: r.category_entries,
+)
+#: With the completeness mark as its last entry.
+CATEGORY_SUMMARY = IndexKind(
+    "category summary",
+    CATEGORY_SUMMARY_MAGIC,
+    CATEGORY_ENTRY,
+    category_summary_name,
+    True,
+    lambda r: [*r.summary_entries, (r.end, 0)],
+    closed_only=True,
+)
+INDEX_KINDS = (OFFSET_INDEX, CATEGORY_INDEX, CATEGORY_SUMMARY)
+
+
+@dataclass
+class IndexCheck:
+    """One derived file as read, compared with a rebuild from its segment's records."""
+
+    kind: IndexKind
+    name: str
+    data: bytes | None
+    #: Fed the segment's records; None when the header gives nothing to rebuild with.
+    rebuild: IndexRebuild | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, file_position: int | None, offset: int | None, message: str) -> None:
+        self.problems.append(
+            Problem(self.name, file_position, offset, DAMAGED_INDEX, message, repairable=True)
+        )
+
+    def entries(self) -> list[tuple[int, int | float, int]]:
+        assert self.data is not None
+        size = self.kind.entry.size
+        count = (len(self.data) - FILE_HEADER_SIZE) // size
+        return [self.kind.entry.unpack_from(self.data, FILE_HEADER_SIZE + i * size) for i in range(count)]
+
+    def lag(self) -> int:
+        """How many entries a rebuild has beyond the file's (an active segment's index may lag)."""
+        if self.rebuild is None or self.data is None:
+            return 0
+        return max(len(self.kind.rebuilt_entries(self.rebuild)) - len(self.entries()), 0)
+
+    def finish(self, end: int, *, complete: bool, lenient: bool) -> None:
+        """Check the chained CRC and that each entry is what a rebuild would write.
+
+        ``end``: the rebuild covers the records below it. ``complete``: the segment is closed and
+        undamaged, so the file must hold exactly the rebuilt entries. ``lenient`` (the active
+        segment): entries past the rebuilt ones belong to an append in progress unless they index
+        a record below ``end``, and missing trailing entries are not damage.
+        """
+        if self.data is None or self.rebuild is None:
+            return
+        kind, data, expected = self.kind, self.data, self.kind.rebuilt_entries(self.rebuild)
+        size = kind.entry.size
+        entries = self.entries()
+        if lenient:
+            checked = min(len(entries), len(expected))
+            extra = [i for i in range(checked, len(entries)) if entries[i][0] < end]
+        else:
+            checked = len(entries)
+            extra = list(range(len(expected), len(entries))) if complete else []
+            trailing = (len(data) - FILE_HEADER_SIZE) % size
+            if trailing:
+                self.problem(
+                    len(data) - trailing,
+                    None,
+                    f"the {kind.label} ends with {trailing} bytes of an incomplete entry; {INDEX_ADVICE}",
+                )
+        crc_ok = self._check_chained_crc(checked)
+        compared = min(checked, len(expected))
+        differing = [i for i in range(compared) if crc_ok[i] and entries[i][:2] != expected[i]]
+        if differing:
+            i = differing[0]
+            more = f" (and {_entries_count(len(differing) - 1)} more differ)" if len(differing) > 1 else ""
+            self.problem(
+                FILE_HEADER_SIZE + i * size,
+                entries[i][0],
+                f"{kind.label} entry {i} is {self._show(entries[i][:2])} but a rebuild from the segment "
+                f"gives {self._show(expected[i])}{more}: readers trust this entry and may skip or "
+                f"misplace records; {INDEX_ADVICE}",
+            )
+        if extra:
+            self.problem(
+                FILE_HEADER_SIZE + extra[0] * size,
+                entries[extra[0]][0],
+                f"the {kind.label} has {_entries_count(len(extra))} more than a rebuild from the segment; "
+                f"{INDEX_ADVICE}",
+            )
+        if complete and len(entries) < len(expected):
+            self.problem(
+                FILE_HEADER_SIZE + len(entries) * size,
+                expected[len(entries)][0],
+                f"the {kind.label} lacks its last {_entries_count(len(expected) - len(entries))} (a rebuild "
+                f"from the segment has {len(expected)}): readers scan the blocks it lacks; {INDEX_ADVICE}",
+            )
+
+    def _check_chained_crc(self, count: int) -> list[bool]:
+        """Check the chained CRC of the first ``count`` entries; report each entry whose CRC fails.
+
+        After a failure the chain goes on from the stored CRC, so one damaged entry is reported once.
+        """
+        assert self.data is not None
+        size = self.kind.entry.size
+        ok = []
+        running = 0
+        for i in range(count):
+            position = FILE_HEADER_SIZE + i * size
+            key = self.data[position : position + size - 4]
+            stored = int.from_bytes(self.data[position + size - 4 : position + size], "little")
+            good = zlib.crc32(key, running) == stored
+            ok.append(good)
+            if not good:
+                self.problem(
+                    position,
+                    None,
+                    f"{self.kind.label} entry {i} fails its chained CRC: the file is damaged (readers "
+                    f"ignore the whole index and scan the segment); {INDEX_ADVICE}",
+                )
+            running = zlib.crc32(stored.to_bytes(4, "little"), stored)
+        return ok
+
+    def _show(self, entry: tuple[int, int | float]) -> str:
+        if self.kind.per_category:
+            return f"(offset {entry[0]}, category key {entry[1]:#010x})"
+        return f"(offset {entry[0]}, timestamp {entry[1]!r})"
+
+
+def _entries_count(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"

@@ -47,6 +47,9 @@ CATEGORY_ENTRY = struct.Struct("<QII")
 WATERMARK_SLOT = struct.Struct("<QII")
 #: Watermark flag: every byte below the published offset had been fsync'd when it was published.
 WATERMARK_DURABLE = 1
+#: Watermark flag: the writer that published it appends without fsync (durability="never"), so
+#: after a power cut any of its unsynced pages may be lost. Older readers ignore it.
+WATERMARK_UNSYNCED_WRITER = 2
 #: Clean-close note after the slot: active segment base, end offset, offset-index size and
 #: category-index size (u64 each), CRC-32 of those 32 bytes (u32), zero (u32). All zero while a
 #: writer has the bus open; written by a writer that closed cleanly.
@@ -140,19 +143,30 @@ def entries_intact(entries: bytes | memoryview) -> bool:
     return zlib.crc32(entries[:-4]) == int.from_bytes(entries[-4:], "little")
 
 
-def encode_watermark(offset: int, durable: bool) -> bytes:
-    fields = WATERMARK_SLOT.pack(offset, WATERMARK_DURABLE if durable else 0, 0)[:12]
+class Watermark(NamedTuple):
+    """A published watermark: readers may read below ``offset``."""
+
+    offset: int
+    #: Every byte below ``offset`` had been fsync'd when it was published.
+    durable: bool
+    #: The publishing writer does not sync each append (see WATERMARK_UNSYNCED_WRITER).
+    unsynced_writer: bool = False
+
+
+def encode_watermark(offset: int, durable: bool, unsynced_writer: bool = False) -> bytes:
+    flags = (WATERMARK_DURABLE if durable else 0) | (WATERMARK_UNSYNCED_WRITER if unsynced_writer else 0)
+    fields = WATERMARK_SLOT.pack(offset, flags, 0)[:12]
     return fields + zlib.crc32(fields).to_bytes(4, "little")
 
 
-def decode_watermark(buf: bytes) -> tuple[int, bool] | None:
-    """The published (offset, durable) pair, or None if the slot is torn or damaged."""
+def decode_watermark(buf: bytes) -> Watermark | None:
+    """The published watermark, or None if the slot is torn or damaged."""
     if len(buf) < WATERMARK_SLOT.size:
         return None
     offset, flags, crc = WATERMARK_SLOT.unpack_from(buf)
     if zlib.crc32(buf[:12]) != crc:
         return None
-    return offset, bool(flags & WATERMARK_DURABLE)
+    return Watermark(offset, bool(flags & WATERMARK_DURABLE), bool(flags & WATERMARK_UNSYNCED_WRITER))
 
 
 class CleanClose(NamedTuple):

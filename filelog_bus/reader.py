@@ -15,20 +15,23 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from filelog_bus import fs
 from filelog_bus.errors import (
     BusClosedError,
+    BusIOError,
     BusPermissionError,
     CorruptionError,
+    FilelogBusError,
     InvalidOffsetError,
     NotABusError,
     OffsetOutOfRangeError,
     RecordsExpiredError,
 )
-from filelog_bus.fsutil import is_directory, stat_or_explain
 from filelog_bus.index import IndexView, load_category_index, load_category_summary, load_offset_index
 from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
-from filelog_bus.segment import READ_CHUNK, LogSegment, list_segment_bases
+from filelog_bus.scan import READ_CHUNK, Damage
+from filelog_bus.segment import LogSegment, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
 #: Bytes read per lookup of one record during seek and find_next.
@@ -77,6 +80,8 @@ class LogReader:
         self._index_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
         self._summary_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
         self._chunk = READ_CHUNK
+        #: Set while the newest segment's file is behind the watermark: (watermark, segment, its data end).
+        self._stalled: tuple[int, LogSegment, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -89,8 +94,8 @@ class LogReader:
     def open(self) -> LogReader:
         if self._open:
             return self
-        status = stat_or_explain(self.path, "read the bus")
-        if not is_directory(status):
+        status = fs.stat_or_explain(self.path, "read the bus")
+        if not fs.is_directory(status):
             if status is not None:
                 raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus")
             if not self.missing_ok:
@@ -99,8 +104,15 @@ class LogReader:
         try:
             self._attach()
             self.seek_to_beginning()
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError) and not isinstance(exc, FilelogBusError):
+                raise BusIOError(
+                    f"could not open the bus at {self.path} for reading: {exc.strerror or exc}",
+                    path=exc.filename or self.path,
+                    advice="check the disk, the system log and the open-files limit (ulimit -n)",
+                    errno=exc.errno,
+                ) from exc
             raise
         return self
 
@@ -122,7 +134,7 @@ class LogReader:
             return
         if (
             self.missing_ok
-            and stat_or_explain(os.path.join(self.path, WATERMARK_NAME), "read the bus") is None
+            and fs.stat_or_explain(os.path.join(self.path, WATERMARK_NAME), "read the bus") is None
         ):
             return
         self._watermark = WatermarkReader(self.path)
@@ -175,9 +187,11 @@ class LogReader:
             raise NotABusError(f"the bus directory {self.path} was removed") from None
         except PermissionError:
             raise BusPermissionError(
-                errno.EACCES,
-                f"permission denied listing the bus directory {self.path}: readers need read and search "
-                f"(r-x) permission on it (see docs/RELIABILITY.md, 'Permissions')",
+                f"permission denied listing the bus directory {self.path}",
+                path=self.path,
+                advice="readers need read and search (r-x) permission on it (see docs/RELIABILITY.md, "
+                "'Permissions')",
+                errno=errno.EACCES,
             ) from None
 
     # -- positioning --------------------------------------------------------------
@@ -228,7 +242,7 @@ class LogReader:
                 start = index.offset_at(count - 1)
         position = start
         while position < segment_end:
-            batch = segment.read_batch(position, segment_end, _LOOKUP_CHUNK)
+            batch = segment.scanner.batch(position, segment_end, _LOOKUP_CHUNK)
             for record in batch.records:
                 if record.offset >= offset:
                     return record.offset
@@ -254,7 +268,7 @@ class LogReader:
                 continue
             if i + 1 < len(self._bases):
                 return segment, self._bases[i + 1]
-            segment_end = min(end, segment.end())
+            segment_end = min(end, segment.data_end())
             if offset < segment_end or attempt == 2:
                 return segment, segment_end
         raise self._expired(offset, end)
@@ -310,12 +324,13 @@ class LogReader:
                 error = RecordDecodeError(
                     f"record extends past the end of its segment's data at {segment_end}"
                 )
-            raise segment.corruption(position + consumed, error)
+            raise segment.corruption(Damage(position + consumed, str(error), False))
         return position + consumed
 
     def _drop_batch(self) -> None:
         self._batch = []
         self._next_in_batch = 0
+        self._stalled = None
 
     # -- reading ----------------------------------------------------------------
 
@@ -346,16 +361,33 @@ class LogReader:
             return None
         segment, segment_end = self._locate(position, end)
         if position >= segment_end:
-            return None  # the file is behind the watermark (only after a crash, until the writer recovers)
-        batch = segment.read_batch(position, segment_end, self._chunk)
+            return self._stall(end, segment)
+        batch = segment.scanner.batch(position, segment_end, self._chunk)
         self._chunk = min(self._chunk * 4, READ_CHUNK)
         if not batch.records:
-            if batch.error is None and segment_end < end and segment_end == segment.end():
-                return None
+            if batch.error is None and segment_end < end and segment_end == segment.data_end():
+                return self._stall(end, segment)
             self._advance(segment, position, batch.consumed, batch.error, False, segment_end)
         self._batch = batch.records
         self._next_in_batch = 0
         return self._read_next()
+
+    def _stall(self, watermark: int, segment: LogSegment) -> None:
+        """The newest segment's file ends before the watermark (a crash state, until a writer recovers
+        the bus): until the watermark or the file changes, behave as at the end of the bus."""
+        self._stalled = (watermark, segment, segment.data_end())
+
+    def _has_news(self) -> bool:
+        """Whether a record may be read after the position now."""
+        end = self._end()
+        if end <= self._position:
+            return False
+        if self._stalled is not None:
+            watermark, segment, data_end = self._stalled
+            if end == watermark and segment.fd >= 0 and segment.data_end() == data_end:
+                return False
+            self._stalled = None
+        return True
 
     def wait_for_records(self) -> bool:
         """Wait, up to the timeout, until a record is on the bus after the position; False if none came.
@@ -363,7 +395,7 @@ class LogReader:
         Sleep-polls the watermark (every ``poll_interval``): no busy loop, no lock.
         """
         self._check_open()
-        if self._end() > self._position:
+        if self._has_news():
             return True
         timeout = self._timeout
         if timeout == 0:
@@ -374,7 +406,7 @@ class LogReader:
             if remaining is not None and remaining <= 0:
                 return False
             time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
-            if self._end() > self._position:
+            if self._has_news():
                 if not self._bases:
                     self._refresh_bases()
                 return True
@@ -467,7 +499,7 @@ class LogReader:
         return self._scan_for(segment, start, segment_end, category, None)[0]
 
     def _record_at(self, segment: LogSegment, offset: int, segment_end: int) -> Record:
-        batch = segment.read_batch(offset, segment_end, _LOOKUP_CHUNK)
+        batch = segment.scanner.batch(offset, segment_end, _LOOKUP_CHUNK)
         if not batch.records:
             self._advance(segment, offset, 0, batch.error, False, segment_end)
         return batch.records[0]
@@ -481,9 +513,9 @@ class LogReader:
         """
         while position < end:
             if stop_at is None:
-                batch = segment.read_batch(position, end)
+                batch = segment.scanner.batch(position, end)
             else:  # read no further than the block: a longer record is read whole anyway
-                batch = segment.read_batch(position, end, max(stop_at - position, HEADER_SIZE))
+                batch = segment.scanner.batch(position, end, max(stop_at - position, HEADER_SIZE))
             for record in batch.records:
                 if stop_at is not None and record.offset >= stop_at:
                     return None, record.offset

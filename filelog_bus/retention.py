@@ -1,7 +1,9 @@
 """Retention: which closed segments to delete, and deleting them.
 
-The decision (plan_retention) is pure; the writer applies it. The active
-segment is never deleted, so the bus always keeps its newest offset.
+The decision (plan_retention) is pure; the writer applies it, oldest segment first,
+each deletion made durable before the next begins: a power cut in the middle of a
+pass can then only leave a shorter prefix deleted, never a gap. The active segment
+is never deleted, so the bus always keeps its newest offset.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from filelog_bus import fs
 from filelog_bus.errors import ConfigError
-from filelog_bus.fsutil import fsync_directory
 from filelog_bus.index import load_offset_index
 from filelog_bus.layout import derived_file_names, segment_name
 from filelog_bus.segment import LogSegment
@@ -68,19 +70,16 @@ def plan_retention(
     return doomed
 
 
-def delete_segments(directory: str, bases: Sequence[int]) -> list[str]:
-    """Delete segments (log first, so readers never find a log without its base) and their indexes."""
-    deleted = []
-    for base in bases:
-        for name in (segment_name(base), *derived_file_names(base)):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except FileNotFoundError:
-                continue
-        deleted.append(segment_name(base))
-    if deleted:
-        fsync_directory(directory)
-    return deleted
+def delete_segment(directory: str, base: int) -> str:
+    """Delete one segment durably: the log first (readers never find a log without its base), then
+    its derived files (an open after a crash deletes those left behind). Returns the log's name."""
+    for name in (segment_name(base), *derived_file_names(base)):
+        try:
+            fs.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+    fs.fsync_directory(directory)
+    return segment_name(base)
 
 
 def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:
@@ -99,7 +98,7 @@ def read_newest_timestamp(directory: str, base: int, end: int) -> float | None:
     segment = LogSegment.open(directory, base)
     try:
         newest = None
-        for record in segment.iter_records(start, end):
+        for record in segment.records(start, end):
             newest = record.timestamp
         return newest
     finally:

@@ -1,106 +1,169 @@
-"""LogSegment: one ``<base>.log`` file, its header and its records.
+"""LogSegment: one segment of the bus and every file that belongs to it (Kafka's LogSegment).
 
-A segment holds the records whose offsets start at ``base``; the record at file
-position ``FILE_HEADER_SIZE + k`` has offset ``base + k``. Only the newest
-segment is ever appended to; older ones are immutable.
+A segment is ``<base>.log`` (records whose offsets start at ``base``: the record at
+file position ``FILE_HEADER_SIZE + k`` has offset ``base + k``) and its derived files:
+the offset index, the category index and, once the segment is closed, the category
+summary. This class is the only code that writes any of them, so appending,
+truncating, sealing, recovering, checking and rebuilding keep them in step in one
+place. Only the newest segment (the *active* one) is ever appended to.
+
+Writing is fail-stop: a method that fails part-way raises, and the writer that owns
+the segment stops using it; opening the bus again runs ``recover``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-from filelog_bus.errors import CorruptionError, UnsupportedFormatError
-from filelog_bus.fsutil import fsync_directory, open_or_explain
+from filelog_bus import fs
+from filelog_bus.errors import (
+    DAMAGED_HEADER,
+    DAMAGED_RECORD,
+    CorruptionError,
+    UnsupportedFormatError,
+)
+from filelog_bus.index import (
+    CATEGORY_INDEX,
+    CATEGORY_SUMMARY,
+    INDEX_KINDS,
+    OFFSET_INDEX,
+    IndexBlocks,
+    IndexCheck,
+    IndexRebuild,
+    IndexView,
+    IndexWriter,
+    encode_category_summary,
+    load_category_index,
+    load_offset_index,
+    summarize_categories,
+)
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     SEGMENT_MAGIC,
+    CleanClose,
     LayoutError,
     decode_file_header,
     encode_file_header,
     parse_segment_name,
     segment_name,
 )
-from filelog_bus.record import (
-    HEADER_SIZE,
-    RECORD_MAGIC,
-    DecodedBatch,
-    Record,
-    RecordDecodeError,
-    decode_records,
+from filelog_bus.problem import Problem
+from filelog_bus.record import Record, category_key
+from filelog_bus.scan import (
+    READ_CHUNK,
+    CollectDamage,
+    Damage,
+    RaiseOnDamage,
+    RecordScanner,
+    StopAtDamage,
 )
 
-#: How much a sequential read asks the OS for at a time.
-READ_CHUNK = 256 * 1024
+_RECORD_ADVICE = "restore the segment from a backup: readers stop with an error at this offset"
+
+#: ``progress(bytes_done)`` of one segment's check, called as records are read.
+Progress = Callable[[int], None]
 
 
 class LogSegment:
-    """An open segment file. Reading is positional (pread), so one fd serves any number of cursors."""
+    """A segment. Reading is positional (pread), so one fd serves any number of cursors.
 
-    def __init__(self, directory: str, base: int, fd: int, writable: bool) -> None:
+    Opened read-only (``open``) it reads records and checks or rebuilds its derived files;
+    opened for appending (``create``, ``open_active``) it also owns writers for its indexes.
+    """
+
+    def __init__(self, directory: str, base: int, fd: int) -> None:
         self.directory = directory
         self.base = base
         self.path = os.path.join(directory, segment_name(base))
         self.fd = fd
-        self.writable = writable
+        self.scanner = RecordScanner(self)
+        # Only for the active segment: the index writers and which records they index.
+        self._offsets: IndexWriter | None = None
+        self._categories: IndexWriter | None = None
+        self._blocks: IndexBlocks | None = None
+
+    # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: str, base: int) -> LogSegment:
-        """Create a new, empty segment durably (file and directory entry fsync'd).
+    def open(cls, directory: str, base: int, *, check_header: bool = True) -> LogSegment:
+        """Open an existing segment to read it. FileNotFoundError if it is gone."""
+        fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDONLY)
+        segment = cls(directory, base, fd)
+        if check_header:
+            try:
+                segment.check_header()
+            except BaseException:
+                segment.close()
+                raise
+        return segment
 
-        The header is written under a temporary name first, so nobody ever lists a
-        segment without its header; linking refuses to replace an existing segment.
+    @classmethod
+    def create(cls, directory: str, base: int, interval: int) -> LogSegment:
+        """Create the new active segment, durably, with empty indexes.
+
+        The header is written and fsync'd under a temporary name first, so nobody ever
+        lists a segment without its header; linking refuses to replace an existing segment.
         """
         path = os.path.join(directory, segment_name(base))
         temporary = path + ".new"
-        fd = open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        fd = fs.open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
-            os.write(fd, encode_file_header(SEGMENT_MAGIC, base))
-            os.fsync(fd)
-            os.link(temporary, path)
+            fs.write_all(fd, encode_file_header(SEGMENT_MAGIC, base))
+            fs.fsync(fd)
+            fs.link(temporary, path)
+            fs.unlink(temporary)
+            fs.fsync_directory(directory)
         except BaseException:
-            os.close(fd)
+            fs.close(fd)
             raise
-        finally:
-            os.unlink(temporary)
-        fsync_directory(directory)
-        return cls(directory, base, fd, writable=True)
-
-    @classmethod
-    def open(cls, directory: str, base: int, *, writable: bool = False) -> LogSegment:
-        """Open an existing segment and check its header. FileNotFoundError if it is gone."""
-        path = os.path.join(directory, segment_name(base))
-        fd = open_or_explain(path, os.O_RDWR if writable else os.O_RDONLY)
-        segment = cls(directory, base, fd, writable)
+        segment = cls(directory, base, fd)
         try:
-            segment.check_header()
+            segment._open_indexes(interval)
+            segment._reset_indexes()
         except BaseException:
             segment.close()
             raise
         return segment
 
     @classmethod
-    def open_newest(cls, directory: str, base: int) -> LogSegment:
-        """Open the active segment for appending, finishing a creation that a crash cut short."""
-        path = os.path.join(directory, segment_name(base))
-        fd = open_or_explain(path, os.O_RDWR)
-        header = encode_file_header(SEGMENT_MAGIC, base)
+    def open_active(cls, directory: str, base: int, interval: int) -> LogSegment:
+        """Open the newest segment for appending, finishing a creation a crash cut short.
+
+        The caller then either continues after a clean close or runs ``recover``.
+        """
+        fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDWR)
+        segment = cls(directory, base, fd)
         try:
+            header = encode_file_header(SEGMENT_MAGIC, base)
             existing = os.pread(fd, FILE_HEADER_SIZE, 0)
             if len(existing) < FILE_HEADER_SIZE and header.startswith(existing):
-                os.pwrite(fd, header, 0)
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        segment = cls(directory, base, fd, writable=True)
-        try:
+                fs.pwrite_all(fd, header, 0)  # written by an older version, which created the file in place
+                fs.fsync(fd)
             segment.check_header()
+            segment._open_indexes(interval)
         except BaseException:
             segment.close()
             raise
-        os.lseek(fd, 0, os.SEEK_END)
         return segment
+
+    def _open_indexes(self, interval: int) -> None:
+        self._offsets = IndexWriter(
+            os.path.join(self.directory, OFFSET_INDEX.file_name(self.base)),
+            OFFSET_INDEX.magic,
+            OFFSET_INDEX.entry,
+            self.base,
+            interval,
+        )
+        self._categories = IndexWriter(
+            os.path.join(self.directory, CATEGORY_INDEX.file_name(self.base)),
+            CATEGORY_INDEX.magic,
+            CATEGORY_INDEX.entry,
+            self.base,
+            interval,
+        )
+        self._blocks = IndexBlocks(self.base, interval)
 
     def check_header(self) -> None:
         header = os.pread(self.fd, FILE_HEADER_SIZE, 0)
@@ -108,21 +171,25 @@ class LogSegment:
             recorded_base, _ = decode_file_header(SEGMENT_MAGIC, header)
         except LayoutError as exc:
             raise UnsupportedFormatError(
-                f"not a readable filelog-bus segment: {exc}; if this file does not belong to the bus, "
-                f"move it out of the bus directory",
+                f"not a readable filelog-bus segment: {exc}",
                 path=self.path,
-                offset=0,
+                file_position=0,
+                damage=DAMAGED_HEADER,
+                advice="if this file does not belong to the bus, move it out of the bus directory",
             ) from None
         if recorded_base != self.base:
             raise CorruptionError(
-                f"segment header says base offset {recorded_base} but the file name says {self.base}; "
-                f"the file was renamed or damaged: restore it from a backup or move it aside",
+                f"segment header says base offset {recorded_base} but the file name says {self.base}",
                 path=self.path,
-                offset=0,
+                file_position=0,
+                damage=DAMAGED_HEADER,
+                advice="the file was renamed or damaged: restore it from a backup or move it aside",
             )
 
-    def end(self) -> int:
-        """Offset just past the last byte in the file (complete or not)."""
+    # -- reading -----------------------------------------------------------------------
+
+    def data_end(self) -> int:
+        """Offset just past the last byte in the file (complete record or not)."""
         return self.base + max(os.fstat(self.fd).st_size - FILE_HEADER_SIZE, 0)
 
     def file_position(self, offset: int) -> int:
@@ -132,79 +199,328 @@ class LogSegment:
         """Up to ``length`` bytes starting at bus offset ``offset`` (fewer at end of file)."""
         return os.pread(self.fd, length, self.file_position(offset))
 
-    def read_batch(self, offset: int, end: int, chunk: int = READ_CHUNK) -> DecodedBatch:
-        """Decode the complete records in [offset, end), reading at most about ``chunk`` bytes.
-
-        A record larger than ``chunk`` is read whole. The batch is empty (consumed
-        0, no error) when no complete record starts at ``offset`` before ``end``.
-        """
-        data = self.read(offset, min(chunk, end - offset))
-        batch = decode_records(data, offset)
-        if not batch.records and batch.error is None and len(data) < batch.wanted <= end - offset:
-            data = self.read(offset, batch.wanted)
-            batch = decode_records(data, offset)
-        return batch
-
-    def iter_records(self, start: int, end: int) -> Iterator[Record]:
+    def records(self, start: int, end: int) -> Iterator[Record]:
         """Every record in [start, end), which must be whole records; CorruptionError on damage."""
-        position = start
-        while position < end:
-            batch = self.read_batch(position, end)
-            yield from batch.records
-            position += batch.consumed
-            if batch.error is not None or not batch.records:
-                error = batch.error or RecordDecodeError(f"record extends past the end of the data at {end}")
-                raise self.corruption(position, error)
-
-    def find_valid_record(self, start: int, end: int) -> int | None:
-        """Offset of the first complete, valid record starting in [start, end), or None.
-
-        Used after damage: to tell mid-log damage (valid records follow) from a torn
-        tail, and to resume checking past it. Reads in chunks, whatever the distance.
-        """
-        position = start
-        while end - position >= HEADER_SIZE:
-            data = self.read(position, min(READ_CHUNK, end - position))
-            found = data.find(RECORD_MAGIC)
-            while found >= 0:
-                candidate = position + found
-                if self.read_batch(candidate, end, 4096).records:
-                    return candidate
-                found = data.find(RECORD_MAGIC, found + 1)
-            position += max(len(data) - 1, 1)  # keep one byte: a magic may straddle two reads
-        return None
-
-    def corruption(self, offset: int, error: RecordDecodeError, what_to_do: str = "") -> CorruptionError:
-        """A CorruptionError for damage at bus offset ``offset`` in this segment."""
-        advice = what_to_do or (
-            "the segment is damaged; run `filelog-bus verify` on the bus and restore this file from a "
-            "backup, or move it aside to drop its records"
+        return self.scanner.records(
+            start, end, RaiseOnDamage(lambda _source, damage: self.corruption(damage))
         )
+
+    def corruption(self, damage: Damage, advice: str = "") -> CorruptionError:
+        """A CorruptionError for ``damage`` met in this segment."""
         return CorruptionError(
-            f"damaged record at bus offset {offset}: {error}; {advice}",
+            f"damaged record at bus offset {damage.offset}: {damage.reason}",
             path=self.path,
-            offset=self.file_position(offset),
+            file_position=self.file_position(damage.offset),
+            offset=damage.offset,
+            damage=DAMAGED_RECORD,
+            advice=advice
+            or "the segment is damaged; run `filelog-bus verify` on the bus and restore this file from a "
+            "backup, or move it aside to drop its records",
         )
 
-    def append(self, data: bytes) -> None:
-        """Write ``data`` at the end of the file; partial writes are retried."""
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+    # -- appending (active segment) ---------------------------------------------------
 
-    def truncate(self, offset: int) -> None:
-        """Cut the file at bus offset ``offset`` and place the write position there."""
-        os.ftruncate(self.fd, self.file_position(offset))
-        os.lseek(self.fd, 0, os.SEEK_END)
+    def append(self, offset: int, data: bytes, timestamp: float, key: int) -> None:
+        """Write one record at ``offset`` (the end), then its index entries. Not synced."""
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        fs.pwrite_all(self.fd, data, self.file_position(offset))
+        new_block, new_key = self._blocks.admit(offset, key)
+        if new_block:
+            self._offsets.append(offset, timestamp)
+        if new_key:
+            self._categories.append(offset, key)
+
+    def sync_data(self) -> None:
+        """Make the appended records durable (the indexes can be rebuilt from them)."""
+        fs.fdatasync(self.fd)
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        """Make the records and the indexes durable."""
+        assert self._offsets is not None and self._categories is not None
+        fs.fdatasync(self.fd)
+        self._offsets.sync()
+        self._categories.sync()
+
+    def clean_close_note(self, end: int) -> CleanClose:
+        assert self._offsets is not None and self._categories is not None
+        return CleanClose(self.base, end, self._offsets.size(), self._categories.size())
+
+    def seal(self, end: int) -> None:
+        """Close the segment for good at ``end`` (a roll): sync everything, then write its summary."""
+        self.sync()
+        categories = load_category_index(self.directory, self.base, end)
+        if categories is None:
+            return  # a damaged index: the next writer's open rebuilds it and the summary
+        summary = encode_category_summary(
+            self.base, categories.interval, summarize_categories(categories), end
+        )
+        self._write_derived({CATEGORY_SUMMARY.file_name(self.base): summary})
+
+    def continue_after_clean_close(self, note: CleanClose) -> bool:
+        """Pick up where a clean close left the files; False if they are not as it left them."""
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        if note.base != self.base or note.end != self.data_end():
+            return False
+        if not (
+            self._offsets.continue_at(note.offset_index_size)
+            and self._categories.continue_at(note.category_index_size)
+        ):
+            return False
+        self._blocks = IndexBlocks(self.base, self._blocks.interval)
+        last = self._offsets.last_entry()
+        if last is not None:
+            self._blocks.block = (last[0] - self.base) // self._blocks.interval
+            block_start = self.base + self._blocks.block * self._blocks.interval
+            self._blocks.seen = {key for _, key in self._categories.tail_offsets(block_start)}
+        return True
+
+    # -- recovery (active segment) ---------------------------------------------------
+
+    def recover(self, durable_to: int, unsynced_writer: bool) -> int:
+        """Make the segment end on a record boundary, with indexes to match; return the end.
+
+        Every record after the last point known to be durable (``durable_to``) is checked,
+        not only those after the last index entry. At the first damage (incomplete or bad
+        bytes) at or after ``durable_to`` the tail is cut, unless the writer synced every
+        append (not ``unsynced_writer``) and a valid record follows: that is damage to
+        acknowledged records, not a torn write. Damage below ``durable_to`` raises
+        CorruptionError. Ends with everything synced.
+        """
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        interval = self._blocks.interval
+        file_end = self.data_end()
+        offsets = load_offset_index(self.directory, self.base, file_end)
+        categories = load_category_index(self.directory, self.base, file_end)
+        start = _resume_point(self.base, offsets, categories, interval, durable_to)
+        end = self._index_from(start, file_end, offsets, categories)
+        if end == start and self.base < start < file_end:
+            end = self._index_from(self.base, file_end, None, None)  # the index pointed at garbage
+        if end < file_end:
+            if end < durable_to:
+                raise self._damage_to_keep(end, file_end, "records known to be durable are damaged")
+            if not unsynced_writer:
+                search_from = self.scanner.resync_from(end, file_end)
+                if (
+                    search_from < file_end
+                    and self.scanner.find_valid_record(search_from, file_end) is not None
+                ):
+                    raise self._damage_to_keep(end, file_end, "valid records follow the damage")
+            fs.ftruncate(self.fd, self.file_position(end))
+        self.sync()
+        return end
+
+    def _index_from(
+        self, start: int, end: int, offsets: IndexView | None, categories: IndexView | None
+    ) -> int:
+        """Keep the index entries below ``start``, index the valid records from there; return where they stop."""
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        if start > self.base:
+            self._offsets.keep_below(offsets, start)
+            self._categories.keep_below(categories, start)
+        else:
+            self._reset_indexes()
+        self._blocks = IndexBlocks(self.base, self._blocks.interval)
+        stop = StopAtDamage()
+        position = start
+        for record in self.scanner.records(start, end, stop):
+            self._add_to_indexes(record)
+            position = record.next_offset
+        return position if stop.found is None else stop.found.offset
+
+    def _add_to_indexes(self, record: Record) -> None:
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        new_block, new_key = self._blocks.admit(record.offset, category_key(record.category))
+        if new_block:
+            self._offsets.append(record.offset, record.timestamp)
+        if new_key:
+            self._categories.append(record.offset, category_key(record.category))
+
+    def _reset_indexes(self) -> None:
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        self._offsets.reset()
+        self._categories.reset()
+        self._blocks = IndexBlocks(self.base, self._blocks.interval)
+
+    def _damage_to_keep(self, offset: int, file_end: int, why: str) -> CorruptionError:
+        return self.corruption(
+            Damage(
+                offset,
+                f"invalid bytes that recovery must not cut ({file_end - offset} bytes to the end): {why}",
+                False,
+            ),
+            "it is not a torn write; inspect with `filelog-bus verify`, then restore the segment from a backup",
+        )
+
+    # -- rebuilding derived files ---------------------------------------------------
+
+    def rebuilt_files(self, end: int, interval: int) -> dict[str, bytes]:
+        """The bytes a rebuild from the records below ``end`` gives each derived file, by name."""
+        rebuild = IndexRebuild(self.base, interval)
+        for record in self.records(self.base, end):
+            rebuild.add(record)
+        offsets, categories, summary = rebuild.files()
+        names = [kind.file_name(self.base) for kind in INDEX_KINDS]
+        return dict(zip(names, (offsets, categories, summary), strict=True))
+
+    def reindex(self, end: int) -> None:
+        """Index the active segment's records below ``end`` afresh (CorruptionError if damaged)."""
+        self._reset_indexes()
+        for record in self.records(self.base, end):
+            self._add_to_indexes(record)
+        self.sync()
+
+    def repair_derived(self, end: int, *, closed: bool, default_interval: int) -> list[str]:
+        """Rewrite the derived files that differ from a rebuild; return the names rewritten.
+
+        A closed segment's files are replaced atomically; the active segment's indexes are
+        reindexed in place (its writers hold them open).
+        """
+        interval = self._recorded_interval() or default_interval
+        expected = self.rebuilt_files(end, interval)
+        if not closed:
+            del expected[CATEGORY_SUMMARY.file_name(self.base)]
+        differing = {name: data for name, data in expected.items() if self._read_derived(name) != data}
+        if not differing:
+            return []
+        if closed:
+            self._write_derived(differing)
+        else:
+            self.reindex(end)
+        return sorted(differing)
+
+    def _recorded_interval(self) -> int | None:
+        """The index block size the offset index's header records, if it is readable."""
+        try:
+            _, interval = decode_file_header(
+                OFFSET_INDEX.magic, self._read_derived(OFFSET_INDEX.file_name(self.base)) or b""
+            )
+        except LayoutError:
+            return None
+        return interval or None
+
+    def _read_derived(self, name: str) -> bytes | None:
+        try:
+            return fs.read_file(os.path.join(self.directory, name))
+        except FileNotFoundError:
+            return None
+
+    def _write_derived(self, files: dict[str, bytes]) -> None:
+        """Replace derived files atomically (readers see the old or the new file), durably."""
+        for name, data in files.items():
+            fs.write_file_atomically(os.path.join(self.directory, name), data)
+        fs.fsync_directory(self.directory)
+
+    @staticmethod
+    def derived_files_sound(directory: str, base: int) -> bool:
+        """Cheap check of a closed segment's derived files: present, right header, whole entries."""
+        return all(kind.header_sound(directory, base) for kind in INDEX_KINDS)
+
+    # -- checking ---------------------------------------------------------------------
+
+    def check(self, end: int | None, *, active: bool, progress: Progress | None = None) -> SegmentCheck:
+        """Check every record below ``end`` and each derived file against a rebuild. Never raises.
+
+        ``end`` None: the watermark is unknown, so an incomplete tail of the active segment
+        may be an append in progress and is not reported.
+        """
+        result = SegmentCheck()
+        name = segment_name(self.base)
+        try:
+            self.check_header()
+        except CorruptionError as exc:
+            result.problems.append(Problem(name, exc.file_position, None, DAMAGED_HEADER, exc.reason))
+        kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
+        indexes = [kind.start_check(self.directory, self.base) for kind in kinds]
+        file_end = self.data_end()
+        scan_end = file_end if end is None else max(self.base, min(end, file_end))
+        damage = CollectDamage()
+        first_damage: int | None = None
+        for record in self.scanner.records(self.base, scan_end, damage):
+            if first_damage is None and damage.found:
+                first_damage = damage.found[0].offset
+            result.records += 1
+            if first_damage is None:
+                for index in indexes:
+                    if index.rebuild is not None:
+                        index.rebuild.add(record)
+            if progress is not None and result.records % 1024 == 0:
+                progress(record.offset - self.base)
+        if first_damage is None and damage.found:
+            first_damage = damage.found[0].offset
+        for found in damage.found:
+            if end is None and active and found.resume is None and found.incomplete:
+                break  # no watermark to trust: an incomplete tail may be an append in progress
+            result.problems.append(self._damage_problem(found, scan_end))
+        result.bytes = scan_end - self.base
+        result.index_files = sum(index.data is not None for index in indexes)
+        # A rebuild stops at damage: entries from there on cannot be judged, nor can a summary.
+        judged_to = scan_end if first_damage is None else first_damage
+        for index in indexes:
+            if first_damage is None or index.kind is not CATEGORY_SUMMARY:
+                index.finish(judged_to, complete=not active and first_damage is None, lenient=active)
+            result.problems += index.problems
+            if active:
+                result.lagging.append(index)
+        return result
+
+    def _damage_problem(self, damage: Damage, end: int) -> Problem:
+        if damage.resume is None:
+            extent = f"no valid record follows before offset {end}"
+        else:
+            extent = (
+                f"{damage.resume - damage.offset} bytes are unreadable, up to the next valid record at "
+                f"offset {damage.resume}"
+            )
+        return Problem(
+            segment_name(self.base),
+            self.file_position(damage.offset),
+            damage.offset,
+            DAMAGED_RECORD,
+            f"damaged record: {damage.reason}; {extent}; {_RECORD_ADVICE}",
+        )
 
     def close(self) -> None:
+        """Close every file; safe to call twice, and after a failure."""
+        for writer in (self._offsets, self._categories):
+            if writer is not None:
+                writer.close()
+        self._offsets = self._categories = None
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            fs.close(fd)
+
+
+@dataclass
+class SegmentCheck:
+    """What ``LogSegment.check`` found."""
+
+    records: int = 0
+    bytes: int = 0
+    index_files: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    #: The active segment's index checks, to report how far they lag (normal, not damage).
+    lagging: list[IndexCheck] = field(default_factory=list)
+
+
+def _resume_point(
+    base: int, offsets: IndexView | None, categories: IndexView | None, interval: int, durable_to: int
+) -> int:
+    """Latest offset at or below ``durable_to`` below which both indexes are complete.
+
+    It is the first record of an index block: indexing can resume there.
+    """
+    if offsets is None or categories is None or not offsets.count or not categories.count:
+        return base
+    if offsets.interval != interval or categories.interval != interval:
+        return base  # index_interval_bytes changed: rebuild with the new one
+    last_category = categories.offset_at(categories.count - 1)
+    block_start = base + (last_category - base) // interval * interval
+    first_of_block = categories.offset_at(categories.bisect_offset(block_start))
+    resume = min(offsets.offset_at(offsets.count - 1), first_of_block)
+    if resume > durable_to:
+        below = offsets.bisect_offset(durable_to + 1)
+        resume = offsets.offset_at(below - 1) if below else base
+    return resume
 
 
 def list_segment_bases(directory: str) -> list[int]:
@@ -212,3 +528,6 @@ def list_segment_bases(directory: str) -> list[int]:
     bases = [base for name in os.listdir(directory) if (base := parse_segment_name(name)) is not None]
     bases.sort()
     return bases
+
+
+__all__ = ["READ_CHUNK", "LogSegment", "SegmentCheck", "list_segment_bases"]

@@ -1,21 +1,22 @@
 """The watermark: the offset up to which readers may read.
 
 The writer publishes the end of the last record it has made durable (or merely
-written, with ``durability="never"``) in the small ``watermark`` file, through a
-shared memory map, after the record's fdatasync. Readers never read past it, so
-they never see a record that a power loss could still erase and that the
-writer's recovery could replace with a different record at the same offset.
-The file itself is never fsync'd: after a crash the writer recomputes it.
+written, with ``durability="never"``) in the small ``watermark`` file, with one
+``pwrite`` after the record's fdatasync. Readers never read past it, so they never
+see a record that a power loss could still erase and that the writer's recovery
+could replace with a different record at the same offset. Publishing does not
+fsync the file (after a crash the writer recomputes it); the file is made durable
+when it is created, and when a writer of the other durability opens the bus, so
+that recovery knows how the last writer wrote.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 
-from filelog_bus.errors import CorruptionError, NotABusError
-from filelog_bus.fsutil import fsync_directory, open_or_explain
+from filelog_bus import fs
+from filelog_bus.errors import DAMAGED_WATERMARK, CorruptionError, NotABusError
 from filelog_bus.layout import (
     CLEAN_CLOSE_POSITION,
     FILE_HEADER_SIZE,
@@ -24,6 +25,7 @@ from filelog_bus.layout import (
     WATERMARK_NAME,
     CleanClose,
     LayoutError,
+    Watermark,
     decode_clean_close,
     decode_file_header,
     decode_watermark,
@@ -41,57 +43,65 @@ def watermark_path(directory: str) -> str:
 
 
 class WatermarkPublisher:
-    """Writer side: create or repair the file, then publish offsets through a memory map."""
+    """Writer side: create or repair the file, then publish offsets in place."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, unsynced_writer: bool) -> None:
         self.path = watermark_path(directory)
-        if not os.path.exists(self.path):
+        self.unsynced_writer = unsynced_writer
+        if fs.stat_or_explain(self.path, "open the watermark") is None:
             self._create(directory)
-        fd = open_or_explain(self.path, os.O_RDWR)
+        self.fd = fs.open_or_explain(self.path, os.O_RDWR)
         try:
             try:
-                decode_file_header(WATERMARK_MAGIC, os.pread(fd, FILE_HEADER_SIZE, 0))
+                decode_file_header(WATERMARK_MAGIC, os.pread(self.fd, FILE_HEADER_SIZE, 0))
             except LayoutError:
-                os.pwrite(fd, encode_file_header(WATERMARK_MAGIC, 0), 0)
-            os.ftruncate(fd, WATERMARK_FILE_SIZE)
-            self._map = mmap.mmap(fd, WATERMARK_FILE_SIZE)
-        finally:
-            os.close(fd)
+                fs.pwrite_all(self.fd, encode_file_header(WATERMARK_MAGIC, 0), 0)
+            if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
+                fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
+        except BaseException:
+            self.close()
+            raise
 
     def _create(self, directory: str) -> None:
-        """Create the file whole under a temporary name, so readers never see it half-made."""
-        temporary = self.path + ".new"
-        fd = open_or_explain(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            os.write(
-                fd,
-                encode_file_header(WATERMARK_MAGIC, 0) + encode_watermark(0, True) + encode_clean_close(None),
-            )
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
-        fsync_directory(directory)
+        """Create the file whole and durably under a temporary name, so nobody sees it half-made."""
+        fs.write_file_atomically(
+            self.path,
+            encode_file_header(WATERMARK_MAGIC, 0)
+            + encode_watermark(0, True, self.unsynced_writer)
+            + encode_clean_close(None),
+        )
+        fs.fsync_directory(directory)
 
     def publish(self, offset: int, durable: bool) -> None:
         """Let readers read up to ``offset``; ``durable`` says all of it has been fsync'd."""
-        self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION] = encode_watermark(offset, durable)
+        fs.pwrite_all(self.fd, encode_watermark(offset, durable, self.unsynced_writer), FILE_HEADER_SIZE)
 
-    def published(self) -> tuple[int, bool] | None:
-        """The (offset, durable) pair published last, by this or an earlier writer; None if damaged."""
-        return decode_watermark(self._map[FILE_HEADER_SIZE:CLEAN_CLOSE_POSITION])
+    def publish_at_open(self, offset: int, previous: Watermark | None) -> None:
+        """Publish the recovered end; sync the file when it must now say the writer's durability."""
+        self.publish(offset, durable=True)
+        if previous is None or previous.unsynced_writer != self.unsynced_writer:
+            fs.fsync(self.fd)
+
+    def published(self) -> Watermark | None:
+        """The watermark published last, by this or an earlier writer; None if damaged."""
+        return decode_watermark(os.pread(self.fd, CLEAN_CLOSE_POSITION - FILE_HEADER_SIZE, FILE_HEADER_SIZE))
 
     def take_clean_close(self) -> CleanClose | None:
         """Read the clean-close note and erase it: the bus is open for writing again."""
-        note = decode_clean_close(self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE])
-        self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE] = encode_clean_close(None)
+        note = decode_clean_close(
+            os.pread(self.fd, WATERMARK_FILE_SIZE - CLEAN_CLOSE_POSITION, CLEAN_CLOSE_POSITION)
+        )
+        if note is not None:
+            fs.pwrite_all(self.fd, encode_clean_close(None), CLEAN_CLOSE_POSITION)
         return note
 
     def leave_clean_close(self, note: CleanClose) -> None:
-        self._map[CLEAN_CLOSE_POSITION:WATERMARK_FILE_SIZE] = encode_clean_close(note)
+        fs.pwrite_all(self.fd, encode_clean_close(note), CLEAN_CLOSE_POSITION)
 
     def close(self) -> None:
-        if not self._map.closed:
-            self._map.close()
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            fs.close(fd)
 
 
 class WatermarkReader:
@@ -100,21 +110,25 @@ class WatermarkReader:
     def __init__(self, directory: str) -> None:
         self.path = watermark_path(directory)
         try:
-            self.fd = open_or_explain(self.path, os.O_RDONLY)
+            self.fd = fs.open_or_explain(self.path, os.O_RDONLY)
         except FileNotFoundError:
             raise NotABusError(
                 f"{directory} has no watermark file: it is not a filelog-bus directory, or a writer "
-                f"is creating it right now; check the path"
+                f"is creating it right now",
+                path=directory,
+                advice="check the path",
             ) from None
         header = os.pread(self.fd, FILE_HEADER_SIZE, 0)
         try:
             decode_file_header(WATERMARK_MAGIC, header)
         except LayoutError as exc:
-            os.close(self.fd)
+            self.close()
             raise CorruptionError(
-                f"the watermark file is not readable: {exc}; open the bus once with a writer to rebuild it",
+                f"the watermark file is not readable: {exc}",
                 path=self.path,
-                offset=0,
+                file_position=0,
+                damage=DAMAGED_WATERMARK,
+                advice="open the bus once with a writer to rebuild it",
             ) from None
 
     def read(self) -> int:
@@ -130,13 +144,15 @@ class WatermarkReader:
                 deadline = now + _TORN_RETRY_SECONDS
             elif now > deadline:
                 raise CorruptionError(
-                    "the watermark slot is damaged; open the bus once with a writer to rebuild it",
+                    "the watermark slot is damaged",
                     path=self.path,
-                    offset=FILE_HEADER_SIZE,
+                    file_position=FILE_HEADER_SIZE,
+                    damage=DAMAGED_WATERMARK,
+                    advice="open the bus once with a writer to rebuild it",
                 )
             time.sleep(0.001)
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            fs.close(fd)

@@ -1,53 +1,53 @@
 """LogWriter: the single process that appends to a bus.
 
-It holds an exclusive inter-process lock for as long as it is open, recovers
-the newest segment on open, appends records (fdatasync'd before ``append``
-returns with the default ``durability="always"``), keeps the sparse indexes in
-step, rolls segments, publishes the watermark readers stop at, and applies
+It holds an exclusive inter-process lock for as long as it is open, recovers the
+bus on open (``recovery.load_segments``), appends records (fdatasync'd before
+``append`` returns with the default ``durability="always"``) through the active
+``LogSegment``, rolls segments, publishes the watermark readers stop at, and applies
 retention.
+
+Writing is fail-stop. When a write-side call fails part-way (an OSError, or any
+exception such as KeyboardInterrupt landing in the middle), the writer does not try
+to restore its files in place: it remembers the failure, cuts back the record it was
+appending when that is provably safe, and refuses every later call with
+``BusClosedError`` until it is closed and a writer is opened again, whose open runs
+the one recovery path. Nothing it published is ever taken back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
-from typing import IO
+from typing import IO, NoReturn
 
 import portalocker
 
+from filelog_bus import fs
 from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
 from filelog_bus.errors import (
+    MISSING_SEGMENTS,
     BusClosedError,
     BusLockedError,
     BusPermissionError,
     BusWriteError,
     CorruptionError,
+    FilelogBusError,
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.fsutil import fsync_directory, is_directory, stat_or_explain
-from filelog_bus.index import IndexerMark, SegmentIndexer
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, CleanClose, parse_segment_name, segment_name
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, parse_segment_name
 from filelog_bus.record import category_key, encode_record
-from filelog_bus.recovery import (
-    check_closed_segments,
-    current_indexes,
-    expected_indexes,
-    recover_active_segment,
-    reindex,
-    remove_orphan_indexes,
-    repair_closed_indexes,
-    write_category_summary,
-)
+from filelog_bus.recovery import TEMPORARY_SUFFIX, DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
-    delete_segments,
+    delete_segment,
     plan_retention,
     read_newest_timestamp,
     segment_spans,
 )
-from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.segment import LogSegment
 from filelog_bus.watermark import WatermarkPublisher
 
 _LOCK_RETRY_SECONDS = 0.05
@@ -73,13 +73,10 @@ class LogWriter:
         self._sync_each_append = durability == DURABILITY_ALWAYS
         self._lock_file: IO[str] | None = None
         self._segment: LogSegment | None = None
-        self._indexer: SegmentIndexer | None = None
         self._watermark: WatermarkPublisher | None = None
         self._bases: list[int] = []
         self._end = 0
-        self._broken: str | None = None
-        #: Set once open() succeeded: only then may close() vouch for the files with a clean-close note.
-        self._ready = False
+        self._failure: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -90,45 +87,56 @@ class LogWriter:
         self.close()
 
     def open(self) -> LogWriter:
+        """Lock the bus (creating it if needed) and recover it. Every failure is a FilelogBusError."""
         if self._segment is not None:
             return self
-        self._prepare_directory()
-        self._refuse_foreign_directory()
-        self._lock()
+        self._failure = None
         try:
+            self._prepare_directory()
+            self._refuse_foreign_directory()
+            self._lock()
             self._load()
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self._release()
+            if isinstance(exc, OSError) and not isinstance(exc, FilelogBusError):
+                raise _write_error(
+                    exc, f"could not open the bus at {self.path} for writing", self.path
+                ) from exc
             raise
-        self._ready = True
         return self
 
     def close(self) -> None:
-        """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent."""
+        """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent.
+
+        A stopped writer only releases its files and lock: the next open recovers the bus.
+        """
         try:
-            if (
-                self._ready
-                and self._segment is not None
-                and self._indexer is not None
-                and self._broken is None
-            ):
-                self._segment.sync()
-                self._indexer.sync()
-                assert self._watermark is not None
-                self._watermark.publish(self._end, durable=True)
-                self._watermark.leave_clean_close(
-                    CleanClose(self._segment.base, self._end, *self._indexer.sizes())
-                )
+            if self._segment is not None and self._watermark is not None and self._failure is None:
+                try:
+                    self._segment.sync()
+                    self._watermark.publish(self._end, durable=True)
+                    self._watermark.leave_clean_close(self._segment.clean_close_note(self._end))
+                except OSError as exc:
+                    raise _write_error(
+                        exc, f"closing the bus at {self.path} failed", self._segment.path
+                    ) from exc
         finally:
-            for part in (self._indexer, self._segment, self._watermark):
-                if part is not None:
-                    part.close()
-            self._indexer = self._segment = self._watermark = None
-            if self._lock_file is not None:
-                self._lock_file.close()  # closing the file releases the flock
-                self._lock_file = None
-            self._broken = None
-            self._ready = False
+            self._release()
+            self._failure = None
+
+    def _release(self) -> None:
+        """Close every file and release the lock, whatever state they are in."""
+        segment, watermark, lock_file = self._segment, self._watermark, self._lock_file
+        self._segment = self._watermark = self._lock_file = None
+        for part in (segment, watermark, lock_file):
+            if part is not None:
+                with contextlib.suppress(OSError):
+                    part.close()  # closing the lock file releases the flock
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped this writer (it then refuses every call until reopened), or None."""
+        return self._failure
 
     @property
     def end_offset(self) -> int:
@@ -143,132 +151,123 @@ class LogWriter:
         return self._bases[0]
 
     def _prepare_directory(self) -> None:
-        status = stat_or_explain(self.path, "open the bus for writing")
-        if is_directory(status):
+        status = fs.stat_or_explain(self.path, "open the bus for writing")
+        if fs.is_directory(status):
             return
         if status is not None:
-            raise NotABusError(f"{self.path} exists and is not a directory: give the bus its own directory")
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not is_directory(stat_or_explain(parent, "create the bus directory")):
             raise NotABusError(
-                f"cannot create the bus directory {self.path}: its parent {parent} does not exist; create it first"
+                f"{self.path} exists and is not a directory",
+                path=self.path,
+                advice="give the bus its own directory",
+            )
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not fs.is_directory(fs.stat_or_explain(parent, "create the bus directory")):
+            raise NotABusError(
+                f"cannot create the bus directory {self.path}: its parent {parent} does not exist",
+                path=self.path,
+                advice="create the parent directory first",
             )
         try:
-            os.mkdir(self.path)
-            fsync_directory(parent)  # the bus directory's own entry must survive a power cut
+            fs.mkdir(self.path)
         except FileExistsError:
-            pass
+            return
         except PermissionError:
             raise BusPermissionError(
-                errno.EACCES, f"permission denied creating the bus directory {self.path} in {parent}"
+                f"permission denied creating the bus directory {self.path} in {parent}",
+                path=parent,
+                advice="run as a user that may write to the parent directory, or create the bus directory first",
+                errno=errno.EACCES,
             ) from None
+        fs.fsync_directory(parent)  # the bus directory's own entry must survive a power cut
 
     def _refuse_foreign_directory(self) -> None:
         """Refuse, before creating anything, a non-empty directory that holds no bus."""
         names = set(os.listdir(self.path))
         if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
             return
-        foreign = sorted(names - {LOCK_NAME, WATERMARK_NAME + ".new"})
+        foreign = sorted(name for name in names if name != LOCK_NAME and not name.endswith(TEMPORARY_SUFFIX))
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise NotABusError(
-                f"{self.path} is not empty and holds no filelog-bus ({shown}): give the bus an empty or new directory"
+                f"{self.path} is not empty and holds no filelog-bus ({shown})",
+                path=self.path,
+                advice="give the bus an empty or new directory",
             )
 
     def _lock(self) -> None:
         lock_path = os.path.join(self.path, LOCK_NAME)
+        fd = fs.open_or_explain(lock_path, os.O_RDWR | os.O_CREAT)
+        lock_file = os.fdopen(fd, "r+", encoding="ascii")  # owns fd from here: closing it releases the lock
         try:
-            lock_file = open(lock_path, "a+", encoding="ascii")  # noqa: SIM115 - held while open
-        except PermissionError:
-            raise BusPermissionError(
-                errno.EACCES,
-                f"permission denied creating {lock_path}: the writer needs write access to the bus directory",
-            ) from None
+            self._acquire(lock_file, lock_path)
+            fs.ftruncate(fd, 0)
+            fs.pwrite_all(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except BaseException:
+            lock_file.close()
+            raise
+        self._lock_file = lock_file
+
+    def _acquire(self, lock_file: IO[str], lock_path: str) -> None:
         timeout = self.config.lock_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
-                break
+                return
             except portalocker.LockException:
                 if deadline is not None and time.monotonic() >= deadline:
-                    lock_file.seek(0)
-                    holder = lock_file.read().strip() or "unknown"
-                    lock_file.close()
+                    holder = (
+                        os.pread(lock_file.fileno(), 64, 0).decode("ascii", "replace").strip() or "unknown"
+                    )
                     raise BusLockedError(
-                        f"another writer (pid {holder}) holds the lock {lock_path} "
-                        f"(waited {timeout} s): only one writer may append to a bus; stop the other "
-                        f"writer, or wait for it (lock_timeout)",
+                        f"another writer (pid {holder}) holds the lock {lock_path} (waited {timeout} s)",
                         lock_path=lock_path,
                         holder=holder,
+                        advice="only one writer may append to a bus; stop the other writer, or wait for it "
+                        "(lock_timeout)",
                     ) from None
                 time.sleep(_LOCK_RETRY_SECONDS)
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
-        self._lock_file = lock_file
 
     def _load(self) -> None:
-        bases = list_segment_bases(self.path)
-        self._watermark = WatermarkPublisher(self.path)
-        published = self._watermark.published()
+        interval = self.config.index_interval_bytes
+        self._watermark = WatermarkPublisher(self.path, unsynced_writer=not self._sync_each_append)
+        previous = self._watermark.published()
         clean_close = self._watermark.take_clean_close()
-        if not bases:
-            self._create_bus(published)
-            return
-        remove_orphan_indexes(self.path, bases)
-        check_closed_segments(self.path, bases, self.config.index_interval_bytes)
-        segment = LogSegment.open_newest(self.path, bases[-1])
-        self._segment = segment
-        self._indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
-        self._bases = bases
-        if not self._continue_after_clean_close(clean_close):
-            # Only a durable watermark proves that damage below it hit acknowledged records;
-            # data a "never" writer published may legitimately be torn by a power cut.
-            durably_published = published[0] if published is not None and published[1] else None
-            self._end = recover_active_segment(
-                segment, self._indexer, self.config.index_interval_bytes, durably_published
+        if any(parse_segment_name(name) is not None for name in os.listdir(self.path)):
+            durable = DurablePoint(
+                previous.offset if previous is not None and previous.durable else 0,
+                previous is not None and previous.unsynced_writer,
             )
-        self._watermark.publish(self._end, durable=True)
-
-    def _continue_after_clean_close(self, note: CleanClose | None) -> bool:
-        """Skip recovery when the files are exactly as a clean close left them (cheap open)."""
-        assert self._segment is not None and self._indexer is not None
-        if note is None or note.base != self._segment.base or note.end != self._segment.end():
-            return False
-        if not self._indexer.continue_after_clean_close(note.offset_index_size, note.category_index_size):
-            return False
-        self._end = note.end
-        return True
-
-    def _create_bus(self, published: tuple[int, bool] | None) -> None:
-        assert self._watermark is not None
-        if published is not None and published[0]:
-            raise CorruptionError(
-                f"the bus has published records up to offset {published[0]} but no segment file is left; "
-                f"restore the segments from a backup, or start a new bus in an empty directory "
-                f"(and reset the consumers' offsets)",
-                path=self._watermark.path,
-            )
-        self._watermark.publish(0, durable=True)
-        self._segment = LogSegment.create(self.path, 0)
-        self._indexer = SegmentIndexer(self.path, 0, self.config.index_interval_bytes)
-        self._indexer.reset()
-        self._bases = [0]
-        self._end = 0
+            loaded = load_segments(self.path, interval, durable, clean_close)
+            self._segment, self._bases, self._end = loaded.active, loaded.bases, loaded.end
+        else:
+            if previous is not None and previous.offset:
+                raise CorruptionError(
+                    f"the bus has published records up to offset {previous.offset} but no segment file is left",
+                    path=self._watermark.path,
+                    damage=MISSING_SEGMENTS,
+                    advice="restore the segments from a backup, or start a new bus in an empty directory "
+                    "(and reset the consumers' offsets)",
+                )
+            self._segment = LogSegment.create(self.path, 0, interval)
+            self._bases, self._end = [0], 0
+        self._watermark.publish_at_open(self._end, previous)
 
     # -- appending -------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._failure is not None:
+            raise BusClosedError(
+                f"the writer of {self.path} stopped after a failed write ({self._failure!r})",
+                path=self.path,
+                advice="close it and open a new writer, which recovers the bus",
+                failure=self._failure,
+            )
         if self._segment is None:
             raise BusClosedError(
-                f"the writer of {self.path} is not open: call open() or use it in a with block"
-            )
-        if self._broken is not None:
-            raise BusClosedError(
-                f"the writer of {self.path} stopped after an unrecoverable I/O error ({self._broken}); "
-                f"close it and open a new writer, which recovers the bus"
+                f"the writer of {self.path} is not open",
+                path=self.path,
+                advice="call open() or use it in a with block",
             )
 
     def append(self, category: str, payload: bytes, timestamp: float | None = None) -> int:
@@ -277,110 +276,90 @@ class LogWriter:
         limit = self.config.max_record_bytes
         if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) > limit:
             raise InvalidRecordError(
-                f"payload of {len(payload)} bytes exceeds max_record_bytes={limit}; "
-                f"split it or raise max_record_bytes"
+                f"payload of {len(payload)} bytes exceeds max_record_bytes={limit}",
+                advice="split it or raise max_record_bytes",
             )
         if timestamp is None:
             timestamp = time.time()
         data = encode_record(category, timestamp, payload)
         if len(data) > limit:
             raise InvalidRecordError(
-                f"record of {len(data)} bytes exceeds max_record_bytes={limit}; split it or raise max_record_bytes"
+                f"record of {len(data)} bytes exceeds max_record_bytes={limit}",
+                advice="split it or raise max_record_bytes",
             )
         segment = self._segment
-        indexer = self._indexer
-        assert segment is not None and indexer is not None and self._watermark is not None
+        assert segment is not None and self._watermark is not None
         offset = self._end
-        if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
-            segment, indexer = self._roll()
-        key = category_key(category)
-        mark = indexer.mark()
         try:
-            segment.append(data)
-            indexer.add(offset, float(timestamp), key)
+            if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
+                segment = self._roll()
+            segment.append(offset, data, float(timestamp), category_key(category))
             if self._sync_each_append:
-                segment.sync()
-        except OSError as exc:
-            self._undo_append(offset, mark, key, exc)
-        self._end = offset + len(data)
-        self._watermark.publish(self._end, self._sync_each_append)
+                segment.sync_data()
+            self._end = offset + len(data)
+            self._watermark.publish(self._end, self._sync_each_append)
+        except BaseException as exc:
+            self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
 
-    def _undo_append(self, offset: int, mark: IndexerMark, key: int, exc: OSError) -> None:
-        """Remove every byte of a failed append, then raise BusWriteError."""
-        assert self._segment is not None and self._indexer is not None
-        try:
-            self._segment.truncate(offset)
-            self._indexer.rollback(mark, key)
-        except OSError as undo_exc:
-            self._broken = f"{exc}; then, undoing it: {undo_exc}"
-        else:
-            if exc.errno == errno.EIO:
-                self._broken = str(exc)  # after a failed fsync the page cache cannot be trusted
-        raise _write_error(
-            exc,
-            f"append at offset {offset} to {self._segment.path} failed",
-            "the record was not written and earlier records are intact",
-        ) from exc
+    def _stop(self, exc: BaseException, what: str, path: str, offset: int | None = None) -> NoReturn:
+        """Fail-stop: remember the failure, cut back a record that was not published, raise.
 
-    def _roll(self) -> tuple[LogSegment, SegmentIndexer]:
-        """Close the active segment durably and start a new one at the current end.
-
-        On failure the bus is left as it was (the new segment's files are removed),
-        so the append can be retried once the cause is fixed.
+        The error raised is typed (BusWriteError) for an OSError; anything else (an
+        interrupt) propagates as it is.
         """
-        assert self._segment is not None and self._indexer is not None
-        failed = f"could not start a new segment at offset {self._end} in {self.path}"
-        try:
-            self._segment.sync()
-            self._indexer.sync()  # closed segments' indexes are trusted on open after a cheap check
-            write_category_summary(self.path, self._segment.base, self._end)
-            segment = LogSegment.create(self.path, self._end)
-        except OSError as exc:
-            raise _write_error(exc, failed, "nothing was written") from exc
-        try:
-            indexer = SegmentIndexer(self.path, segment.base, self.config.index_interval_bytes)
-            indexer.reset()
-        except OSError as exc:
-            segment.close()
-            try:
-                delete_segments(self.path, [segment.base])
-            except OSError as undo_exc:
-                self._broken = f"{exc}; then, removing the new segment: {undo_exc}"
-            raise _write_error(exc, failed, "nothing was written") from exc
-        self._indexer.close()
-        self._segment.close()
-        self._segment = segment
-        self._indexer = indexer
-        self._bases.append(segment.base)
-        return segment, indexer
+        failure = self._failure = _write_error(exc, what, path, offset)
+        segment = self._segment
+        if offset is not None and segment is not None and self._end == offset and offset >= segment.base:
+            # If this fails too, the next open's recovery decides: the record may survive, never at another offset.
+            with contextlib.suppress(OSError):
+                fs.ftruncate(segment.fd, segment.file_position(offset))
+        if failure is exc:
+            raise exc
+        raise failure from exc
+
+    def _roll(self) -> LogSegment:
+        """Seal the active segment durably and start a new one at the current end."""
+        assert self._segment is not None
+        old = self._segment
+        old.seal(self._end)
+        new = LogSegment.create(self.path, self._end, self.config.index_interval_bytes)
+        self._segment = new
+        self._bases.append(new.base)
+        old.close()
+        return new
 
     # -- maintenance -------------------------------------------------------------
 
     def repair_indexes(self) -> list[str]:
-        """Check every index against a rebuild from its segment and rewrite those that differ.
+        """Check every derived file against a rebuild from its segment and rewrite those that differ.
 
-        Opening only checks closed segments' indexes cheaply (header and size), so
+        Opening only checks closed segments' derived files cheaply (header and size), so
         that it costs the same on any log size, and readers bypass an index whose
-        checksum fails. This finds and fixes any index damage (`filelog-bus verify
-        --repair`); it reads the whole bus. Returns the repaired segments' names.
+        checksum fails. This finds and fixes any damage to offset indexes, category
+        indexes and category summaries (`filelog-bus verify --repair`); it reads the
+        whole bus. Returns the names of the files rewritten.
         """
         self._check_open()
-        assert self._segment is not None and self._indexer is not None
+        assert self._segment is not None
         interval = self.config.index_interval_bytes
-        repaired = []
-        for span in segment_spans(self._bases, self._end):
-            if span.base != self._segment.base:
-                if not repair_closed_indexes(self.path, span.base, span.end, interval):
+        repaired: list[str] = []
+        try:
+            for span in segment_spans(self._bases, self._end):
+                if span.base == self._segment.base:
+                    repaired += self._segment.repair_derived(
+                        span.end, closed=False, default_interval=interval
+                    )
                     continue
-            elif (
-                current_indexes(self.path, span.base)[:2]
-                == expected_indexes(self._segment, span.end, interval)[:2]
-            ):
-                continue
-            else:
-                reindex(self._segment, self._indexer, span.end)
-            repaired.append(segment_name(span.base))
+                segment = LogSegment.open(self.path, span.base)
+                try:
+                    repaired += segment.repair_derived(span.end, closed=True, default_interval=interval)
+                finally:
+                    segment.close()
+        except CorruptionError:
+            raise  # found while reading, before anything was written: nothing to stop for
+        except BaseException as exc:
+            self._stop(exc, "repairing the indexes failed", self.path)
         return repaired
 
     # -- retention -------------------------------------------------------------
@@ -388,7 +367,7 @@ class LogWriter:
     def apply_retention(
         self, *, max_age_days: float | None = None, max_bytes: int | None = None, now: float | None = None
     ) -> list[str]:
-        """Delete closed segments beyond the age or size budget; return their file names."""
+        """Delete closed segments beyond the age or size budget, oldest first; return their file names."""
         self._check_open()
         check_policy(max_age_days, max_bytes)
         spans = segment_spans(self._bases, self._end)
@@ -399,24 +378,38 @@ class LogWriter:
             max_bytes=max_bytes,
             newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
         )
+        deleted: list[str] = []
         try:
-            return delete_segments(self.path, [span.base for span in doomed])
-        finally:
-            self._bases = list_segment_bases(self.path)  # also right when a deletion failed half-way
+            for span in doomed:
+                assert self._segment is not None and span.base < self._segment.base  # never the active one
+                deleted.append(delete_segment(self.path, span.base))
+                self._bases.remove(span.base)
+        except BaseException as exc:
+            self._stop(exc, "retention failed", self.path)
+        return deleted
 
 
-def _write_error(exc: OSError, failed: str, consequence: str) -> BusWriteError:
+def _write_error(exc: BaseException, failed: str, path: str, offset: int | None = None) -> BaseException:
+    """The typed error for a failed write-side call (exceptions that are not OSErrors are kept as they are)."""
+    if not isinstance(exc, OSError) or isinstance(exc, FilelogBusError):
+        return exc
     error_number = exc.errno or errno.EIO
     return BusWriteError(
-        error_number, f"{failed}: {os.strerror(error_number)}; {consequence}; {_advice(error_number)}"
+        f"{failed}: {os.strerror(error_number)}",
+        path=exc.filename or path,
+        offset=offset,
+        advice=f"nothing of it is visible to readers and earlier records are intact; {_advice(error_number)}",
+        errno=error_number,
     )
 
 
-def _advice(error_number: int | None) -> str:
+def _advice(error_number: int) -> str:
     if error_number in (errno.ENOSPC, errno.EDQUOT):
-        return "free disk space (or apply retention), then append again"
+        return "free disk space (or apply retention), then open the writer again"
     if error_number == errno.EFBIG:
         return "the file-size limit (ulimit -f) was reached: raise it or lower segment_bytes"
     if error_number in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "check the bus directory's permissions and that its file system is writable"
-    return "check the disk and the system log, then reopen the writer"
+    if error_number in (errno.EMFILE, errno.ENFILE):
+        return "the process has too many open files: raise its limit (ulimit -n), then open the writer again"
+    return "check the disk and the system log, then open the writer again"

@@ -282,7 +282,7 @@ def test_second_producer_is_refused_while_the_first_holds_the_bus(
     bus = tmp_path / "bus"
     with hermes.Producer({"path": str(bus)}):
         second = hermes.Producer({"path": str(bus)})
-        with pytest.raises(Exception, match="Only one hermes-server may produce on a bus") as raised:
+        with pytest.raises(Exception, match="(?i)only one hermes-server may produce on a bus") as raised:
             second.open()
     assert type(raised.value).__name__ == "BusLockedError"
     with hermes.Producer({"path": str(bus)}) as third:  # the lock is free again after close
@@ -409,7 +409,7 @@ def test_a_bus_the_client_may_not_read_gives_an_error_saying_what_to_do(
     ):
         assert outcome.startswith("BusPermissionError: ")
         assert f"cannot read the filelog bus '{where}'" in outcome
-        assert "Give the client's user read access" in outcome
+        assert "give the client's user read access" in outcome.lower()
 
 
 def test_a_bus_the_server_may_not_write_gives_an_error_saying_what_to_do(

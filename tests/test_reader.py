@@ -362,7 +362,7 @@ def test_find_next_reads_only_the_blocks_that_may_hold_the_category(bus_dir: Pat
         reader.seek_to_beginning()
         with pytest.raises(CorruptionError) as raised:
             list(reader)
-        assert raised.value.offset == FILE_HEADER_SIZE + damaged
+        assert raised.value.file_position == FILE_HEADER_SIZE + damaged
 
 
 def colliding_categories() -> tuple[str, str]:

@@ -427,9 +427,10 @@ def test_entries_intact_edge_cases() -> None:
 def test_watermark_slot_round_trip_and_damage(offset: int) -> None:
     """The watermark slot round-trips; a flipped bit in offset, flags or CRC, or a short slot, reads as None."""
     for durable in (False, True):
-        slot = encode_watermark(offset, durable)
-        assert len(slot) == WATERMARK_SLOT.size
-        assert decode_watermark(slot) == (offset, durable)
+        for unsynced_writer in (False, True):
+            slot = encode_watermark(offset, durable, unsynced_writer)
+            assert len(slot) == WATERMARK_SLOT.size
+            assert decode_watermark(slot) == (offset, durable, unsynced_writer)
     for bit in range(16 * 8):
         assert decode_watermark(flip(slot, bit)) is None
     for size in range(len(slot)):

@@ -276,8 +276,8 @@ def test_damage_followed_by_valid_records_in_the_newest_segment_is_refused(bus_d
     with pytest.raises(CorruptionError) as raised:
         LogWriter(bus_dir, **CONFIG).open()
     assert raised.value.path == str(log)
-    assert raised.value.offset == file_position(damaged, base)
-    assert str(log) in str(raised.value) and str(raised.value.offset) in str(raised.value)
+    assert raised.value.file_position == file_position(damaged, base)
+    assert str(log) in str(raised.value) and str(raised.value.file_position) in str(raised.value)
     assert log_bytes(bus_dir) == before  # never silently cut
     with pytest.raises(CorruptionError):
         LogWriter(bus_dir, **CONFIG).open()  # and it stays refused
@@ -297,7 +297,7 @@ def test_acknowledged_record_cut_short_is_refused(
     with pytest.raises(CorruptionError) as raised:
         LogWriter(bus, **CONFIG).open()
     assert raised.value.path == str(log)
-    assert raised.value.offset == file_position(last, base)
+    assert raised.value.file_position == file_position(last, base)
     assert log_bytes(bus) == before
 
 
@@ -322,7 +322,7 @@ def test_damage_the_writer_does_not_scan_is_left_for_readers(
     with LogReader(bus) as reader, pytest.raises(CorruptionError) as raised:
         got.extend(reader)
     assert got == records[: records.index(damaged)]
-    assert (raised.value.path, raised.value.offset) == (str(log), file_position(damaged, base))
+    assert (raised.value.path, raised.value.file_position) == (str(log), file_position(damaged, base))
 
 
 def test_flipped_bit_in_a_closed_segment_is_reported_by_readers(
@@ -346,7 +346,7 @@ def test_flipped_bit_in_a_closed_segment_is_reported_by_readers(
     with LogReader(bus) as reader:
         with pytest.raises(CorruptionError) as raised:
             got.extend(reader)
-        assert (raised.value.path, raised.value.offset) == (str(closed), file_position(damaged, base))
+        assert (raised.value.path, raised.value.file_position) == (str(closed), file_position(damaged, base))
         assert got == records[:3]
         reader.seek(following)
         rest = list(reader)
@@ -411,13 +411,13 @@ def test_damaged_index_is_rebuilt_by_the_writer(
     expected = snapshot(reference)
     bases = [int(p.stem) for p in segment_files(bus)]
     base = bases[0] if which == "closed" else bases[-1]
-    for index in index_files(bus):
-        if int(index.stem) == base:
-            damage_index(index, how)
+    damaged = sorted(index.name for index in index_files(bus) if int(index.stem) == base)
+    for name in damaged:
+        damage_index(bus / name, how)
     # Recovery after a crash reads the active segment's indexes in full; nothing else does on open.
     found_on_open = how != "flipped entry bit" or (origin == "crash" and which == "active")
     with LogWriter(bus, **CONFIG) as writer:
-        assert writer.repair_indexes() == ([] if found_on_open else [segment_name(base)])
+        assert writer.repair_indexes() == ([] if found_on_open else damaged)
         assert writer.repair_indexes() == []
     assert snapshot(bus) == expected
 

@@ -284,7 +284,7 @@ def test_segment_of_unknown_format_is_refused_and_nothing_is_changed(
 
     with pytest.raises(UnsupportedFormatError, match=message) as failure:
         read_all(small_bus)
-    assert (failure.value.path, failure.value.offset) == (str(target), 0)
+    assert (failure.value.path, failure.value.file_position) == (str(target), 0)
     if which == "newest":
         with pytest.raises(UnsupportedFormatError, match=message) as failure:
             LogWriter(small_bus).open()

@@ -4,7 +4,8 @@ Each fault is real: ``resource.setrlimit(RLIMIT_FSIZE)`` in a writer process
 (Python ignores SIGXFSZ, so write() fails with EFBIG), and a 1 MiB tmpfs (mounted
 when the tests run as root and may mount; skipped otherwise). The failing append
 must raise BusWriteError, leave no byte of itself behind, lose nothing
-acknowledged, and the bus must open again. Through the Hermes producer plugin the
+acknowledged; the writer then refuses every call (fail-stop, BusClosedError) and the
+bus goes on once a writer is opened again. Through the Hermes producer plugin the
 same fault must surface as FailedToSendEventError.
 """
 
@@ -36,12 +37,13 @@ from filelog_bus.layout import FILE_HEADER_SIZE
 
 STANDIN_DIR = TESTS_DIR / "hermes_standin"
 
-#: Appends 700-byte records under a file-size limit until one fails, then retries it, then closes.
+#: Appends 700-byte records under a file-size limit until one fails, then retries it (the stopped
+#: writer refuses), then closes.
 #: argv: path durability limit
 FSIZE_CHILD = """
 import resource, sys
 from filelog_bus import LogWriter
-from filelog_bus.errors import BusWriteError
+from filelog_bus.errors import BusClosedError, BusWriteError
 
 path, durability, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
@@ -58,8 +60,8 @@ else:
 try:
     writer.append("users", bytes(700), 0.0)
     print("retry accepted", flush=True)
-except BusWriteError as exc:
-    print("retry failed", exc.errno, flush=True)
+except BusClosedError as exc:
+    print("retry refused", type(exc.failure).__name__, flush=True)
 writer.close()
 print("closed", flush=True)
 """
@@ -80,7 +82,9 @@ def test_file_size_limit_fails_the_append_and_loses_nothing(bus_dir: Path, durab
     failed = outcome(result.stdout, "failed")
     assert failed.split()[1] == str(errno.EFBIG)
     assert "file-size limit" in failed and segment_paths(bus_dir)[0].name in failed, failed
-    assert outcome(result.stdout, "retry").startswith("retry failed"), "a retry beyond the limit was accepted"
+    assert outcome(result.stdout, "retry") == "retry refused BusWriteError", (
+        "the stopped writer accepted a retry"
+    )
     assert "closed" in result.stdout
 
     (segment,) = segment_paths(bus_dir)
@@ -135,8 +139,9 @@ def fill(path: Path) -> None:
             assert exc.errno == errno.ENOSPC
 
 
-#: Appends until the disk is full, reports how the failure looked, waits for the test to free
-#: space, then appends 20 more records and closes. argv: path segment_bytes payload_size interval
+#: Appends until the disk is full, reports how the failure looked (and that the stopped writer refuses
+#: a retry), waits for the test to free space, then reopens the writer, appends 20 more records and
+#: closes. argv: path segment_bytes payload_size interval
 ENOSPC_CHILD = """
 import sys
 from filelog_bus import LogWriter
@@ -166,6 +171,8 @@ seq += 1  # the failed record's seq is never reused
 attempt("retry")
 print("full", flush=True)
 sys.stdin.readline()
+writer.close()
+writer = LogWriter(path, segment_bytes=segment_bytes, index_interval_bytes=interval).open()
 for _ in range(20):
     append()
 writer.close()
@@ -181,7 +188,8 @@ print("closed", flush=True)
 def test_full_disk_fails_the_append_then_the_bus_goes_on(
     small_tmpfs: Path, segment_bytes: int, payload_size: int, interval: int
 ) -> None:
-    """ENOSPC: BusWriteError, nothing acknowledged lost, the same writer resumes once space is freed."""
+    """ENOSPC: BusWriteError, the writer stops, nothing acknowledged is lost, and a reopened writer goes
+    on once space is freed."""
     bus = small_tmpfs / "bus"
     ballast = small_tmpfs / "ballast"
     ballast.write_bytes(bytes(600 * 1024))
@@ -201,6 +209,9 @@ def test_full_disk_fails_the_append_then_the_bus_goes_on(
             output += line
         assert line == "full\n", f"writer died: {process.stderr.read().decode() if process.stderr else ''}"
         failed = outcome(output, "failed ")
+        assert outcome(output, "retry ").startswith("retry BusClosedError"), (
+            "the stopped writer accepted a retry"
+        )
         acks = parse_acks(output)
         assert acks, "nothing fit on the disk: the test premise is broken"
         records = read_all(bus)

@@ -1,0 +1,512 @@
+"""Read-only inspection of a bus: statistics, verification and a retention preview.
+
+The operator CLI formats what these functions return; nothing here prints. Nothing here
+takes the writer lock or opens a file for writing either, so it is safe to run on a bus a
+live writer is appending to, rolling and applying retention to, and on a bus the user may
+only read. Only records below the published watermark are looked at: bytes past it belong
+to an append in progress, not to damage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from filelog_bus import fs
+from filelog_bus.errors import (
+    DAMAGED_WATERMARK,
+    SEGMENT_GAP,
+    CorruptionError,
+    NotABusError,
+)
+from filelog_bus.layout import (
+    FILE_HEADER_SIZE,
+    LOCK_NAME,
+    OFFSET_INDEX_MAGIC,
+    SEGMENT_MAGIC,
+    WATERMARK_NAME,
+    LayoutError,
+    decode_file_header,
+    encode_file_header,
+    offset_index_name,
+    segment_name,
+)
+from filelog_bus.problem import Problem
+from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
+from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
+from filelog_bus.watermark import WatermarkReader
+
+#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
+Progress = Callable[[int, int], None]
+
+#: How long verify waits before re-checking the newest segment once: a writer that is opening
+#: the bus rewrites the tail of that segment's indexes, which must not be reported as damage.
+_ACTIVE_RECHECK_DELAY = 0.2
+
+
+# -- what a directory is --------------------------------------------------------
+
+
+def bus_state(path: str) -> str:
+    """``"missing"`` (a writer may create it), ``"empty"`` (an empty directory) or ``"bus"``.
+
+    Raises NotABusError for anything a writer would refuse, without creating anything.
+    """
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise NotABusError(f"{path} does not exist, nor does its parent directory {parent}")
+        return "missing"
+    if not os.path.isdir(path):
+        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+    names = set(os.listdir(path))
+    if names <= {LOCK_NAME, WATERMARK_NAME + ".new"}:
+        return "empty"
+    if WATERMARK_NAME in names or list_segment_bases(path):
+        return "bus"
+    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+    raise NotABusError(f"{path} holds no filelog-bus (it has no watermark file and no segment: {shown})")
+
+
+def require_bus(path: str) -> None:
+    """Raise NotABusError unless ``path`` already holds a bus (so that nothing creates one there)."""
+    state = bus_state(path)
+    if state != "bus":
+        raise NotABusError(
+            f"no bus at {path}: the directory {'does not exist' if state == 'missing' else 'is empty'}"
+        )
+
+
+def index_interval(path: str) -> int | None:
+    """The index block size of the newest segment (its offset index's header), or None if unreadable."""
+    bases = list_segment_bases(path)
+    if not bases:
+        return None
+    try:
+        _, interval = decode_file_header(
+            OFFSET_INDEX_MAGIC, fs.read_file(os.path.join(path, offset_index_name(bases[-1])))
+        )
+    except (OSError, LayoutError):
+        return None
+    return interval or None
+
+
+# -- a consistent view of the segments ----------------------------------------------
+
+
+class _Span(NamedTuple):
+    """A segment as listed: its records lie in [base, end); the newest one is still growing."""
+
+    base: int
+    end: int
+    newest: bool
+
+
+def _read_watermark(path: str) -> int:
+    reader = WatermarkReader(path)
+    try:
+        return reader.read()
+    finally:
+        reader.close()
+
+
+def _spans(bases: list[int], watermark: int) -> list[_Span]:
+    """Closed segments end where the next begins; the newest one at the watermark."""
+    ends = [*bases[1:], watermark]
+    return [
+        _Span(base, max(end, base), i == len(bases) - 1)
+        for i, (base, end) in enumerate(zip(bases, ends, strict=True))
+    ]
+
+
+def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
+    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
+    if not os.path.isdir(path):
+        if os.path.exists(path):
+            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+        raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+    bases = list_segment_bases(path)
+    return bases, _read_watermark(path)
+
+
+def _open_segment(path: str, base: int) -> LogSegment | None:
+    """Open a segment read-only; None when retention deleted it since it was listed."""
+    try:
+        return LogSegment.open(path, base)
+    except FileNotFoundError:
+        return None
+
+
+def _being_created(path: str, base: int) -> bool:
+    """Whether a segment's file holds only the start of its header: a writer is creating it (it
+    creates the file, then writes the header), or crashed doing so (the next writer finishes it)."""
+    try:
+        existing = fs.read_file(os.path.join(path, segment_name(base)))[:FILE_HEADER_SIZE]
+    except FileNotFoundError:
+        return False
+    return len(existing) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(existing)
+
+
+# -- stats -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentStats:
+    """One segment: where its records lie and how many there are."""
+
+    name: str
+    base: int
+    #: Offset just past its last readable record (where the next segment or record starts).
+    end: int
+    file_size: int
+    record_count: int
+    first_offset: int | None
+    last_offset: int | None
+    first_time: float | None
+    last_time: float | None
+    #: The newest segment, the one the writer appends to.
+    active: bool
+
+    @property
+    def bytes(self) -> int:
+        return self.end - self.base
+
+
+@dataclass(frozen=True)
+class BusStats:
+    """What is on a bus, as of the watermark read when the stats were taken."""
+
+    path: str
+    segments: list[SegmentStats]
+    record_count: int
+    #: Bytes of records (offsets from the oldest to the end).
+    bytes: int
+    #: Bytes of every file in the bus directory (segments, indexes, watermark, lock).
+    disk_bytes: int
+    #: Record count per category, most frequent first.
+    categories: dict[str, int]
+    #: Oldest offset still on the bus, and the offset the next record will get.
+    begin_offset: int
+    end_offset: int
+    oldest_offset: int | None
+    oldest_time: float | None
+    newest_offset: int | None
+    newest_time: float | None
+
+
+def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
+    """Read every record below the watermark once. CorruptionError on a damaged record."""
+    path = os.fspath(path)
+    bases, watermark = _list_and_read_watermark(path)
+    spans = _spans(bases, watermark)
+    total = sum(span.end - span.base for span in spans)
+    done = 0
+    segments: list[SegmentStats] = []
+    categories: Counter[str] = Counter()
+    for span in spans:
+        if span.newest and span.end <= span.base and _being_created(path, span.base):
+            segments.append(_empty_segment_stats(path, span.base))
+            continue
+        segment = _open_segment(path, span.base)
+        if segment is None:
+            continue
+        try:
+            end = min(span.end, segment.data_end())
+            count, first, last = 0, None, None
+            for item in segment.records(span.base, end):
+                count += 1
+                categories[item.category] += 1
+                if first is None:
+                    first = item
+                last = item
+                if progress is not None and count % 1024 == 0:
+                    progress(done + item.offset - span.base, total)
+            done += span.end - span.base
+            if progress is not None:
+                progress(done, total)
+            segments.append(
+                SegmentStats(
+                    name=segment_name(span.base),
+                    base=span.base,
+                    end=end,
+                    file_size=os.fstat(segment.fd).st_size,
+                    record_count=count,
+                    first_offset=first.offset if first else None,
+                    last_offset=last.offset if last else None,
+                    first_time=first.timestamp if first else None,
+                    last_time=last.timestamp if last else None,
+                    active=span.newest,
+                )
+            )
+        finally:
+            segment.close()
+    with_records = [s for s in segments if s.record_count]
+    oldest = with_records[0] if with_records else None
+    newest = with_records[-1] if with_records else None
+    begin = segments[0].base if segments else watermark
+    return BusStats(
+        path=path,
+        segments=segments,
+        record_count=sum(s.record_count for s in segments),
+        bytes=watermark - begin,
+        disk_bytes=_disk_bytes(path),
+        categories=dict(sorted(categories.items(), key=lambda item: (-item[1], item[0]))),
+        begin_offset=begin,
+        end_offset=watermark,
+        oldest_offset=oldest.first_offset if oldest else None,
+        oldest_time=oldest.first_time if oldest else None,
+        newest_offset=newest.last_offset if newest else None,
+        newest_time=newest.last_time if newest else None,
+    )
+
+
+def _empty_segment_stats(path: str, base: int) -> SegmentStats:
+    try:
+        size = os.stat(os.path.join(path, segment_name(base))).st_size
+    except FileNotFoundError:
+        size = 0
+    return SegmentStats(segment_name(base), base, base, size, 0, None, None, None, None, True)
+
+
+def _disk_bytes(path: str) -> int:
+    total = 0
+    for name in os.listdir(path):
+        try:
+            total += os.stat(os.path.join(path, name)).st_size
+        except FileNotFoundError:
+            continue  # deleted by retention meanwhile
+    return total
+
+
+# -- verify --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of verify_bus: healthy when ``problems`` is empty."""
+
+    path: str
+    segments: int
+    records: int
+    #: Bytes of records checked.
+    bytes: int
+    index_files: int
+    #: Records were checked up to this offset (the watermark), or to the last complete record when
+    #: the watermark is unreadable (None).
+    checked_to: int | None
+    problems: list[Problem]
+    #: Things worth knowing that are not damage (an index the writer has not finished, a segment that
+    #: retention deleted while it was being checked).
+    notes: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def repairable_files(self) -> list[str]:
+        """The derived files (indexes, summaries) a rebuild from their segments would fix."""
+        return sorted({problem.file for problem in self.problems if problem.repairable})
+
+
+def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
+    """Check every record, the continuity of the segments, every derived file and the watermark.
+
+    Composed from ``LogSegment.check`` (records, and each index kind's own check against a
+    rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        _list_and_read_watermark(path)  # raises the right NotABusError
+    bases = list_segment_bases(path)
+    problems: list[Problem] = []
+    notes: list[str] = []
+    watermark: int | None
+    try:
+        watermark = _read_watermark(path)
+    except NotABusError:
+        if not bases:
+            raise
+        watermark = None
+        problems.append(
+            Problem(
+                WATERMARK_NAME,
+                None,
+                None,
+                DAMAGED_WATERMARK,
+                "the watermark file is missing: readers refuse the bus; "
+                "open the bus once with a writer to recreate it",
+            )
+        )
+    except CorruptionError as exc:
+        watermark = None
+        problems.append(
+            Problem(WATERMARK_NAME, exc.file_position, None, exc.damage, f"{exc.reason}; {exc.advice}")
+        )
+    problems += _check_continuity(path, bases)
+    ends = [*bases[1:], watermark]
+    total = sum(max(end, base) - base for base, end in zip(bases, ends, strict=True) if end is not None)
+    done = 0
+    records = checked_bytes = index_files = 0
+    for i, base in enumerate(bases):
+        active = i == len(bases) - 1
+        check = _check_segment(path, base, ends[i], active, progress, done, total, notes)
+        if check is not None and active and check.problems:
+            time.sleep(_ACTIVE_RECHECK_DELAY)  # a writer opening the bus rewrites the tail of its indexes
+            check = _check_segment(path, base, ends[i], active, progress, done, total, [])
+        if check is None:
+            continue
+        done += check.bytes
+        records += check.records
+        checked_bytes += check.bytes
+        index_files += check.index_files
+        problems += check.problems
+        for index in check.lagging:
+            lag = index.lag()
+            if lag:
+                notes.append(
+                    f"{index.name}: the {index.kind.label} of the newest segment lacks its last "
+                    f"{lag} {'entry' if lag == 1 else 'entries'} (normal after a crash or while a writer opens "
+                    f"the bus: readers scan those blocks, and the writer completes the index)"
+                )
+    if watermark is not None and bases:
+        problems += _check_watermark(path, bases[-1], watermark)
+    if progress is not None:
+        progress(total, total)
+    return VerifyReport(
+        path=path,
+        segments=len(bases),
+        records=records,
+        bytes=checked_bytes,
+        index_files=index_files,
+        checked_to=watermark,
+        problems=problems,
+        notes=notes,
+    )
+
+
+def _check_segment(
+    path: str,
+    base: int,
+    end: int | None,
+    active: bool,
+    progress: Progress | None,
+    done: int,
+    total: int,
+    notes: list[str],
+) -> SegmentCheck | None:
+    """One segment's own check; None (with a note) when there is nothing to check."""
+    name = segment_name(base)
+    if active and (end is None or end <= base) and _being_created(path, base):
+        notes.append(
+            f"{name} (the newest segment) has no complete header yet: a writer is creating it, or "
+            f"crashed while creating it (the next writer finishes it)"
+        )
+        return None
+    try:
+        segment = LogSegment.open(path, base, check_header=False)  # its check reports a bad header
+    except FileNotFoundError:
+        notes.append(f"{name} was deleted (by retention) while the bus was being checked")
+        return None
+    try:
+        check = segment.check(
+            end,
+            active=active,
+            progress=None if progress is None else lambda done_here: progress(done + done_here, total),
+        )
+    finally:
+        segment.close()
+    if not os.path.exists(segment.path):
+        notes.append(f"{name} was deleted (by retention) while the bus was being checked")
+        return None
+    return check
+
+
+def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
+    """Each closed segment must end exactly where the next one begins."""
+    problems = []
+    for base, next_base in itertools.pairwise(bases):
+        name = segment_name(base)
+        try:
+            size = os.stat(os.path.join(path, name)).st_size
+        except FileNotFoundError:
+            continue  # deleted by retention since it was listed
+        end = base + size - FILE_HEADER_SIZE
+        if end != next_base:
+            how = "truncated" if end < next_base else "extended"
+            problems.append(
+                Problem(
+                    name,
+                    size,
+                    None,
+                    SEGMENT_GAP,
+                    f"the segment ends at offset {end} but the next segment starts at {next_base}: "
+                    f"the file was {how}, and a writer refuses to open the bus until it is repaired; "
+                    f"restore the segment from a backup",
+                )
+            )
+    return problems
+
+
+def _check_watermark(path: str, newest_base: int, watermark: int) -> list[Problem]:
+    """The watermark must lie inside the newest segment's data (a writer publishes after writing)."""
+    bases = list_segment_bases(path)
+    if not bases or bases[-1] != newest_base:
+        return []  # the writer rolled (or retention ran) meanwhile: the check no longer applies
+    try:
+        data_end = (
+            newest_base + os.stat(os.path.join(path, segment_name(newest_base))).st_size - FILE_HEADER_SIZE
+        )
+    except FileNotFoundError:
+        return []
+    if watermark <= data_end:
+        return []
+    return [
+        Problem(
+            WATERMARK_NAME,
+            FILE_HEADER_SIZE,
+            None,
+            DAMAGED_WATERMARK,
+            f"the watermark says records are published up to offset {watermark} but the newest segment's "
+            f"data ends at {data_end}: the bus was not recovered after a crash; open it once with a writer",
+        )
+    ]
+
+
+# -- retention preview ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What ``LogWriter.apply_retention`` would delete now, computed without the lock."""
+
+    segments: list[str]
+    bytes: int
+    #: The oldest offset left afterwards.
+    begin_offset: int
+
+
+def plan_retention_now(
+    path: str, *, max_age_days: float | None, max_bytes: int | None, now: float | None = None
+) -> RetentionPlan:
+    """The same decision as the writer's apply_retention, from the files as they are now."""
+    bases, watermark = _list_and_read_watermark(path)
+    if not bases:
+        return RetentionPlan([], 0, watermark)
+    spans = segment_spans(bases, watermark)
+    doomed = plan_retention(
+        spans,
+        now=time.time() if now is None else now,
+        max_age_days=max_age_days,
+        max_bytes=max_bytes,
+        newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
+    )
+    return RetentionPlan(
+        [segment_name(span.base) for span in doomed],
+        sum(span.size for span in doomed),
+        spans[len(doomed)].base,
+    )

@@ -1,0 +1,142 @@
+"""The file-system calls the engine makes, in one place: the engine's I/O seam.
+
+Every call that changes a bus's files (and every ``open``) goes through this
+module as ``fs.NAME(...)``, looked up at call time. That costs nothing over
+calling ``os`` directly, and lets the test suite replace any of them, as
+SQLite's test VFS does, to fail the Nth call with ENOSPC, EIO or EMFILE, raise
+an exception as a signal handler would, or record the calls of a workload to
+build the states a power cut could leave (see tests/fault_support.py).
+
+Reads that change nothing (``pread``, ``fstat``, ``listdir``) call ``os``
+directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from filelog_bus.errors import BusPermissionError
+
+#: The names the test suite may replace. Each is a plain function with os's signature.
+SEAM = (
+    "open",
+    "close",
+    "write",
+    "pwrite",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "link",
+    "replace",
+    "unlink",
+    "mkdir",
+)
+
+
+def open(path: str, flags: int, mode: int = 0o666) -> int:
+    return os.open(path, flags | os.O_CLOEXEC, mode)
+
+
+close = os.close
+write = os.write
+pwrite = os.pwrite
+fsync = os.fsync
+fdatasync = os.fdatasync
+ftruncate = os.ftruncate
+link = os.link
+replace = os.replace
+unlink = os.unlink
+mkdir = os.mkdir
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` at the file position (a short write is continued)."""
+    view = memoryview(data)
+    while view:
+        view = view[write(fd, view) :]
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, position: int) -> None:
+    """Write every byte of ``data`` at ``position`` (a short write is continued)."""
+    view = memoryview(data)
+    while view:
+        written = pwrite(fd, view, position)
+        view = view[written:]
+        position += written
+
+
+def fsync_directory(path: str) -> None:
+    """Make a file creation, rename or deletion in ``path`` durable."""
+    fd = open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fsync(fd)
+    finally:
+        close(fd)
+
+
+def read_file(path: str) -> bytes:
+    """The whole content of a (small) file. FileNotFoundError if it is missing."""
+    fd = open(path, os.O_RDONLY)
+    try:
+        parts = []
+        while chunk := os.read(fd, 1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        close(fd)
+
+
+def write_file_atomically(path: str, data: bytes) -> None:
+    """Replace ``path`` by a file holding ``data``: readers see the old file or the new one.
+
+    The new file's bytes are fsync'd before the rename; the caller fsyncs the directory
+    (once for several files).
+    """
+    temporary = path + ".new"
+    fd = open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        write_all(fd, data)
+        fsync(fd)
+    finally:
+        close(fd)
+    replace(temporary, path)
+
+
+def open_or_explain(path: str, flags: int, mode: int = 0o666) -> int:
+    """fs.open that turns a permission problem into a BusPermissionError saying what to do."""
+    try:
+        return open(path, flags, mode)
+    except PermissionError as exc:
+        access = "write" if flags & (os.O_WRONLY | os.O_RDWR) else "read"
+        raise BusPermissionError(
+            f"permission denied opening {path} to {access} it",
+            path=path,
+            advice=f"run as a user that may {access} the bus directory's files (see docs/RELIABILITY.md, 'Permissions')",
+            errno=exc.errno or errno.EACCES,
+        ) from None
+
+
+def stat_or_explain(path: str, purpose: str) -> os.stat_result | None:
+    """os.stat, but None when ``path`` does not exist and BusPermissionError when it may not be looked at.
+
+    (os.path.exists answers False on a permission error, which would send the user
+    looking for a missing directory.)
+    """
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError as exc:
+        raise BusPermissionError(
+            f"permission denied looking at {path} to {purpose}",
+            path=path,
+            advice="the user running this process needs search (x) permission on every directory above "
+            "the bus and read permission on the bus directory (see docs/RELIABILITY.md, 'Permissions')",
+            errno=exc.errno or errno.EACCES,
+        ) from None
+
+
+def is_directory(status: os.stat_result | None) -> bool:
+    return status is not None and stat.S_ISDIR(status.st_mode)

@@ -1,0 +1,99 @@
+"""Fault injection through the engine's I/O seam (filelog_bus.fs), SQLite test-VFS style.
+
+``injected(Fault("fsync", 3, errno.EIO))`` makes the third ``fs.fsync`` call inside the
+block fail with EIO; ``Fault("any", 7, KeyboardInterrupt)`` raises KeyboardInterrupt (as a
+signal handler would) instead of making the seventh seam call of any kind. ``count_calls``
+runs a workload and counts its seam calls, so a sweep can fail each one in turn.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from filelog_bus import fs
+
+#: The seam calls a sweep fails, and the errors it fails them with.
+SWEPT_CALLS = (
+    "open",
+    "write",
+    "pwrite",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "link",
+    "replace",
+    "unlink",
+    "mkdir",
+)
+SWEPT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EMFILE)
+
+
+class Interrupt(BaseException):
+    """What a signal handler raises in the middle of an operation (a BaseException, like Ctrl-C)."""
+
+
+class Fault(NamedTuple):
+    #: A name of fs.SEAM, or "any" to count every seam call.
+    call: str
+    #: Which call fails, counting from 1.
+    nth: int
+    #: An errno for an OSError, or an exception class to raise.
+    error: int | type[BaseException]
+
+    def raise_it(self, name: str) -> None:
+        if isinstance(self.error, int):
+            raise OSError(self.error, f"injected {os.strerror(self.error)} in fs.{name}")
+        raise self.error(f"injected in fs.{name}")
+
+
+@dataclass
+class FaultLog:
+    counts: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    fired: bool = False
+    #: The seam call that failed, e.g. "fsync".
+    fired_at: str | None = None
+
+
+@contextmanager
+def injected(fault: Fault | None) -> Iterator[FaultLog]:
+    """Within the block, make the fault's call fail (None: only count the calls)."""
+    log = FaultLog()
+    originals = {name: getattr(fs, name) for name in fs.SEAM}
+
+    def wrap(name: str, original: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            log.counts[name] += 1
+            log.total += 1
+            if fault is not None and not log.fired:
+                number = log.total if fault.call == "any" else log.counts[name]
+                if (fault.call in ("any", name)) and number == fault.nth:
+                    log.fired = True
+                    log.fired_at = name
+                    fault.raise_it(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(fs, name, wrap(name, original))
+    try:
+        yield log
+    finally:
+        for name, original in originals.items():
+            setattr(fs, name, original)
+
+
+def count_calls(workload: Callable[[], object]) -> Counter[str]:
+    """The seam calls ``workload()`` makes, by name (and "any" for all of them)."""
+    with injected(None) as log:
+        workload()
+    counts = Counter(log.counts)
+    counts["any"] = log.total
+    return counts
