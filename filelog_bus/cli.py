@@ -459,18 +459,15 @@ def _run(prog: str, command: Callable[[], int]) -> int:
     except OffsetOutOfRangeError as exc:
         return fail(prog, str(exc), EXIT_OUT_OF_RANGE)
     except CorruptionError as exc:
-        advice = (
-            "" if "filelog-bus verify" in str(exc) else "; run `filelog-bus verify` to list every problem"
-        )
-        return fail(prog, f"{exc}{advice}", EXIT_DAMAGED)
+        return fail(prog, f"{exc}; `filelog-bus verify` lists every problem", EXIT_DAMAGED)
     except BusLockedError as exc:
         return fail(prog, str(exc), EXIT_LOCKED)
     except (ConfigError, InvalidOffsetError, InvalidRecordError) as exc:
         return fail(prog, str(exc), EXIT_USAGE)
-    except OSError as exc:  # includes BusWriteError and BusPermissionError
-        return fail(prog, _os_message(exc), EXIT_FAILED)
-    except FilelogBusError as exc:
+    except FilelogBusError as exc:  # includes BusWriteError and BusPermissionError
         return fail(prog, str(exc), EXIT_FAILED)
+    except OSError as exc:
+        return fail(prog, _os_message(exc), EXIT_FAILED)
 
 
 def write_line(text: str) -> None:

@@ -16,8 +16,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Protocol
 
 from filelog_bus.errors import BusPermissionError
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
 
 #: The names the test suite may replace. Each is a plain function with os's signature.
 SEAM = (
@@ -49,6 +55,26 @@ link = os.link
 replace = os.replace
 unlink = os.unlink
 mkdir = os.mkdir
+
+
+def close_all(*parts: Closable | None) -> None:
+    """Close every part, even when closing one fails or is interrupted.
+
+    OSErrors from close are ignored (the data was synced before, or the caller is already
+    failing); any other exception (an interrupt) is raised once every part was closed.
+    """
+    interrupted: BaseException | None = None
+    for part in parts:
+        if part is None:
+            continue
+        try:
+            part.close()
+        except OSError:
+            pass
+        except BaseException as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

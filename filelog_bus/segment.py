@@ -213,9 +213,7 @@ class LogSegment:
             file_position=self.file_position(damage.offset),
             offset=damage.offset,
             damage=DAMAGED_RECORD,
-            advice=advice
-            or "the segment is damaged; run `filelog-bus verify` on the bus and restore this file from a "
-            "backup, or move it aside to drop its records",
+            advice=advice or "restore this segment from a backup, or move it aside to drop its records",
         )
 
     # -- appending (active segment) ---------------------------------------------------
@@ -348,7 +346,7 @@ class LogSegment:
                 f"invalid bytes that recovery must not cut ({file_end - offset} bytes to the end): {why}",
                 False,
             ),
-            "it is not a torn write; inspect with `filelog-bus verify`, then restore the segment from a backup",
+            "it is not a torn write: restore the segment from a backup",
         )
 
     # -- rebuilding derived files ---------------------------------------------------
@@ -481,13 +479,13 @@ class LogSegment:
 
     def close(self) -> None:
         """Close every file; safe to call twice, and after a failure."""
-        for writer in (self._offsets, self._categories):
-            if writer is not None:
-                writer.close()
-        self._offsets = self._categories = None
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            fs.close(fd)
+        offsets, categories, self._offsets, self._categories = self._offsets, self._categories, None, None
+        try:
+            fs.close_all(offsets, categories)
+        finally:
+            if self.fd >= 0:
+                fd, self.fd = self.fd, -1
+                fs.close(fd)
 
 
 @dataclass

@@ -128,10 +128,7 @@ class LogWriter:
         """Close every file and release the lock, whatever state they are in."""
         segment, watermark, lock_file = self._segment, self._watermark, self._lock_file
         self._segment = self._watermark = self._lock_file = None
-        for part in (segment, watermark, lock_file):
-            if part is not None:
-                with contextlib.suppress(OSError):
-                    part.close()  # closing the lock file releases the flock
+        fs.close_all(segment, watermark, lock_file)  # the lock file last: closing it releases the flock
 
     @property
     def failure(self) -> BaseException | None:
@@ -308,6 +305,7 @@ class LogWriter:
         The error raised is typed (BusWriteError) for an OSError; anything else (an
         interrupt) propagates as it is.
         """
+        self._failure = exc  # first: an interrupt landing in this handler must still leave the writer stopped
         failure = self._failure = _write_error(exc, what, path, offset)
         segment = self._segment
         if offset is not None and segment is not None and self._end == offset and offset >= segment.base:
