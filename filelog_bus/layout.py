@@ -78,11 +78,6 @@ def category_summary_name(base: int) -> str:
     return f"{base:020d}{CATEGORY_SUMMARY_SUFFIX}"
 
 
-def derived_file_names(base: int) -> tuple[str, str, str]:
-    """The files derived from segment ``base`` (a closed segment has all three, the active one two)."""
-    return offset_index_name(base), category_index_name(base), category_summary_name(base)
-
-
 def parse_index_name(name: str) -> int | None:
     """Base offset of an index file name (either kind), or None for any other name."""
     match = _INDEX_NAME.fullmatch(name)

@@ -16,6 +16,7 @@ next writer's open goes through here.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from typing import NamedTuple
@@ -64,20 +65,17 @@ def load_segments(
 
 
 def remove_leftovers(directory: str, bases: list[int]) -> None:
-    """Delete temporary files and derived files whose segment is gone."""
-    present = set(bases)
-    doomed = [
-        name
-        for name in os.listdir(directory)
-        if name.endswith(TEMPORARY_SUFFIX)
-        or ((base := parse_index_name(name)) is not None and base not in present)
-    ]
-    for name in doomed:
-        try:
+    """Finish a retention pass a crash cut short (derived files whose segment is gone), and delete
+    temporary files."""
+    names = os.listdir(directory)
+    orphans = {base for name in names if (base := parse_index_name(name)) is not None} - set(bases)
+    for base in sorted(orphans):
+        LogSegment.delete(directory, base)
+    temporaries = [name for name in names if name.endswith(TEMPORARY_SUFFIX)]
+    for name in temporaries:
+        with contextlib.suppress(FileNotFoundError):
             fs.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            continue
-    if doomed:
+    if temporaries:
         fs.fsync_directory(directory)
 
 

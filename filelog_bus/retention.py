@@ -8,14 +8,11 @@ is never deleted, so the bus always keeps its newest offset.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from filelog_bus import fs
 from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
-from filelog_bus.layout import derived_file_names, segment_name
 from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
@@ -68,18 +65,6 @@ def plan_retention(
             doomed.append(segment)
             total -= segment.size
     return doomed
-
-
-def delete_segment(directory: str, base: int) -> str:
-    """Delete one segment durably: the log first (readers never find a log without its base), then
-    its derived files (an open after a crash deletes those left behind). Returns the log's name."""
-    for name in (segment_name(base), *derived_file_names(base)):
-        try:
-            fs.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            continue
-    fs.fsync_directory(directory)
-    return segment_name(base)
 
 
 def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:

@@ -13,6 +13,7 @@ the segment stops using it; opening the bus again runs ``recover``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -227,6 +228,15 @@ class LogSegment:
             self._offsets.append(offset, timestamp)
         if new_key:
             self._categories.append(offset, key)
+
+    def discard_from(self, offset: int) -> None:
+        """Best effort, after a failed append: cut the log back to ``offset`` (never published).
+
+        If this fails too, the next open's recovery decides: the record may survive, but only
+        at the offset it was appended at.
+        """
+        with contextlib.suppress(OSError):
+            fs.ftruncate(self.fd, self.file_position(offset))
 
     def sync_data(self) -> None:
         """Make the appended records durable (the indexes can be rebuilt from them)."""
@@ -476,6 +486,17 @@ class LogSegment:
             DAMAGED_RECORD,
             f"damaged record: {damage.reason}; {extent}; {_RECORD_ADVICE}",
         )
+
+    @staticmethod
+    def delete(directory: str, base: int) -> str:
+        """Delete a closed segment durably: the log first (readers never find a log without its
+        base), then its derived files (an open after a crash deletes those left behind), then
+        fsync the directory. Returns the log's name."""
+        for name in (segment_name(base), *(kind.file_name(base) for kind in INDEX_KINDS)):
+            with contextlib.suppress(FileNotFoundError):
+                fs.unlink(os.path.join(directory, name))
+        fs.fsync_directory(directory)
+        return segment_name(base)
 
     def close(self) -> None:
         """Close every file; safe to call twice, and after a failure."""

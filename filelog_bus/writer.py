@@ -16,7 +16,6 @@ the one recovery path. Nothing it published is ever taken back.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
@@ -42,7 +41,6 @@ from filelog_bus.record import category_key, encode_record
 from filelog_bus.recovery import TEMPORARY_SUFFIX, DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
-    delete_segment,
     plan_retention,
     read_newest_timestamp,
     segment_spans,
@@ -309,9 +307,7 @@ class LogWriter:
         failure = self._failure = _write_error(exc, what, path, offset)
         segment = self._segment
         if offset is not None and segment is not None and self._end == offset and offset >= segment.base:
-            # If this fails too, the next open's recovery decides: the record may survive, never at another offset.
-            with contextlib.suppress(OSError):
-                fs.ftruncate(segment.fd, segment.file_position(offset))
+            segment.discard_from(offset)
         if failure is exc:
             raise exc
         raise failure from exc
@@ -380,7 +376,7 @@ class LogWriter:
         try:
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one
-                deleted.append(delete_segment(self.path, span.base))
+                deleted.append(LogSegment.delete(self.path, span.base))
                 self._bases.remove(span.base)
         except BaseException as exc:
             self._stop(exc, "retention failed", self.path)
