@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 HERMES_PLUGIN_CLASSNAME = "FilelogProducerPlugin"
 
 _SETTINGS = "hermes.plugins.messagebus.filelog.settings"
+#: The category and last event type of an initsync sequence (init-start, added..., init-stop).
+INITSYNC_CATEGORY = "initsync"
+INITSYNC_STOP = "init-stop"
 
 
 def hermes_logger() -> logging.Logger:
@@ -119,9 +122,21 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
             writer.close()
 
     def _send(self, event: Event) -> None:
-        """Append one event; with durability `always` it is on disk when this returns."""
+        """Append one event; with durability `always` it is on disk when this returns.
+
+        Except, with `initsync_durable_once` (the default), the events of an initsync sequence
+        before its `init-stop`: they are made durable, and shown to clients, all at once when
+        `init-stop` (or any event of another category) is sent, or at close(). Hermes commits
+        nothing and saves no cache between the sends of a sequence, and clients ignore a
+        sequence without its `init-stop`, so a crash in the middle loses nothing anyone relied on.
+        """
         if self._writer is None:
             raise RuntimeError(
                 f"filelog bus {self._path!r} is not open: send events inside `with bus:` (open() first)"
             )
-        self._writer.append(event.evcategory, event.to_json().encode("utf-8"), time.time())
+        deferred = (
+            self._settings.get("initsync_durable_once", True)
+            and event.evcategory == INITSYNC_CATEGORY
+            and event.eventtype != INITSYNC_STOP
+        )
+        self._writer.append(event.evcategory, event.to_json().encode("utf-8"), time.time(), deferred=deferred)

@@ -186,7 +186,8 @@ class BusStats:
     record_count: int
     #: Bytes of records (offsets from the oldest to the end).
     bytes: int
-    #: Bytes of every file in the bus directory (segments, indexes, watermark, lock).
+    #: Bytes allocated on disk for every file in the bus directory (segments with the preallocated space
+    #: of the active one, indexes, watermark, lock).
     disk_bytes: int
     #: Record count per category, most frequent first.
     categories: dict[str, int]
@@ -216,7 +217,7 @@ def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
         if segment is None:
             continue
         try:
-            end = min(span.end, segment.data_end())
+            end = min(span.end, segment.file_end())
             count, first, last = 0, None, None
             for item in segment.records(span.base, end):
                 count += 1
@@ -277,7 +278,7 @@ def _disk_bytes(path: str) -> int:
     total = 0
     for name in os.listdir(path):
         try:
-            total += os.stat(os.path.join(path, name)).st_size
+            total += os.stat(os.path.join(path, name)).st_blocks * 512  # allocated, preallocation included
         except FileNotFoundError:
             continue  # deleted by retention meanwhile
     return total

@@ -324,7 +324,7 @@ def format_stats(stats: check.BusStats) -> str:
         f"bus          {stats.path}",
         f"records      {stats.record_count} in {_count(len(stats.segments), 'segment')}: "
         f"{_count(stats.bytes, 'byte')} ({_human_bytes(stats.bytes)}); "
-        f"{_human_bytes(stats.disk_bytes)} on disk with the indexes",
+        f"{_human_bytes(stats.disk_bytes)} allocated on disk with the indexes and preallocated space",
     ]
     if stats.record_count:
         lines += [

@@ -51,6 +51,7 @@ pwrite = os.pwrite
 fsync = os.fsync
 fdatasync = os.fdatasync
 ftruncate = os.ftruncate
+fallocate = os.posix_fallocate
 link = os.link
 replace = os.replace
 unlink = os.unlink

@@ -16,7 +16,13 @@ import struct
 import zlib
 from typing import NamedTuple
 
-FORMAT_VERSION = 1
+#: The format version this filelog-bus writes in segment headers, and the newest it reads. Version 2
+#: segments may be preallocated: the active one's file extends past its data with zeros. Index,
+#: summary and watermark files did not change and keep version 1 in their headers.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+#: Version written in the headers of files whose layout version 2 did not change.
+UNCHANGED_FILES_VERSION = 1
 SEGMENT_MAGIC = b"FLBUSLOG"
 OFFSET_INDEX_MAGIC = b"FLBUSIDX"
 CATEGORY_INDEX_MAGIC = b"FLBUSCAT"
@@ -90,9 +96,16 @@ def parse_segment_name(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def encode_file_header(magic: bytes, base: int, parameter: int = 0) -> bytes:
-    prefix = FILE_HEADER.pack(magic, FORMAT_VERSION, parameter, base, 0)[:_HEADER_CRC_COVERS]
-    return FILE_HEADER.pack(magic, FORMAT_VERSION, parameter, base, zlib.crc32(prefix))
+def encode_file_header(
+    magic: bytes, base: int, parameter: int = 0, version: int = UNCHANGED_FILES_VERSION
+) -> bytes:
+    prefix = FILE_HEADER.pack(magic, version, parameter, base, 0)[:_HEADER_CRC_COVERS]
+    return FILE_HEADER.pack(magic, version, parameter, base, zlib.crc32(prefix))
+
+
+def file_header_version(buf: bytes) -> int:
+    """The format version a (checked) file header records."""
+    return FILE_HEADER.unpack_from(buf)[1]
 
 
 def decode_file_header(magic: bytes, buf: bytes) -> tuple[int, int]:
@@ -106,9 +119,9 @@ def decode_file_header(magic: bytes, buf: bytes) -> tuple[int, int]:
         raise LayoutError("file header checksum mismatch")
     if buf[_HEADER_CRC_COVERS + 4 : FILE_HEADER_SIZE] != bytes(FILE_HEADER_SIZE - _HEADER_CRC_COVERS - 4):
         raise LayoutError("file header's reserved bytes are not zero")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise LayoutError(
-            f"format version {version} is not supported (this filelog-bus reads version {FORMAT_VERSION})"
+            f"format version {version} is not supported (this filelog-bus reads versions up to {FORMAT_VERSION})"
         )
     return base, parameter
 

@@ -97,9 +97,15 @@ class LogReader:
         status = fs.stat_or_explain(self.path, "read the bus")
         if not fs.is_directory(status):
             if status is not None:
-                raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus")
+                raise NotABusError(
+                    f"{self.path} is not a directory, so it is not a filelog-bus", path=self.path
+                )
             if not self.missing_ok:
-                raise NotABusError(f"no bus at {self.path}: the directory does not exist; check the path")
+                raise NotABusError(
+                    f"no bus at {self.path}: the directory does not exist",
+                    path=self.path,
+                    advice="check the path",
+                )
         self._open = True
         try:
             self._attach()
@@ -142,7 +148,9 @@ class LogReader:
     def _check_open(self) -> None:
         if not self._open:
             raise BusClosedError(
-                f"the reader of {self.path} is not open: call open() or use it in a with block"
+                f"the reader of {self.path} is not open",
+                path=self.path,
+                advice="call open() or use it in a with block",
             )
 
     # -- where things are --------------------------------------------------------
@@ -184,7 +192,7 @@ class LogReader:
         try:
             self._bases = list_segment_bases(self.path)
         except FileNotFoundError:
-            raise NotABusError(f"the bus directory {self.path} was removed") from None
+            raise NotABusError(f"the bus directory {self.path} was removed", path=self.path) from None
         except PermissionError:
             raise BusPermissionError(
                 f"permission denied listing the bus directory {self.path}",
@@ -267,8 +275,9 @@ class LogReader:
             except FileNotFoundError:
                 continue
             if i + 1 < len(self._bases):
-                return segment, self._bases[i + 1]
-            segment_end = min(end, segment.data_end())
+                # A closed segment may end past the watermark (deferred appends, then a roll).
+                return segment, min(self._bases[i + 1], end)
+            segment_end = min(end, segment.file_end())
             if offset < segment_end or attempt == 2:
                 return segment, segment_end
         raise self._expired(offset, end)
@@ -365,7 +374,7 @@ class LogReader:
         batch = segment.scanner.batch(position, segment_end, self._chunk)
         self._chunk = min(self._chunk * 4, READ_CHUNK)
         if not batch.records:
-            if batch.error is None and segment_end < end and segment_end == segment.data_end():
+            if batch.error is None and segment_end < end and segment_end == segment.file_end():
                 return self._stall(end, segment)
             self._advance(segment, position, batch.consumed, batch.error, False, segment_end)
         self._batch = batch.records
@@ -375,7 +384,7 @@ class LogReader:
     def _stall(self, watermark: int, segment: LogSegment) -> None:
         """The newest segment's file ends before the watermark (a crash state, until a writer recovers
         the bus): until the watermark or the file changes, behave as at the end of the bus."""
-        self._stalled = (watermark, segment, segment.data_end())
+        self._stalled = (watermark, segment, segment.file_end())
 
     def _has_news(self) -> bool:
         """Whether a record may be read after the position now."""
@@ -384,7 +393,7 @@ class LogReader:
             return False
         if self._stalled is not None:
             watermark, segment, data_end = self._stalled
-            if end == watermark and segment.fd >= 0 and segment.data_end() == data_end:
+            if end == watermark and segment.fd >= 0 and segment.file_end() == data_end:
                 return False
             self._stalled = None
         return True

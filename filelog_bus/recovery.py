@@ -46,13 +46,13 @@ class LoadedSegments(NamedTuple):
 
 
 def load_segments(
-    directory: str, interval: int, durable: DurablePoint, clean_close: CleanClose | None
+    directory: str, interval: int, segment_bytes: int, durable: DurablePoint, clean_close: CleanClose | None
 ) -> LoadedSegments:
     """Run the passes on a bus that has at least one segment; the caller owns the returned segment."""
     bases = list_segment_bases(directory)
     remove_leftovers(directory, bases)  # 1
     check_closed_segments(directory, bases, interval)  # 2
-    active = LogSegment.open_active(directory, bases[-1], interval)  # 3
+    active = LogSegment.open_active(directory, bases[-1], interval, segment_bytes)  # 3
     try:
         if clean_close is not None and active.continue_after_clean_close(clean_close):
             end = clean_close.end

@@ -9,11 +9,19 @@ place. Only the newest segment (the *active* one) is ever appended to.
 
 Writing is fail-stop: a method that fails part-way raises, and the writer that owns
 the segment stops using it; opening the bus again runs ``recover``.
+
+Segments of format version 2 are *preallocated*: space is allocated ahead of the
+appends (``PREALLOCATION_STEP`` at a time, up to the segment size), so that appends
+overwrite space the file already has and most durable appends are one data-only
+fdatasync. The active segment's file therefore extends past its data with zeros (no
+record starts with a zero byte); sealing cuts it to its data, so closed segments end
+exactly where the next begins, as in version 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,16 +50,18 @@ from filelog_bus.index import (
 )
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
+    FORMAT_VERSION,
     SEGMENT_MAGIC,
     CleanClose,
     LayoutError,
     decode_file_header,
     encode_file_header,
+    file_header_version,
     parse_segment_name,
     segment_name,
 )
 from filelog_bus.problem import Problem
-from filelog_bus.record import Record, category_key
+from filelog_bus.record import HEADER_SIZE, Record, category_key
 from filelog_bus.scan import (
     READ_CHUNK,
     CollectDamage,
@@ -80,10 +90,14 @@ class LogSegment:
         self.path = os.path.join(directory, segment_name(base))
         self.fd = fd
         self.scanner = RecordScanner(self)
+        #: The format version of its header (known once checked); version 2 may be preallocated.
+        self.version = 1
         # Only for the active segment: the index writers and which records they index.
         self._offsets: IndexWriter | None = None
         self._categories: IndexWriter | None = None
         self._blocks: IndexBlocks | None = None
+        self._segment_bytes = 0
+        self._allocated_end = base
 
     # -- opening -----------------------------------------------------------------------
 
@@ -101,8 +115,8 @@ class LogSegment:
         return segment
 
     @classmethod
-    def create(cls, directory: str, base: int, interval: int) -> LogSegment:
-        """Create the new active segment, durably, with empty indexes.
+    def create(cls, directory: str, base: int, interval: int, segment_bytes: int) -> LogSegment:
+        """Create the new active segment, durably, preallocated, with empty indexes.
 
         The header is written and fsync'd under a temporary name first, so nobody ever
         lists a segment without its header; linking refuses to replace an existing segment.
@@ -111,7 +125,8 @@ class LogSegment:
         temporary = path + ".new"
         fd = fs.open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
-            fs.write_all(fd, encode_file_header(SEGMENT_MAGIC, base))
+            fs.write_all(fd, encode_file_header(SEGMENT_MAGIC, base, version=FORMAT_VERSION))
+            _preallocate(fd, min(segment_bytes, PREALLOCATION_STEP))
             fs.fsync(fd)
             fs.link(temporary, path)
             fs.unlink(temporary)
@@ -120,8 +135,9 @@ class LogSegment:
             fs.close(fd)
             raise
         segment = cls(directory, base, fd)
+        segment.version = FORMAT_VERSION
         try:
-            segment._open_indexes(interval)
+            segment._open_indexes(interval, segment_bytes)
             segment._reset_indexes()
         except BaseException:
             segment.close()
@@ -129,7 +145,7 @@ class LogSegment:
         return segment
 
     @classmethod
-    def open_active(cls, directory: str, base: int, interval: int) -> LogSegment:
+    def open_active(cls, directory: str, base: int, interval: int, segment_bytes: int) -> LogSegment:
         """Open the newest segment for appending, finishing a creation a crash cut short.
 
         The caller then either continues after a clean close or runs ``recover``.
@@ -143,13 +159,16 @@ class LogSegment:
                 fs.pwrite_all(fd, header, 0)  # written by an older version, which created the file in place
                 fs.fsync(fd)
             segment.check_header()
-            segment._open_indexes(interval)
+            segment._open_indexes(interval, segment_bytes)
         except BaseException:
             segment.close()
             raise
         return segment
 
-    def _open_indexes(self, interval: int) -> None:
+    def _open_indexes(self, interval: int, segment_bytes: int) -> None:
+        """Become the active segment: open the index writers; know how far the file is allocated."""
+        self._segment_bytes = segment_bytes
+        self._allocated_end = self.file_end()
         self._offsets = IndexWriter(
             os.path.join(self.directory, OFFSET_INDEX.file_name(self.base)),
             OFFSET_INDEX.magic,
@@ -178,6 +197,7 @@ class LogSegment:
                 damage=DAMAGED_HEADER,
                 advice="if this file does not belong to the bus, move it out of the bus directory",
             ) from None
+        self.version = file_header_version(header)
         if recorded_base != self.base:
             raise CorruptionError(
                 f"segment header says base offset {recorded_base} but the file name says {self.base}",
@@ -189,8 +209,8 @@ class LogSegment:
 
     # -- reading -----------------------------------------------------------------------
 
-    def data_end(self) -> int:
-        """Offset just past the last byte in the file (complete record or not)."""
+    def file_end(self) -> int:
+        """Offset just past the last byte in the file: the data end, or past it when preallocated."""
         return self.base + max(os.fstat(self.fd).st_size - FILE_HEADER_SIZE, 0)
 
     def file_position(self, offset: int) -> int:
@@ -222,12 +242,24 @@ class LogSegment:
     def append(self, offset: int, data: bytes, timestamp: float, key: int) -> None:
         """Write one record at ``offset`` (the end), then its index entries. Not synced."""
         assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        if offset + len(data) > self._allocated_end and self.version >= 2:
+            self._allocate_ahead(offset + len(data))
         fs.pwrite_all(self.fd, data, self.file_position(offset))
         new_block, new_key = self._blocks.admit(offset, key)
         if new_block:
             self._offsets.append(offset, timestamp)
         if new_key:
             self._categories.append(offset, key)
+
+    def _allocate_ahead(self, needed: int) -> None:
+        """Preallocate the next step of the file (never past the segment's size, unless a record is)."""
+        target = max(needed, min(self._allocated_end + PREALLOCATION_STEP, self.base + self._segment_bytes))
+        _preallocate(self.fd, target - self._allocated_end, self.file_position(self._allocated_end))
+        self._allocated_end = target  # even when the file system refused: then writes extend the file
+
+    def unwritten_at(self, offset: int) -> bool:
+        """Whether no record was written at ``offset`` yet: the zeros of a preallocated tail."""
+        return self.version >= 2 and self.read(offset, HEADER_SIZE) == bytes(HEADER_SIZE)
 
     def discard_from(self, offset: int) -> None:
         """Best effort, after a failed append: cut the log back to ``offset`` (never published).
@@ -254,20 +286,26 @@ class LogSegment:
         return CleanClose(self.base, end, self._offsets.size(), self._categories.size())
 
     def seal(self, end: int) -> None:
-        """Close the segment for good at ``end`` (a roll): sync everything, then write its summary."""
+        """Close the segment for good at ``end`` (a roll): cut its preallocated tail, sync everything
+        (the new size too), then write its summary."""
+        if self.file_end() != end:
+            fs.ftruncate(self.fd, self.file_position(end))
+            fs.fsync(self.fd)
         self.sync()
         categories = load_category_index(self.directory, self.base, end)
-        if categories is None:
-            return  # a damaged index: the next writer's open rebuilds it and the summary
-        summary = encode_category_summary(
-            self.base, categories.interval, summarize_categories(categories), end
-        )
-        self._write_derived({CATEGORY_SUMMARY.file_name(self.base): summary})
+        name = CATEGORY_SUMMARY.file_name(self.base)
+        if categories is not None:
+            entries = summarize_categories(categories)
+            summary = encode_category_summary(self.base, categories.interval, entries, end)
+        else:  # unreadable (damaged, or a failing read): rebuild it from the records themselves
+            assert self._blocks is not None
+            summary = self.rebuilt_files(end, self._blocks.interval)[name]
+        self._write_derived({name: summary})
 
     def continue_after_clean_close(self, note: CleanClose) -> bool:
         """Pick up where a clean close left the files; False if they are not as it left them."""
         assert self._offsets is not None and self._categories is not None and self._blocks is not None
-        if note.base != self.base or note.end != self.data_end():
+        if note.base != self.base or not self._ends_at(note.end):
             return False
         if not (
             self._offsets.continue_at(note.offset_index_size)
@@ -296,7 +334,7 @@ class LogSegment:
         """
         assert self._offsets is not None and self._categories is not None and self._blocks is not None
         interval = self._blocks.interval
-        file_end = self.data_end()
+        file_end = self.file_end()
         offsets = load_offset_index(self.directory, self.base, file_end)
         categories = load_category_index(self.directory, self.base, file_end)
         start = _resume_point(self.base, offsets, categories, interval, durable_to)
@@ -307,15 +345,42 @@ class LogSegment:
             if end < durable_to:
                 raise self._damage_to_keep(end, file_end, "records known to be durable are damaged")
             if not unsynced_writer:
+                # A writer that synced every append leaves no hole: valid records after the damage
+                # (even past zeros: a lagging watermark can hide a page lost to a failing device)
+                # mean damage to acknowledged records, not a torn write.
                 search_from = self.scanner.resync_from(end, file_end)
                 if (
                     search_from < file_end
                     and self.scanner.find_valid_record(search_from, file_end) is not None
                 ):
                     raise self._damage_to_keep(end, file_end, "valid records follow the damage")
-            fs.ftruncate(self.fd, self.file_position(end))
+            if not self._only_zeros(end, file_end):
+                # Cut whatever follows (a torn write, pages an unsynced writer left past a hole), so
+                # that no stale bytes can ever line up behind a later append.
+                self._cut(end)
         self.sync()
         return end
+
+    def _only_zeros(self, start: int, end: int) -> bool:
+        """Whether [start, end) holds only zeros: the unwritten tail of a preallocated segment."""
+        if self.version < 2:
+            return start >= end
+        for position in range(start, end, READ_CHUNK):
+            chunk = self.read(position, min(READ_CHUNK, end - position))
+            if chunk != bytes(len(chunk)):
+                return False
+        return True
+
+    def _cut(self, end: int) -> None:
+        """Cut everything from ``end``, durably (the next append allocates ahead again)."""
+        fs.ftruncate(self.fd, self.file_position(end))
+        fs.fsync(self.fd)
+        self._allocated_end = end
+
+    def _ends_at(self, end: int) -> bool:
+        """Whether the data ends exactly at ``end``: the file ends there, or zeros follow."""
+        file_end = self.file_end()
+        return file_end == end or (file_end > end and self.unwritten_at(end))
 
     def _index_from(
         self, start: int, end: int, offsets: IndexView | None, categories: IndexView | None
@@ -439,7 +504,7 @@ class LogSegment:
             result.problems.append(Problem(name, exc.file_position, None, DAMAGED_HEADER, exc.reason))
         kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
         indexes = [kind.start_check(self.directory, self.base) for kind in kinds]
-        file_end = self.data_end()
+        file_end = self.file_end()
         scan_end = file_end if end is None else max(self.base, min(end, file_end))
         damage = CollectDamage()
         first_damage: int | None = None
@@ -519,6 +584,25 @@ class SegmentCheck:
     problems: list[Problem] = field(default_factory=list)
     #: The active segment's index checks, to report how far they lag (normal, not damage).
     lagging: list[IndexCheck] = field(default_factory=list)
+
+
+#: Page size assumed when looking for the unwritten (all-zero) tail of a preallocated segment.
+_PAGE = 4096
+#: How much of a version 2 segment is allocated ahead of its appends at a time. (Allocating whole
+#: segments at once would give every small bus, and every test, a 64 MiB file.)
+PREALLOCATION_STEP = 4 * 2**20
+
+
+def _preallocate(fd: int, length: int, position: int = FILE_HEADER_SIZE) -> None:
+    """Allocate ``length`` bytes from ``position`` (zeros), if the file system can: preallocation only
+    makes appends faster, so a full disk or a file system without it is not an error here."""
+    if length <= 0:
+        return
+    try:
+        fs.fallocate(fd, position, length)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
 
 
 def _resume_point(

@@ -48,6 +48,8 @@ class WatermarkPublisher:
     def __init__(self, directory: str, *, unsynced_writer: bool) -> None:
         self.path = watermark_path(directory)
         self.unsynced_writer = unsynced_writer
+        self._holding_unsynced = False
+        self._last = (0, True)
         if fs.stat_or_explain(self.path, "open the watermark") is None:
             self._create(directory)
         self.fd = fs.open_or_explain(self.path, os.O_RDWR)
@@ -74,7 +76,25 @@ class WatermarkPublisher:
 
     def publish(self, offset: int, durable: bool) -> None:
         """Let readers read up to ``offset``; ``durable`` says all of it has been fsync'd."""
-        fs.pwrite_all(self.fd, encode_watermark(offset, durable, self.unsynced_writer), FILE_HEADER_SIZE)
+        unsynced = self.unsynced_writer or self._holding_unsynced
+        fs.pwrite_all(self.fd, encode_watermark(offset, durable, unsynced), FILE_HEADER_SIZE)
+        self._last = (offset, durable)
+
+    def hold_unsynced(self) -> None:
+        """Say, durably, before a syncing writer leaves appends unsynced (deferred), that it does.
+
+        Recovery then treats a hole past the last durable point as the loss of unsynced pages
+        (and cuts there) instead of as damage to acknowledged records.
+        """
+        if self.unsynced_writer or self._holding_unsynced:
+            return
+        self._holding_unsynced = True
+        self.publish(*self._last)
+        fs.fsync(self.fd)
+
+    def release_unsynced(self) -> None:
+        """Every deferred append is synced: the next publication drops the flag (no sync needed)."""
+        self._holding_unsynced = False
 
     def publish_at_open(self, offset: int, previous: Watermark | None) -> None:
         """Publish the recovered end; sync the file when it must now say the writer's durability."""

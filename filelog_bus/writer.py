@@ -28,6 +28,7 @@ from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
 from filelog_bus.errors import (
     MISSING_SEGMENTS,
     BusClosedError,
+    BusIOError,
     BusLockedError,
     BusPermissionError,
     BusWriteError,
@@ -87,7 +88,9 @@ class LogWriter:
     def open(self) -> LogWriter:
         """Lock the bus (creating it if needed) and recover it. Every failure is a FilelogBusError."""
         if self._segment is not None:
-            return self
+            if self._failure is None:
+                return self
+            self.close()  # a stopped writer: reopening recovers the bus
         self._failure = None
         try:
             self._prepare_directory()
@@ -112,6 +115,7 @@ class LogWriter:
             if self._segment is not None and self._watermark is not None and self._failure is None:
                 try:
                     self._segment.sync()
+                    self._watermark.release_unsynced()
                     self._watermark.publish(self._end, durable=True)
                     self._watermark.leave_clean_close(self._segment.clean_close_note(self._end))
                 except OSError as exc:
@@ -233,7 +237,7 @@ class LogWriter:
                 previous.offset if previous is not None and previous.durable else 0,
                 previous is not None and previous.unsynced_writer,
             )
-            loaded = load_segments(self.path, interval, durable, clean_close)
+            loaded = load_segments(self.path, interval, self.config.segment_bytes, durable, clean_close)
             self._segment, self._bases, self._end = loaded.active, loaded.bases, loaded.end
         else:
             if previous is not None and previous.offset:
@@ -244,7 +248,7 @@ class LogWriter:
                     advice="restore the segments from a backup, or start a new bus in an empty directory "
                     "(and reset the consumers' offsets)",
                 )
-            self._segment = LogSegment.create(self.path, 0, interval)
+            self._segment = LogSegment.create(self.path, 0, interval, self.config.segment_bytes)
             self._bases, self._end = [0], 0
         self._watermark.publish_at_open(self._end, previous)
 
@@ -265,8 +269,16 @@ class LogWriter:
                 advice="call open() or use it in a with block",
             )
 
-    def append(self, category: str, payload: bytes, timestamp: float | None = None) -> int:
-        """Append one record and return its offset; durable on return with durability="always"."""
+    def append(
+        self, category: str, payload: bytes, timestamp: float | None = None, *, deferred: bool = False
+    ) -> int:
+        """Append one record and return its offset; durable on return with durability="always".
+
+        ``deferred=True``: the record is written but neither synced nor shown to readers until
+        ``sync()``, a later append that is not deferred, or ``close()`` makes it durable and
+        publishes it with everything before it. A crash before then may lose it, and any deferred
+        record after it, never a record made durable before.
+        """
         self._check_open()
         limit = self.config.max_record_bytes
         if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) > limit:
@@ -288,14 +300,36 @@ class LogWriter:
         try:
             if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
                 segment = self._roll()
+            if deferred:
+                self._watermark.hold_unsynced()
             segment.append(offset, data, float(timestamp), category_key(category))
+            if deferred:
+                self._end = offset + len(data)
+                return offset
             if self._sync_each_append:
                 segment.sync_data()
+                self._watermark.release_unsynced()
             self._end = offset + len(data)
             self._watermark.publish(self._end, self._sync_each_append)
         except BaseException as exc:
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
+
+    def sync(self) -> int:
+        """Make every record appended so far durable and visible to readers; return the end offset.
+
+        Needed only after deferred appends (``append(..., deferred=True)``), or to make the
+        records of a ``durability="never"`` writer durable at a point of your choosing.
+        """
+        self._check_open()
+        assert self._segment is not None and self._watermark is not None
+        try:
+            self._segment.sync_data()
+            self._watermark.release_unsynced()
+            self._watermark.publish(self._end, durable=True)
+        except BaseException as exc:
+            self._stop(exc, "sync failed", self._segment.path)
+        return self._end
 
     def _stop(self, exc: BaseException, what: str, path: str, offset: int | None = None) -> NoReturn:
         """Fail-stop: remember the failure, cut back a record that was not published, raise.
@@ -317,7 +351,9 @@ class LogWriter:
         assert self._segment is not None
         old = self._segment
         old.seal(self._end)
-        new = LogSegment.create(self.path, self._end, self.config.index_interval_bytes)
+        new = LogSegment.create(
+            self.path, self._end, self.config.index_interval_bytes, self.config.segment_bytes
+        )
         self._segment = new
         self._bases.append(new.base)
         old.close()
@@ -365,13 +401,16 @@ class LogWriter:
         self._check_open()
         check_policy(max_age_days, max_bytes)
         spans = segment_spans(self._bases, self._end)
-        doomed = plan_retention(
-            spans,
-            now=time.time() if now is None else now,
-            max_age_days=max_age_days,
-            max_bytes=max_bytes,
-            newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
-        )
+        try:
+            doomed = plan_retention(
+                spans,
+                now=time.time() if now is None else now,
+                max_age_days=max_age_days,
+                max_bytes=max_bytes,
+                newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
+            )
+        except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
+            raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         deleted: list[str] = []
         try:
             for span in doomed:
@@ -392,7 +431,25 @@ def _write_error(exc: BaseException, failed: str, path: str, offset: int | None 
         f"{failed}: {os.strerror(error_number)}",
         path=exc.filename or path,
         offset=offset,
-        advice=f"nothing of it is visible to readers and earlier records are intact; {_advice(error_number)}",
+        advice=(
+            "the record is not visible to readers and earlier records are intact; "
+            if offset is not None
+            else ""
+        )
+        + _advice(error_number),
+        errno=error_number,
+    )
+
+
+def _io_error(exc: OSError, failed: str, path: str) -> FilelogBusError:
+    """A typed error for a failed read (the writer's files are unchanged, so it goes on)."""
+    if isinstance(exc, FilelogBusError):
+        return exc
+    error_number = exc.errno or errno.EIO
+    return BusIOError(
+        f"{failed}: {os.strerror(error_number)}",
+        path=exc.filename or path,
+        advice=_advice(error_number),
         errno=error_number,
     )
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from support import run_python, spawn_python
 
 from filelog_bus import LogReader, Record
-from filelog_bus.layout import parse_segment_name
+from filelog_bus.layout import FILE_HEADER_SIZE, parse_segment_name
 
 TESTS_DIR = Path(__file__).resolve().parent
 #: FILELOG_LONG=1 runs the randomized suites with many more trials.
@@ -318,6 +318,56 @@ def file_contents(path: Path | str, *, skip: Iterable[str] = ()) -> dict[str, by
         for name in sorted(os.listdir(directory))
         if name not in set(skip) and (directory / name).is_file()
     }
+
+
+def data_end(path: Path | str) -> int:
+    """Where a bus's data ends, as its watermark says (after a clean close, the end of the records).
+
+    Not the newest segment's file size: a preallocated (format version 2) active segment's file
+    extends past its data with zeros.
+    """
+    with LogReader(path, missing_ok=True) as reader:
+        return reader.end_offset
+
+
+def data_end_position(segment: Path, end: int) -> int:
+    """File position of bus offset ``end`` in ``segment`` (where the next append, or a torn one, lands)."""
+    return FILE_HEADER_SIZE + end - segment_base(segment)
+
+
+def assert_only_zeros_after(segment: Path | str, file_position: int) -> None:
+    """The file reaches ``file_position`` and holds only zeros after it (a preallocated tail), if anything."""
+    data = Path(segment).read_bytes()
+    assert len(data) >= file_position, f"{segment} ends at {len(data)}, before {file_position}"
+    tail = data[file_position:]
+    stray = next((i for i, byte in enumerate(tail) if byte), None)
+    assert stray is None, f"{segment} holds a non-zero byte at {file_position + stray} after the data end"
+
+
+def assert_data_then_zeros(segment: Path | str, data: bytes) -> None:
+    """The file starts with exactly ``data`` (header and records) and only zeros follow, if anything."""
+    content = Path(segment).read_bytes()
+    assert content[: len(data)] == data, f"{segment}: the data up to its end changed"
+    assert_only_zeros_after(segment, len(data))
+
+
+def written_end(segment: Path, at_least: int) -> int:
+    """Bus offset just past the last non-zero byte of ``segment`` (where a writer's bytes end, in front of
+    a preallocated tail of zeros), but never before ``at_least`` (records known to be there may end
+    with zero bytes)."""
+    data = segment.read_bytes()
+    stripped = len(data[FILE_HEADER_SIZE:].rstrip(b"\0"))
+    return max(segment_base(segment) + stripped, at_least)
+
+
+def write_at(segment: Path | str, file_position: int, data: bytes) -> None:
+    """Write ``data`` in place at ``file_position`` (a torn append lands at the data end, over the zeros
+    of a preallocated tail)."""
+    fd = os.open(segment, os.O_RDWR)
+    try:
+        os.pwrite(fd, data, file_position)
+    finally:
+        os.close(fd)
 
 
 def flip_bit(path: Path, position: int, bit: int) -> None:

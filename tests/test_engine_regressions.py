@@ -420,7 +420,7 @@ def test_bug1_real_sigalrm_handler_raising_inside_append(tmp_path: Path) -> None
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     print("\n".join(outcomes))
-    check_bus(bus, acks)
+    check_bus(bus, acks, verify=False)  # the last alarm may have cut a roll short: a writer recovers it
     reopen_append_and_roll(bus, acks, "after-alarms")
 
 
@@ -757,6 +757,8 @@ def test_bug6_never_durability_page_lost_in_the_middle_of_the_tail(
 
     Built by hand: the bus is copied while its durability="never" writer is open (what the page
     cache held), then one 4096-byte page of the active segment's tail is zeroed, a later one kept.
+    The active segment is preallocated (its file goes on past its data with zeros), so the tail and
+    its pages are measured from the data end (the writer's end offset), not from the file size.
     """
     live = tmp_path / "live"
     bus = tmp_path / "bus"
@@ -767,9 +769,8 @@ def test_bug6_never_durability_page_lost_in_the_middle_of_the_tail(
     while True:
         append(writer, acks, record("never", seq, size=200 + seq % 50))
         seq += 1
-        newest = live / segment_names(live)[-1]
         enough_segments = segment == "first" or len(segment_names(live)) >= 3
-        if enough_segments and newest.stat().st_size >= 2 * PAGE + 1500:
+        if enough_segments and HEADER + writer.end_offset - active_base(live) >= 2 * PAGE + 1500:
             break
     shutil.copytree(live, bus)  # the writer is still open: no clean close, nothing synced
     writer.close()
@@ -778,7 +779,9 @@ def test_bug6_never_durability_page_lost_in_the_middle_of_the_tail(
     assert [r.offset for r in records] == [a.offset for a in acks]
     base = active_base(bus)
     active = bus / f"{base:020d}.log"
-    size = active.stat().st_size
+    size = HEADER + records[-1].next_offset - base  # where the data ends in the file
+    assert active.stat().st_size >= size
+    assert not any(active.read_bytes()[size:]), "only the zeros of the preallocated tail follow the data"
     hole_page = 1 if size < 4 * PAGE else (size // PAGE) // 2
     assert (hole_page + 1) * PAGE < size, "no page after the hole: the test premise is broken"
     with open(active, "r+b") as file:

@@ -282,7 +282,7 @@ def test_second_producer_is_refused_while_the_first_holds_the_bus(
     bus = tmp_path / "bus"
     with hermes.Producer({"path": str(bus)}):
         second = hermes.Producer({"path": str(bus)})
-        with pytest.raises(Exception, match="(?i)only one hermes-server may produce on a bus") as raised:
+        with pytest.raises(Exception, match=r"(?i)only one hermes-server may produce on a bus") as raised:
             second.open()
     assert type(raised.value).__name__ == "BusLockedError"
     with hermes.Producer({"path": str(bus)}) as third:  # the lock is free again after close

@@ -13,23 +13,35 @@ flipping a bit in one), retention by bytes and by age with an explicit ``now``,
 seek (to records, record + 1, the ends, out of range), seek_to_beginning,
 find_next from the position, partial and full iteration, reader reopen. After
 every step the bus is compared with the model.
+
+Failure rules (issue 8, fail-stop writes): a failing append (one of the append's calls
+through the I/O seam, drawn by number, fails with ENOSPC, EIO or EMFILE) and an
+interrupted append (an exception raised there as a signal handler would). The append must
+raise (``BusWriteError`` with the errno, or the interrupt unchanged); the writer is then
+stopped: every call raises ``BusClosedError`` until "reopen writer" runs, and readers do
+not see the failed record. After the reopen the record is either gone or at the end, where
+the model expected it (the model allows both, then adopts what the bus shows); a segment
+the failed append had started may be left empty, and is adopted the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, settings
+from fault_support import SWEPT_ERRORS, Fault, Interrupt, injected
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from filelog_bus import LogReader, LogWriter, Record
-from filelog_bus.errors import OffsetOutOfRangeError
+from filelog_bus import LogReader, LogWriter, Record, fs
+from filelog_bus.errors import BusClosedError, BusWriteError, OffsetOutOfRangeError
 from filelog_bus.layout import parse_segment_name, segment_name
 from filelog_bus.record import encode_record
 
@@ -45,6 +57,9 @@ APPEND_CATEGORIES = [*COMMON * 5, UNICODE, RARE, *COLLIDING]
 LOOKUP_CATEGORIES = [*COMMON, UNICODE, RARE, *COLLIDING, "never-appended"]
 SEGMENT_BYTES = [1024, 2048, 4096]
 INDEX_INTERVALS = [64, 256, 512]
+#: Which of an append's seam calls fails: mostly the first few (write, index, sync), sometimes a roll's.
+FAULT_CALL_NUMBERS = st.one_of(st.integers(1, 5), st.integers(1, 30))
+INTERRUPTS = [Interrupt, KeyboardInterrupt]
 
 
 class Model(NamedTuple):
@@ -53,6 +68,44 @@ class Model(NamedTuple):
     payload: bytes
     timestamp: float
     size: int
+
+
+class Pending(NamedTuple):
+    """An append that failed: after reopen its record is either gone or this one."""
+
+    record: Model
+    #: The model expected it to start a new segment.
+    rolls: bool
+
+
+def same_failure(failure: BaseException | None, raised: BaseException) -> bool:
+    return failure is not None and (
+        failure is raised
+        or failure is raised.__cause__
+        or failure is raised.__context__
+        or raised is failure.__cause__
+        or raised is failure.__context__
+    )
+
+
+@contextlib.contextmanager
+def failed_open_flags() -> Iterator[list[int]]:
+    """The flags of the fs.open calls that fail in the block (a fault makes one fail)."""
+    flags: list[int] = []
+    inner = fs.open
+
+    def recording(path: str, mode_flags: int, *args: object) -> int:
+        try:
+            return inner(path, mode_flags, *args)
+        except BaseException:
+            flags.append(mode_flags)
+            raise
+
+    fs.open = recording
+    try:
+        yield flags
+    finally:
+        fs.open = inner
 
 
 def payload_for(sequence: int, size: int) -> bytes:
@@ -78,6 +131,9 @@ class LogMachine(RuleBasedStateMachine):
         self.position = 0
         self.clock = 1_700_000_000.0
         self.sequence = 0
+        #: The error that stopped the writer (None while it is usable), and the append it failed.
+        self.failure: BaseException | None = None
+        self.pending: Pending | None = None
 
     def teardown(self) -> None:
         try:
@@ -97,20 +153,63 @@ class LogMachine(RuleBasedStateMachine):
     def begin(self) -> int:
         return self.bases[0]
 
-    def _append(self, category: str, size: int, advance: float) -> Model:
+    @property
+    def stopped(self) -> bool:
+        return self.failure is not None
+
+    def _next_record(self, category: str, size: int, advance: float) -> Pending:
+        """The record the next append makes, and whether it starts a new segment."""
         self.clock += advance
         self.sequence += 1
         payload = payload_for(self.sequence, size)
         record_size = len(encode_record(category, self.clock, payload))
         active = self.bases[-1]
-        if self.end > active and self.end - active + record_size > self.segment_bytes:
-            self.bases.append(self.end)
-        expected = Model(self.end, category, payload, self.clock, record_size)
-        offset = self.writer.append(category, payload, self.clock)
-        assert offset == expected.offset
-        self.records.append(expected)
-        self.end += record_size
-        return expected
+        rolls = self.end > active and self.end - active + record_size > self.segment_bytes
+        return Pending(Model(self.end, category, payload, self.clock, record_size), rolls)
+
+    def _adopt(self, expected: Pending) -> None:
+        if expected.rolls:
+            self.bases.append(expected.record.offset)
+        self.records.append(expected.record)
+        self.end += expected.record.size
+
+    def _append(self, category: str, size: int, advance: float) -> Model:
+        expected = self._next_record(category, size, advance)
+        offset = self.writer.append(category, expected.record.payload, expected.record.timestamp)
+        assert offset == expected.record.offset
+        self._adopt(expected)
+        return expected.record
+
+    def _faulted_append(self, category: str, size: int, fault: Fault) -> None:
+        """Append with ``fault`` injected: either it returns (the fault did not fire) or the writer stops."""
+        expected = self._next_record(category, size, 60.0)
+        raised: BaseException | None = None
+        with injected(fault) as log, failed_open_flags() as flags:
+            try:
+                offset = self.writer.append(category, expected.record.payload, expected.record.timestamp)
+            except (Exception, Interrupt, KeyboardInterrupt) as exc:
+                raised = exc
+        if raised is None:
+            # The append made fewer calls than the fault's number, or the failed call lost nothing: a
+            # close, or an open for reading (of an index, rebuilt from the segment when unreadable).
+            absorbable = log.fired_at == "close" or (
+                log.fired_at == "open"
+                and not flags[0] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_DIRECTORY)
+            )
+            assert not log.fired or absorbable, f"{fault} in fs.{log.fired_at} was swallowed"
+            assert offset == expected.record.offset
+            self._adopt(expected)
+            event("faulted append: returned" + (f" (fs.{log.fired_at} failed)" if log.fired else ""))
+            return
+        event(f"faulted append: {type(raised).__name__} from fs.{log.fired_at}")
+        assert log.fired, f"append raised {raised!r} though no fault fired"
+        if isinstance(fault.error, int):
+            assert isinstance(raised, BusWriteError), f"{fault} in fs.{log.fired_at} raised {raised!r}"
+            assert raised.errno == fault.error, f"{fault} in fs.{log.fired_at} raised {raised!r}"
+        else:
+            assert type(raised) is fault.error, f"{fault} in fs.{log.fired_at} raised {raised!r}"
+        self.failure = raised
+        self.pending = expected
 
     def _from(self, offset: int) -> list[Model]:
         return [m for m in self.records if m.offset >= offset]
@@ -129,6 +228,7 @@ class LogMachine(RuleBasedStateMachine):
 
     # -- writer rules ---------------------------------------------------------------------------------------
 
+    @precondition(lambda self: not self.stopped)
     @rule(
         category=st.sampled_from(APPEND_CATEGORIES),
         size=st.one_of(st.integers(0, 60), st.integers(257, 700)),
@@ -138,6 +238,7 @@ class LogMachine(RuleBasedStateMachine):
         """Append: offset = previous end; rolls as the model predicts."""
         self._append(category, size, advance)
 
+    @precondition(lambda self: not self.stopped)
     @rule(
         batch=st.lists(
             st.tuples(st.sampled_from(APPEND_CATEGORIES), st.integers(0, 400), st.floats(0, 7200)),
@@ -150,6 +251,7 @@ class LogMachine(RuleBasedStateMachine):
         for category, size, advance in batch:
             self._append(category, size, advance)
 
+    @precondition(lambda self: not self.stopped)
     @rule(category=st.sampled_from(APPEND_CATEGORIES), extra=st.integers(0, 300))
     def roll(self, category: str, extra: int) -> None:
         """A record too big for the rest of a non-empty active segment starts a new segment at its offset."""
@@ -167,14 +269,17 @@ class LogMachine(RuleBasedStateMachine):
     )
     def reopen_writer(self, segment_bytes: int, interval: int, damage: str, data: st.DataObject) -> None:
         """Close and reopen the writer (new settings; optionally with indexes deleted or damaged while it
-        was closed): nothing readers see changes."""
-        self.writer.close()
+        was closed): nothing readers see changes. After a failed append, the new writer recovers the bus:
+        the failed record is gone or at the end (adopted then)."""
+        self.writer.close()  # never raises, stopped or not
         indexes = sorted(n for n in os.listdir(self.path) if n.endswith((".index", ".catindex")))
+        # (after a failed roll an index may be left empty, for the reopen to repair: no bit to flip there)
+        flippable = [n for n in indexes if os.path.getsize(os.path.join(self.path, n)) > 0]
         if damage == "delete every index":
             for name in indexes:
                 os.unlink(os.path.join(self.path, name))
-        elif damage == "flip a bit in one index":
-            target = os.path.join(self.path, data.draw(st.sampled_from(indexes)))
+        elif damage == "flip a bit in one index" and flippable:
+            target = os.path.join(self.path, data.draw(st.sampled_from(flippable)))
             with open(target, "r+b") as file:
                 content = bytearray(file.read())
                 bit = data.draw(st.integers(0, len(content) * 8 - 1))
@@ -183,8 +288,71 @@ class LogMachine(RuleBasedStateMachine):
                 file.write(content)
         self.segment_bytes, self.interval = segment_bytes, interval
         self.writer = self._open_writer()
+        if self.pending is not None:
+            self._adopt_what_recovery_kept(self.pending)
+        self.failure = self.pending = None
         assert self.writer.end_offset == self.end
 
+    def _adopt_what_recovery_kept(self, pending: Pending) -> None:
+        with LogReader(self.path) as fresh:
+            got = list(fresh)
+        on_disk = sorted(b for n in os.listdir(self.path) if (b := parse_segment_name(n)) is not None)
+        if len(got) == len(self.records) + 1:
+            self._check_records(got[-1:], [pending.record])  # kept: exactly where the model expected it
+            self._adopt(pending)
+            event("reopen after a failed append: its record was kept")
+        else:
+            event("reopen after a failed append: its record is gone")
+            assert len(got) == len(self.records), "recovery lost or invented records"
+            if pending.rolls and on_disk == [*self.bases, pending.record.offset]:
+                self.bases.append(pending.record.offset)  # the segment the failed roll started, left empty
+        assert on_disk == self.bases
+
+    @precondition(lambda self: not self.stopped)
+    @rule(
+        category=st.sampled_from(APPEND_CATEGORIES),
+        size=st.one_of(st.integers(0, 60), st.integers(257, 2000)),
+        number=FAULT_CALL_NUMBERS,
+        error=st.sampled_from(SWEPT_ERRORS),
+    )
+    def failing_append(self, category: str, size: int, number: int, error: int) -> None:
+        """The append's Nth call through the I/O seam fails (disk full, I/O error, too many files):
+        BusWriteError with that errno, and the writer stops."""
+        self._faulted_append(category, size, Fault("any", number, error))
+
+    @precondition(lambda self: not self.stopped)
+    @rule(
+        category=st.sampled_from(APPEND_CATEGORIES),
+        size=st.one_of(st.integers(0, 60), st.integers(257, 2000)),
+        number=FAULT_CALL_NUMBERS,
+        interrupt=st.sampled_from(INTERRUPTS),
+    )
+    def interrupted_append(
+        self, category: str, size: int, number: int, interrupt: type[BaseException]
+    ) -> None:
+        """A signal handler raises during the append's Nth seam call: the exception propagates unchanged,
+        and the writer stops."""
+        self._faulted_append(category, size, Fault("any", number, interrupt))
+
+    @precondition(lambda self: self.stopped)
+    @rule(category=st.sampled_from(APPEND_CATEGORIES))
+    def stopped_writer_refuses(self, category: str) -> None:
+        """Every call of a stopped writer raises BusClosedError carrying the failure, and changes nothing."""
+        assert self.failure is not None
+        assert same_failure(self.writer.failure, self.failure)
+        calls = [
+            lambda: self.writer.append(category, b"refused", self.clock),
+            lambda: self.writer.apply_retention(max_bytes=0),
+            self.writer.repair_indexes,
+            lambda: self.writer.end_offset,
+            lambda: self.writer.begin_offset,
+        ]
+        for call in calls:
+            with pytest.raises(BusClosedError) as refused:
+                call()
+            assert same_failure(refused.value.failure, self.failure)
+
+    @precondition(lambda self: not self.stopped)
     @rule(max_bytes=st.integers(0, 10_000))
     def retention_by_bytes(self, max_bytes: int) -> None:
         """Oldest closed segments go while the bus exceeds max_bytes; never the active one."""
@@ -200,6 +368,7 @@ class LogMachine(RuleBasedStateMachine):
         self.bases = self.bases[len(doomed) :]
         self._drop_below(self.begin)
 
+    @precondition(lambda self: not self.stopped)
     @rule(max_age_days=st.floats(0.1, 5), ahead_days=st.floats(0, 5))
     def retention_by_age(self, max_age_days: float, ahead_days: float) -> None:
         """Closed segments whose newest record is older than max_age_days at ``now`` go, oldest first."""
@@ -286,20 +455,29 @@ class LogMachine(RuleBasedStateMachine):
 
     @invariant()
     def ends_match(self) -> None:
-        """Writer and reader agree with the model on begin, end and the reader's position."""
-        assert (self.writer.begin_offset, self.writer.end_offset) == (self.begin, self.end)
+        """Writer and reader agree with the model on begin, end and the reader's position
+        (a stopped writer refuses to tell: BusClosedError)."""
+        if self.stopped:
+            with pytest.raises(BusClosedError):
+                _ = self.writer.end_offset
+        else:
+            assert (self.writer.begin_offset, self.writer.end_offset) == (self.begin, self.end)
         assert (self.reader.begin_offset, self.reader.end_offset) == (self.begin, self.end)
         assert self.reader.position == self.position
 
     @invariant()
     def segments_match(self) -> None:
-        """The segment files are exactly the model's retained segments."""
+        """The segment files are exactly the model's retained segments (while a failed roll's writer is
+        stopped, the segment it started may still be there)."""
         on_disk = sorted(b for n in os.listdir(self.path) if (b := parse_segment_name(n)) is not None)
+        if self.pending is not None and self.pending.rolls and on_disk == [*self.bases, self.end]:
+            return
         assert on_disk == self.bases
 
     @invariant()
     def whole_bus_matches(self) -> None:
-        """A fresh reader reads the model; offsets strictly increase and each record ends where the next starts."""
+        """A fresh reader reads the model (never a failed append's record while its writer lives); offsets
+        strictly increase and each record ends where the next starts."""
         with LogReader(self.path) as fresh:
             got = list(fresh)
         self._check_records(got, self.records)

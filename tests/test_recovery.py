@@ -15,11 +15,18 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_support import assert_data_then_zeros, assert_only_zeros_after, write_at
 from support import run_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import CorruptionError
-from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
+from filelog_bus.layout import (
+    FILE_HEADER_SIZE,
+    FORMAT_VERSION,
+    SEGMENT_MAGIC,
+    encode_file_header,
+    segment_name,
+)
 from filelog_bus.record import encode_record
 
 CONFIG = {"segment_bytes": 3072, "index_interval_bytes": 256}
@@ -102,11 +109,20 @@ def index_files(path: Path) -> list[Path]:
     return sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])
 
 
-def snapshot(path: Path) -> dict[str, bytes]:
-    """Every bus file's bytes except the watermark and lock, which change on every open."""
-    return {
+def snapshot(path: Path, end: int | None = None) -> dict[str, bytes]:
+    """Every bus file's bytes except the watermark and lock, which change on every open.
+
+    With ``end`` (the bus's data end), the newest segment is taken up to its data end, after
+    checking that only zeros follow it (its preallocated tail, whose length is not compared)."""
+    files = {
         p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.suffix in (".log", ".index", ".catindex")
     }
+    if end is not None:
+        log = segment_files(path)[-1]
+        position = data_position(log, end)
+        assert_only_zeros_after(log, position)
+        files[log.name] = files[log.name][:position]
+    return files
 
 
 def log_bytes(path: Path) -> dict[str, bytes]:
@@ -134,6 +150,22 @@ def flip_bit(path: Path, position: int, bit: int = 3) -> None:
 def append_raw(path: Path, data: bytes) -> None:
     with open(path, "ab") as file:
         file.write(data)
+
+
+def data_position(log: Path, end: int) -> int:
+    """File position of the data end ``end`` in ``log``: where the next append (or a torn one) lands, in
+    front of the zeros a preallocated segment keeps after its data."""
+    return FILE_HEADER_SIZE + end - int(log.stem)
+
+
+def write_at_data_end(log: Path, end: int, data: bytes) -> bytes:
+    """Write ``data`` where an append at ``end`` would land (as a torn append does); return the bytes of
+    ``log`` before it (its header and records)."""
+    position = data_position(log, end)
+    before = log.read_bytes()[:position]
+    assert_only_zeros_after(log, position)
+    write_at(log, position, data)
+    return before
 
 
 def cut_positions(size: int) -> list[int]:
@@ -174,11 +206,10 @@ def test_torn_last_record_is_cut_at_every_position(
         bus = tmp_path / f"cut-{cut}"
         records = copy_of(templates, origin, bus)
         log, _ = newest(bus)
-        size = log.stat().st_size
-        append_raw(log, torn[:cut])
+        data = write_at_data_end(log, records[-1].next_offset, torn[:cut])
         with LogWriter(bus, **CONFIG) as writer:
             assert writer.end_offset == records[-1].next_offset, cut
-            assert log.stat().st_size == size
+            assert_data_then_zeros(log, data)
             assert read_all(bus) == records
             assert writer.append("after", b"x", 100.0) == records[-1].next_offset
         shutil.rmtree(bus)
@@ -195,18 +226,23 @@ def test_random_partial_bytes_at_the_tail_are_cut(
     bus = tmp_path_factory.mktemp("garbage") / "bus"
     records = copy_of(templates, "crash", bus)
     log, _ = newest(bus)
-    size = log.stat().st_size
-    append_raw(log, garbage)
+    data = write_at_data_end(log, records[-1].next_offset, garbage)
     with LogWriter(bus, **CONFIG) as writer:
         assert writer.end_offset == records[-1].next_offset
-    assert log.stat().st_size == size
+    assert_data_then_zeros(log, data)
     assert read_all(bus) == records
     shutil.rmtree(bus.parent)
 
 
-def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(bus_dir: Path) -> None:
+@pytest.mark.parametrize("power_cut", ["file cut short", "tail zeroed"])
+def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(
+    bus_dir: Path, power_cut: str
+) -> None:
     """A never-durable record that starts an index block, torn by a power cut after its index entries were
-    written: it is cut, and the indexes end up exactly as if it had never been appended."""
+    written: it is cut, and the indexes end up exactly as if it had never been appended.
+
+    The power cut loses the record's second half: the file ends there (a file that was not
+    preallocated, or whose new size was not durable), or zeros replace it (a preallocated segment)."""
     records = spec_records(30)
     before = sum(record_sizes(records)[:-2])
     records[-2] = ("a", 300)
@@ -218,13 +254,18 @@ def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(bus_di
     written = write_bus(bus_dir, records, crash=True, durability="never", config=single_segment)
     last = written[-1]
     assert last.offset % INTERVAL == 0 and last.category == "rare"
-    os.truncate(segment_files(bus_dir)[-1], file_position(last, 0) + last.size // 2)
+    log = segment_files(bus_dir)[-1]
+    lost_from = file_position(last, 0) + last.size // 2
+    if power_cut == "file cut short":
+        os.truncate(log, lost_from)
+    else:
+        write_at(log, lost_from, bytes(data_position(log, last.next_offset) - lost_from))
     with LogWriter(bus_dir, **single_segment) as writer:
         assert writer.end_offset == last.offset
     assert read_all(bus_dir) == written[:-1]
     reference = bus_dir.parent / "reference"
     write_bus(reference, records[:-1], crash=False, config=single_segment)
-    assert snapshot(bus_dir) == snapshot(reference)
+    assert snapshot(bus_dir, last.offset) == snapshot(reference, last.offset)
     with LogReader(bus_dir) as reader:
         assert reader.find_next("rare") == next(r for r in written if r.category == "rare")
         reader.seek(written[-2].offset)
@@ -243,9 +284,10 @@ def test_torn_record_whose_payload_holds_a_record_frame_is_cut(
     inner = encode_record("inner", 1.0, b"relayed record")
     torn = encode_record("relay", 2.0, b"<" + inner + b">" * 100)
     log, _ = newest(tmp_path / "bus")
-    append_raw(log, torn[: len(torn) - 50])
+    data = write_at_data_end(log, records[-1].next_offset, torn[: len(torn) - 50])
     with LogWriter(tmp_path / "bus", **CONFIG) as writer:
         assert writer.end_offset == records[-1].next_offset
+    assert_data_then_zeros(log, data)
 
 
 # -- damage that must not be cut ----------------------------------------------------------------------------
@@ -283,16 +325,26 @@ def test_damage_followed_by_valid_records_in_the_newest_segment_is_refused(bus_d
         LogWriter(bus_dir, **CONFIG).open()  # and it stays refused
 
 
-@pytest.mark.parametrize("origin", ["crash", "clean"])
+@pytest.mark.parametrize(
+    ("origin", "loss"),
+    [("crash", "file cut short"), ("clean", "file cut short"), ("crash", "last byte zeroed")],
+)
 def test_acknowledged_record_cut_short_is_refused(
-    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], origin: str
+    tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], origin: str, loss: str
 ) -> None:
-    """A durable, published record that lost its end is damage, not a torn write: refused, not cut."""
+    """A durable, published record that lost its end is damage, not a torn write: refused, not cut. In a
+    preallocated segment the lost end reads as zeros, as a torn append followed by zeros would. (After a
+    clean close the writer checks where the data ends, not the records' bytes: a zeroed byte there is
+    damage like a flipped bit, which readers report.)"""
     bus = tmp_path / "bus"
     records = copy_of(templates, origin, bus)
     log, base = newest(bus)
     last = records[-1]
-    os.truncate(log, file_position(last, base) + last.size - 1)
+    if loss == "file cut short":
+        os.truncate(log, file_position(last, base) + last.size - 1)
+    else:
+        assert log.read_bytes()[file_position(last, base) + last.size - 1] != 0
+        write_at(log, file_position(last, base) + last.size - 1, b"\0")
     before = log_bytes(bus)
     with pytest.raises(CorruptionError) as raised:
         LogWriter(bus, **CONFIG).open()
@@ -441,21 +493,37 @@ def test_changed_index_interval_rebuilds_the_active_segment_only(
     assert read_all(bus) == records
 
 
-@pytest.mark.parametrize("left", [b"", b"half header", b"whole header"])
+@pytest.mark.parametrize("left", [b"", b"half header", b"whole header", b"preallocated"])
 def test_crash_while_rolling_leaves_a_segment_the_writer_finishes(
     tmp_path: Path, templates: dict[str, tuple[Path, list[Record]]], left: bytes
 ) -> None:
     """A crash while creating the next segment (empty file, half or whole header, no record): readers read
-    the bus as it was; the writer completes the segment and appends into it at the same offset."""
+    the bus as it was; the writer completes the segment and appends into it at the same offset.
+
+    The segment being closed was cut to its data (the roll does that, durably, before it creates
+    the next one). An empty file or a partial header is what an older version (format version 1,
+    which created segments in place) leaves; this version links a complete, preallocated segment
+    into place and then removes its temporary name, so a crash in between leaves both.
+    """
     bus = tmp_path / "bus"
     records = copy_of(templates, "crash", bus)
     end = records[-1].next_offset
-    header = encode_file_header(SEGMENT_MAGIC, end)
-    content = {b"": b"", b"half header": header[:10], b"whole header": header}[left]
+    closing, _ = newest(bus)
+    os.truncate(closing, data_position(closing, end))
+    header = encode_file_header(SEGMENT_MAGIC, end, version=1 if left != b"preallocated" else FORMAT_VERSION)
+    content = {
+        b"": b"",
+        b"half header": header[:10],
+        b"whole header": header,
+        b"preallocated": header + bytes(CONFIG["segment_bytes"]),
+    }[left]
     (bus / segment_name(end)).write_bytes(content)
+    if left == b"preallocated":
+        (bus / (segment_name(end) + ".new")).write_bytes(content)
     assert read_all(bus) == records
     with LogWriter(bus, **CONFIG) as writer:
         assert writer.end_offset == end
         assert writer.append("next", b"into the new segment", 1.0) == end
     assert read_all(bus)[:-1] == records
     assert (bus / segment_name(end)).read_bytes().startswith(header)
+    assert not (bus / (segment_name(end) + ".new")).exists()

@@ -27,6 +27,7 @@ from filelog_bus.errors import (
 from filelog_bus.layout import (
     FILE_HEADER,
     FILE_HEADER_SIZE,
+    FORMAT_VERSION,
     LOCK_NAME,
     SEGMENT_MAGIC,
     WATERMARK_NAME,
@@ -267,7 +268,7 @@ def with_header(data: bytes, *, magic: bytes | None = None, version: int | None 
     ("change", "message"),
     [
         ({"magic": b"NOTABUS!"}, "wrong magic number"),
-        ({"version": 2}, "format version 2 is not supported"),
+        ({"version": FORMAT_VERSION + 1}, f"format version {FORMAT_VERSION + 1} is not supported"),
     ],
 )
 @pytest.mark.parametrize("which", ["newest", "closed"])

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from reliability_support import (
     LONG,
+    assert_only_zeros_after,
+    data_end_position,
     file_contents,
     flip_bit,
     lookup_results,
@@ -131,11 +133,15 @@ def test_every_bit_flip_in_a_segment_is_detected_and_located(
     records = pristine[1]
     segments = segment_paths(damaged_copy)
     assert len(segments) >= 4
+    # The active segment is preallocated: its records end before its file does, and only zeros follow.
+    active_data = data_end_position(segments[-1], records[-1].next_offset)
+    assert_only_zeros_after(segments[-1], active_data)
     check_verify = verify_available()
     for flip in range(FLIPS):
         segment = rng.choice(segments[:-1]) if flip % 4 else segments[-1]  # mostly closed segments
         original = segment.read_bytes()
-        position = rng.choice([p for p in range(len(original)) if p not in HEADER_PADDING])
+        data = active_data if segment == segments[-1] else len(original)
+        position = rng.choice([p for p in range(data) if p not in HEADER_PADDING])
         bit = rng.randrange(8)
         context = f"seed {seed} flip {flip}: bit {bit} of byte {position} of {segment.name}"
         flip_bit(segment, position, bit)

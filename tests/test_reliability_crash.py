@@ -8,9 +8,14 @@ Each trial runs a real writer process (WRITER_CHILD) that prints every offset
 * ``torn``: the writer is killed or exits, then random partial bytes are
   appended to the newest segment (garbage, a prefix of a real record, a prefix
   padded with zeros, or a half-created next segment);
-* ``truncate``: the writer is killed, then the newest segment is cut at a random
-  point inside its unacknowledged tail (beyond every acknowledged record and
-  beyond the published watermark: what a power cut can take away).
+* ``truncate``: the writer is killed, then the newest segment loses its
+  unacknowledged tail from a random point (beyond every acknowledged record and
+  beyond the published watermark: what a power cut can take away): the file is
+  cut there, or (a preallocated segment keeps its size) zeros replace the tail.
+
+The newest segment is preallocated (format version 2): its file goes on past its
+data with zeros, so torn bytes are written where the data ends (where a torn
+append lands), not at the end of the file.
 
 Before recovery a reader must already show exactly the acknowledged records (plus
 at most the in-flight one); after a writer reopens the bus (and closes it), the
@@ -49,6 +54,8 @@ from reliability_support import (
     start_writer,
     suite_seed,
     timestamp_for,
+    write_at,
+    written_end,
 )
 
 from filelog_bus import LogWriter, Record
@@ -136,24 +143,32 @@ def damage_tail(
         return
     newest = segments[-1]
     base = segment_base(newest)
-    file_end = base + newest.stat().st_size - FILE_HEADER_SIZE
-    if kind == "torn" and clean_exit and file_end > base and rng.random() < 0.25:
-        # A roll torn by a crash: the next segment exists with part of its header.
+    # Where the data ends (the file goes on with a preallocated tail of zeros): after a clean exit, the
+    # watermark (``lower``); after a kill, maybe past it, by the record in flight.
+    data_end = written_end(newest, lower)
+    if kind == "torn" and clean_exit and data_end > base and rng.random() < 0.25:
+        # A roll torn by a crash: the segment was cut to its data (the roll does that first, durably),
+        # and the next segment exists with part of its header (as an older version, creating it in
+        # place, could leave it).
+        os.truncate(newest, data_end - base + FILE_HEADER_SIZE)
         size = rng.randrange(0, FILE_HEADER_SIZE)
-        (bus / segment_name(file_end)).write_bytes(encode_file_header(SEGMENT_MAGIC, file_end)[:size])
+        (bus / segment_name(data_end)).write_bytes(encode_file_header(SEGMENT_MAGIC, data_end)[:size])
         trial.description += f" torn roll: new segment with {size} header bytes"
         return
-    if kind == "torn" or file_end <= lower:
+    if kind == "torn" or data_end <= lower:
         what, data = torn_bytes(rng, trial.tag)
-        with open(newest, "ab") as file:
-            file.write(data)
-        file_end += len(data)
-        trial.description += f" torn tail: {len(data)} bytes of {what}"
+        write_at(newest, data_end - base + FILE_HEADER_SIZE, data)  # where the next append lands
+        trial.description += f" torn tail at offset {data_end}: {len(data)} bytes of {what}"
+        data_end += len(data)
     if kind == "truncate":
         assert lower >= base, f"{trial.description}: unacknowledged tail starts before the newest segment"
-        cut = rng.randrange(lower, file_end)
-        os.truncate(newest, cut - base + FILE_HEADER_SIZE)
-        trial.description += f" cut at offset {cut} (tail {lower}..{file_end})"
+        cut = rng.randrange(lower, data_end)
+        if rng.random() < 0.5:
+            os.truncate(newest, cut - base + FILE_HEADER_SIZE)
+            trial.description += f" cut at offset {cut} (tail {lower}..{data_end})"
+        else:
+            write_at(newest, cut - base + FILE_HEADER_SIZE, bytes(data_end - cut))
+            trial.description += f" zeroed from offset {cut} (tail {lower}..{data_end})"
 
 
 def check_records(records: list[Record], before: list[Record], trial: TrialResult, when: str) -> None:

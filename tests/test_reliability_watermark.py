@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 from reliability_support import (
     Expected,
+    assert_only_zeros_after,
+    data_end,
+    data_end_position,
     read_all,
     read_in_child,
     segment_paths,
     write_and_close,
+    write_at,
     write_then_kill,
 )
 
@@ -38,13 +42,25 @@ def ghost_records(count: int) -> list[bytes]:
 
 
 def append_to_newest_segment(bus: Path, data: bytes) -> int:
-    """Append raw bytes to the newest segment; return the bus offset they start at."""
+    """Write raw bytes to the newest segment where the next append lands (its data end, which the
+    watermark says after the writers used here: a preallocated segment's file goes on with zeros);
+    return the bus offset they start at."""
     newest = segment_paths(bus)[-1]
-    base = int(newest.name.split(".")[0])
-    with open(newest, "ab") as file:
-        start = base + file.tell() - FILE_HEADER_SIZE
-        file.write(data)
+    start = data_end(bus)
+    position = data_end_position(newest, start)
+    assert_only_zeros_after(newest, position)
+    write_at(newest, position, data)
     return start
+
+
+def lose_tail(segment: Path, lost_from: int, data_end_at: int, power_cut: str) -> None:
+    """A power cut takes a segment's bytes from file position ``lost_from`` to ``data_end_at``: the file
+    ends there (its new size was not durable either), or they read as zeros (a preallocated segment
+    keeps its size)."""
+    if power_cut == "file cut":
+        os.truncate(segment, lost_from)
+    else:
+        write_at(segment, lost_from, bytes(data_end_at - lost_from))
 
 
 @pytest.mark.parametrize("writer_end", ["closed", "killed"])
@@ -80,7 +96,10 @@ def test_reader_in_another_process_never_yields_unpublished_records(bus_dir: Pat
     assert [r.category for r in read_all(bus_dir)[len(published) :]] == [GHOST] * len(kept) + ["after"]
 
 
-def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(bus_dir: Path) -> None:
+@pytest.mark.parametrize("power_cut", ["file cut", "zeroed"])
+def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(
+    bus_dir: Path, power_cut: str
+) -> None:
     """The issue's hazard: record G written, not yet fsync'd, lost in a power cut; H takes its offset.
 
     A reader that had been shown G would resume at G.offset + 1 and skip H. The
@@ -95,7 +114,9 @@ def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(bus
         ghost_offset = append_to_newest_segment(bus_dir, ghost)
         assert list(reader) == [], "the reader yielded a record that was not durable yet"
         newest = segment_paths(bus_dir)[-1]
-        os.truncate(newest, newest.stat().st_size - len(ghost))  # the power cut takes the unsynced record
+        ghost_position = data_end_position(newest, ghost_offset)
+        # The power cut takes the unsynced record.
+        lose_tail(newest, ghost_position, ghost_position + len(ghost), power_cut)
 
         with LogWriter(bus_dir) as writer:
             replacement = writer.append("replacement", b"H")
@@ -121,6 +142,8 @@ def test_recovery_with_durability_never_does_not_cut_records_that_were_published
     newest = segment_paths(bus_dir)[-1]
     size = newest.stat().st_size
     position = last.offset - int(newest.name.split(".")[0]) + FILE_HEADER_SIZE + last.size - 1
+    end_position = data_end_position(newest, last.next_offset)
+    assert_only_zeros_after(newest, end_position)
     data = bytearray(newest.read_bytes())
     data[position] ^= 0x01  # damage inside the last acknowledged record's body
     newest.write_bytes(bytes(data))
@@ -133,9 +156,13 @@ def test_recovery_with_durability_never_does_not_cut_records_that_were_published
         f"reopening with durability='never' cut the published record at offset {last.offset} "
         f"(acknowledged: {acks[-1]}); a reader that handled it would skip the next record written there"
     )
+    assert newest.read_bytes()[:end_position] == bytes(data[:end_position]), "the records' bytes changed"
 
 
-def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_tail(bus_dir: Path) -> None:
+@pytest.mark.parametrize("power_cut", ["file cut", "zeroed"])
+def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_tail(
+    bus_dir: Path, power_cut: str
+) -> None:
     """With durability "never" the watermark is no durability proof (a bug fixed in 4c31f5e).
 
     A "never" writer publishes records before they are on disk. A power cut can then
@@ -147,12 +174,14 @@ def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_ta
     write_then_kill(bus_dir, "w", 6, durability="never")
     shown = read_all(bus_dir)
     newest = segment_paths(bus_dir)[-1]
-    os.truncate(
-        newest, newest.stat().st_size - shown[-1].size // 2
-    )  # the last record's end never hit the disk
+    end_position = data_end_position(newest, shown[-1].next_offset)
+    assert_only_zeros_after(newest, end_position)
+    # The last record's end never hit the disk.
+    lose_tail(newest, end_position - shown[-1].size // 2, end_position, power_cut)
 
     LogWriter(bus_dir, durability="always").open().close()
     assert read_all(bus_dir) == shown[:-1]
+    assert_only_zeros_after(newest, data_end_position(newest, shown[-1].offset))
 
 
 def test_damaged_watermark_is_reported_then_rebuilt_by_a_writer(bus_dir: Path) -> None:
