@@ -1,6 +1,6 @@
 """Operator commands: ``filelog-dump`` and ``filelog-bus stats|verify|retention|demo|hermes-install``.
 
-A thin layer: the engine (LogReader, LogWriter) and filelog_bus.inspect do the work; this
+A thin layer: the engine (LogReader, LogWriter) and filelog_bus.check do the work; this
 module parses arguments, formats results and turns every error a user can cause into one
 line on stderr and a documented exit status (EXIT_STATUSES), never a traceback.
 """
@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from filelog_bus import inspect
+from filelog_bus import check
 from filelog_bus.errors import (
     BusLockedError,
     ConfigError,
@@ -319,7 +319,7 @@ def table_lines(rows: list[list[str]], indent: str = "  ") -> list[str]:
     ]
 
 
-def format_stats(stats: inspect.BusStats) -> str:
+def format_stats(stats: check.BusStats) -> str:
     lines = [
         f"bus          {stats.path}",
         f"records      {stats.record_count} in {_count(len(stats.segments), 'segment')}: "
@@ -356,7 +356,7 @@ def format_stats(stats: inspect.BusStats) -> str:
     return "\n".join(lines)
 
 
-def stats_json(stats: inspect.BusStats) -> dict[str, Any]:
+def stats_json(stats: check.BusStats) -> dict[str, Any]:
     data = asdict(stats)
     data["oldest_iso"] = format_time(stats.oldest_time, "microseconds") if stats.record_count else None
     data["newest_iso"] = format_time(stats.newest_time, "microseconds") if stats.record_count else None
@@ -367,7 +367,7 @@ def stats_json(stats: inspect.BusStats) -> dict[str, Any]:
     return data
 
 
-def format_verify(report: inspect.VerifyReport) -> str:
+def format_verify(report: check.VerifyReport) -> str:
     upto = (
         f"up to offset {report.checked_to} (the watermark)"
         if report.checked_to is not None
@@ -863,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _stats(prog: str, args: argparse.Namespace) -> int:
     bar = None if args.json else _progress_bar("stats")
     try:
-        stats = inspect.bus_stats(args.path, progress=bar)
+        stats = check.bus_stats(args.path, progress=bar)
     finally:
         if bar is not None:
             bar.clear()
@@ -895,16 +895,16 @@ def _verify(prog: str, args: argparse.Namespace) -> int:
     return EXIT_OK if report.healthy else EXIT_PROBLEMS
 
 
-def _verified(path: str) -> inspect.VerifyReport:
+def _verified(path: str) -> check.VerifyReport:
     bar = _progress_bar("verify")
     try:
-        return inspect.verify_bus(path, progress=bar)
+        return check.verify_bus(path, progress=bar)
     finally:
         if bar is not None:
             bar.clear()
 
 
-def _damaged_indexes(report: inspect.VerifyReport) -> list[str]:
+def _damaged_indexes(report: check.VerifyReport) -> list[str]:
     return sorted({p.file for p in report.problems if p.file.endswith((".index", ".catindex"))})
 
 
@@ -917,9 +917,9 @@ def _repair_indexes(path: str, wait: float) -> list[str]:
 def _maintenance_writer(path: str, wait: float) -> LogWriter:
     """An open writer for retention or repairs, never creating a bus, with the bus's index block size
     (a different one would make opening re-index the active segment)."""
-    inspect.require_bus(path)
+    check.require_bus(path)
     settings: dict[str, Any] = {"lock_timeout": wait}
-    interval = inspect.index_interval(path)
+    interval = check.index_interval(path)
     if interval is not None and 64 <= interval <= 2**31:
         settings["index_interval_bytes"] = interval
     return LogWriter(path, **settings).open()
@@ -939,13 +939,13 @@ def _locked(prog: str, path: str, exc: BusLockedError, wait: float, task: str) -
 def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.days is None and args.bytes is None:
         return fail(prog, "give --days N, --bytes N or both", EXIT_USAGE)
-    inspect.require_bus(args.path)  # a writer would create a bus where there is none
+    check.require_bus(args.path)  # a writer would create a bus where there is none
     policy = " ".join(
         ([f"--days {args.days:g}"] if args.days is not None else [])
         + ([f"--bytes {args.bytes}"] if args.bytes is not None else [])
     )
     if args.dry_run:
-        plan = inspect.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
+        plan = check.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
         if plan.segments:
             write_line(
                 f"would delete {len(plan.segments)} segments ({plan.bytes} bytes): {', '.join(plan.segments)}"

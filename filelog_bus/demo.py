@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from filelog_bus import inspect
+from filelog_bus import check
 from filelog_bus.cli import (
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -140,7 +140,7 @@ def _demo_history(path: str) -> tuple[bool, int]:
 def run_demo(prog: str, args: argparse.Namespace) -> int:
     """`filelog-bus demo DIR`: a writer process appends Hermes-like events while this one follows."""
     path = args.dir
-    state = inspect.bus_state(path)
+    state = check.bus_state(path)
     had_initsync, runs = _demo_history(path) if state == "bus" else (False, 0)
     with_initsync, run = not had_initsync, runs + 1
     expected = len(demo_events(with_initsync=with_initsync, run=run))
@@ -179,9 +179,9 @@ def run_demo(prog: str, args: argparse.Namespace) -> int:
         for record in itertools.islice(reader, 5):
             write_line(dump_line(record))
     write_line(f"\n$ filelog-bus stats {quoted}")
-    write_line(format_stats(inspect.bus_stats(path)))
+    write_line(format_stats(check.bus_stats(path)))
     write_line(f"\n$ filelog-bus verify {quoted}")
-    write_line(format_verify(inspect.verify_bus(path)))
+    write_line(format_verify(check.verify_bus(path)))
     write_line("\nnext, try:")
     write_line("\n".join(table_lines([[command.format(quoted), why] for command, why in _DEMO_NEXT])))
     return EXIT_OK
