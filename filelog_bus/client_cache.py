@@ -82,6 +82,12 @@ def load_document(path: str) -> dict[str, Any]:
             raw = file.read(_MAX_CACHE_BYTES + 1)
     except IsADirectoryError:
         raise ClientCacheError(f"{path} is a directory, not a cache file", path=path) from None
+    except FileNotFoundError:
+        raise ClientCacheError(
+            f"no hermes-client cache file {path}: it does not exist; check the path (the client's "
+            "hermes.cache.dirpath, then _<appname>.json or .json.gz)",
+            path=path,
+        ) from None
     except OSError as exc:
         raise ClientCacheError(
             f"cannot read the hermes-client cache file {path}: {exc.strerror or exc}; run this as a user "

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from filelog_bus import check
-from filelog_bus.client_cache import ClientCache, ClientCacheError, find_clients
+from filelog_bus.client_cache import ClientCache, ClientCacheError, appname_of, find_clients
 from filelog_bus.errors import RecordsExpiredError
 from filelog_bus.reader import LogReader
 from filelog_bus.writer import LogWriter
@@ -228,7 +228,7 @@ def client_reports(
 
 
 def unreadable_report(error: ClientCacheError) -> ClientReport:
-    cache = ClientCache(error.path, error.path, None, None, None, None)
+    cache = ClientCache(error.path, appname_of(error.path), None, None, None, None)
     return ClientReport(cache, UNREADABLE, str(error), None)
 
 
@@ -245,12 +245,52 @@ class SparingOutcome:
     refused: str | None = None
     #: Clients that had lost events before this pass: they hold nothing back.
     expired: tuple[ClientCache, ...] = ()
+    #: Bytes deleted (or that would be), and the bus's first offset afterwards.
+    bytes: int = 0
+    begin_after: int | None = None
 
 
 def count_events(path: str, start: int, stop: int) -> int:
     """Records in [start, stop): what a client loses when retention deletes that range."""
     counted = unread_from(path, [start], stop)
     return counted[start].events if start in counted else 0
+
+
+def plan_sparing(
+    path: str,
+    caches: Sequence[str],
+    *,
+    max_age_days: float | None,
+    max_bytes: int | None,
+    now: float | None = None,
+) -> SparingOutcome:
+    """What retention sparing the named clients would delete now, and what each client would lose.
+
+    A cache that cannot be read makes the plan delete nothing at all (`refused` says why): a
+    client whose position is unknown may need anything on the bus.
+    """
+    found = find_clients(caches)
+    if found.errors:
+        reasons = "; ".join(str(error) for error in found.errors)
+        return SparingOutcome([], [], None, refused=f"retention keeps everything: {reasons}")
+    with LogReader(path) as reader:
+        begin, end = reader.begin_offset, reader.end_offset
+    keep = spare_from(found.clients, begin, end)
+    plan = check.plan_retention_now(
+        path,
+        max_age_days=max_age_days,
+        max_bytes=max_bytes,
+        now=time.time() if now is None else now,
+        keep_from=keep,
+    )
+    losses = [
+        Loss(client, start, plan.begin_offset, count_events(path, start, plan.begin_offset))
+        for client, start in lost_ranges(found.clients, begin, plan.begin_offset)
+    ]
+    expired = tuple(c for c in found.clients if c.nextoffset is not None and c.nextoffset < begin)
+    return SparingOutcome(
+        plan.segments, losses, keep, expired=expired, bytes=plan.bytes, begin_after=plan.begin_offset
+    )
 
 
 def retention_sparing(
@@ -260,33 +300,21 @@ def retention_sparing(
     max_age_days: float | None,
     max_bytes: int | None,
     now: float | None = None,
-    dry_run: bool = False,
 ) -> SparingOutcome:
     """Apply retention on an open writer, never deleting events the named clients have not read,
-    unless the size budget requires it; then report what each client loses.
-
-    A cache that cannot be read makes this delete nothing at all (`refused` says why): a client
-    whose position is unknown may need anything on the bus.
-    """
-    found = find_clients(caches)
-    if found.errors:
-        reasons = "; ".join(str(error) for error in found.errors)
-        return SparingOutcome([], [], None, refused=f"retention keeps everything: {reasons}")
-    begin, end = writer.begin_offset, writer.end_offset
-    keep = spare_from(found.clients, begin, end)
+    unless the size budget requires it; `losses` then says what each client lost."""
     now = time.time() if now is None else now
-    plan = check.plan_retention_now(
-        writer.path, max_age_days=max_age_days, max_bytes=max_bytes, now=now, keep_from=keep
+    plan = plan_sparing(writer.path, caches, max_age_days=max_age_days, max_bytes=max_bytes, now=now)
+    if plan.refused:
+        return plan
+    before = writer.begin_offset
+    deleted = writer.apply_retention(
+        max_age_days=max_age_days, max_bytes=max_bytes, now=now, keep_from=plan.kept_from
     )
-    losses = [
-        Loss(client, start, plan.begin_offset, count_events(writer.path, start, plan.begin_offset))
-        for client, start in lost_ranges(found.clients, begin, plan.begin_offset)
-    ]
-    expired = tuple(c for c in found.clients if c.nextoffset is not None and c.nextoffset < begin)
-    if dry_run:
-        return SparingOutcome(plan.segments, losses, keep, expired=expired)
-    deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes, now=now, keep_from=keep)
-    return SparingOutcome(deleted, losses, keep, expired=expired)
+    after = writer.begin_offset
+    return SparingOutcome(
+        deleted, plan.losses, plan.kept_from, expired=plan.expired, bytes=after - before, begin_after=after
+    )
 
 
 def expired_message(client: ClientCache) -> str:

@@ -16,6 +16,11 @@ from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "hermes_standin"))
+from hermes_cache import load as load_cache  # noqa: E402
+from hermes_cache import new_content  # noqa: E402
+from hermes_cache import save as save_cache  # noqa: E402
+
 TESTS_DIR = Path(__file__).resolve().parent
 STANDIN_DIR = TESTS_DIR / "hermes_standin"
 REPO_ROOT = TESTS_DIR.parent
@@ -72,7 +77,7 @@ def keys_of(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
 
 
 def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp_path: Path) -> None:
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
     client = start("fake_client.py", bus, cache, "--timeout-ms", 100, "--stop-at", "base-29")
     server_status, _, server_err = run("fake_server.py", bus, "--initsync", 5, "--base", 30, "--loops", 3)
     client_status, client_out, client_err = finish(client)
@@ -85,14 +90,14 @@ def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp
     assert all(e["offset_type"] == "int" for e in events)
     assert offsets == sorted(set(offsets)), "offsets must strictly increase along the bus"
     assert all(e["timestamp_is_naive"] for e in events)
-    saved = json.loads(cache.read_text())
+    saved = load_cache(cache)
     assert saved["nextoffset"] == offsets[-1] + 1
     assert saved["initstartoffset"] == offsets[0]
     assert saved["initstopoffset"] == offsets[6]
 
 
 def test_client_restarted_mid_stream_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
     server = start("fake_server.py", bus, "--initsync", 4, "--base", 60, "--loops", 6)
     first_status, first_out, first_err = run("fake_client.py", bus, cache, "--stop-after", 20)
     second_status, second_out, second_err = run("fake_client.py", bus, cache, "--stop-at", "base-59")
@@ -171,8 +176,8 @@ def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its
     tmp_path: Path,
 ) -> None:
     """The README's migration recipe: an initialised client whose three cached offsets are set to 0."""
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
-    cache.write_text(json.dumps({"initstartoffset": 0, "initstopoffset": 0, "nextoffset": 0}))
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
+    save_cache(cache, new_content(initstartoffset=0, initstopoffset=0, nextoffset=0))
     client = start("fake_client.py", bus, cache, "--stop-at", "base-9")
     server_status, _, server_err = run("fake_server.py", bus, "--initsync", 3, "--base", 10, "--loops", 2)
     client_status, client_out, client_err = finish(client)
