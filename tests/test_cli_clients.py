@@ -109,7 +109,7 @@ def test_each_client_gets_its_position_unread_events_and_state(tmp_path: Path) -
 
 
 def test_sparing_retention_keeps_a_stopped_client_out_of_risk(tmp_path: Path) -> None:
-    bus_dir, _, caches, arguments = five_clients(tmp_path)
+    bus_dir, _, _, arguments = five_clients(tmp_path)
 
     _, report = clients_json(bus_dir, *arguments, "--days", 5, "--sparing")
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hermes_standin"))
-from hermes_cache import load as load_cache  # noqa: E402
-from hermes_cache import new_content  # noqa: E402
-from hermes_cache import save as save_cache  # noqa: E402
+from hermes_cache import load as load_cache
+from hermes_cache import new_content
+from hermes_cache import save as save_cache
 
 TESTS_DIR = Path(__file__).resolve().parent
 STANDIN_DIR = TESTS_DIR / "hermes_standin"

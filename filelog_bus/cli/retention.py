@@ -18,6 +18,7 @@ from filelog_bus.cli.exits import (
 from filelog_bus.cli.format import write_line
 from filelog_bus.cli.maintenance import locked_failure, maintenance_writer
 from filelog_bus.cli.run import fail
+from filelog_bus.client_cache import find_clients
 from filelog_bus.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
 from filelog_bus.errors import BusLockedError
 
@@ -85,6 +86,10 @@ def _sparing(prog: str, args: argparse.Namespace, policy: str) -> int:
     if args.dry_run:
         outcome = plan_sparing(args.path, args.clients, max_age_days=args.days, max_bytes=args.bytes)
         return _sparing_report(prog, outcome, policy, dry_run=True)
+    unreadable = find_clients(args.clients).errors  # refuse before taking the lock, if we can
+    if unreadable:
+        reasons = "; ".join(str(error) for error in unreadable)
+        return fail(prog, f"nothing was deleted: retention keeps everything: {reasons}", EXIT_BAD_CACHE)
     try:
         writer = maintenance_writer(args.path, args.wait)
     except BusLockedError as exc:
