@@ -19,6 +19,7 @@ from filelog_bus import check
 from filelog_bus.client_cache import ClientCache, ClientCacheError, appname_of, find_clients
 from filelog_bus.errors import RecordsExpiredError
 from filelog_bus.reader import LogReader
+from filelog_bus.retention import check_policy
 from filelog_bus.writer import LogWriter
 
 OK, BEHIND, AT_RISK, EXPIRED, AHEAD = "ok", "behind", "at risk", "expired", "ahead"
@@ -269,6 +270,7 @@ def plan_sparing(
     A cache that cannot be read makes the plan delete nothing at all (`refused` says why): a
     client whose position is unknown may need anything on the bus.
     """
+    check_policy(max_age_days, max_bytes)
     found = find_clients(caches)
     if found.errors:
         reasons = "; ".join(str(error) for error in found.errors)

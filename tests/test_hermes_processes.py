@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from filelog_bus import LogWriter
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hermes_standin"))
 from hermes_cache import load as load_cache
 from hermes_cache import new_content
@@ -185,3 +187,38 @@ def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its
     assert (server_status, client_status) == (0, 0), (server_err, client_err)
     # The fresh initsync sequence is skipped (the client already holds that data); no base event is missed.
     assert keys_of(handled_events(client_out)) == [("base", "added", f"base-{i}") for i in range(10)]
+
+
+def test_event_timestamps_are_naive_local_time_as_hermes_plugins_give_them(tmp_path: Path) -> None:
+    """Under TZ=Europe/Paris (UTC+1 in winter, UTC+2 in summer) a client sees Paris wall-clock times,
+    which hermes-client compares with datetime.now() to purge its trash bin."""
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-paris.json"
+    winter, summer = 1_705_320_000.0, 1_721_044_800.0  # 2024-01-15T12:00Z, 2024-07-15T12:00Z
+    with LogWriter(bus) as writer:
+        for key, moment in (("winter", winter), ("summer", summer)):
+            event = {
+                "evcategory": "base",
+                "eventtype": "added",
+                "objtype": "user",
+                "objpkey": key,
+                "objattrs": {},
+            }
+            writer.append("base", json.dumps(event, indent=4).encode("utf-8"), moment)
+    save_cache(cache, new_content(initstartoffset=0, initstopoffset=0, nextoffset=0))
+
+    client = subprocess.Popen(
+        [sys.executable, str(STANDIN_DIR / "fake_client.py"), str(bus), str(cache), "--stop-at", "summer"],
+        env={**standin_env(), "TZ": "Europe/Paris"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status, out, err = finish(client)
+
+    assert status == 0, err
+    events = handled_events(out)
+    assert [(e["objpkey"], e["timestamp"]) for e in events] == [
+        ("winter", "2024-01-15T13:00:00"),
+        ("summer", "2024-07-15T14:00:00"),
+    ]
+    assert all(e["timestamp_is_naive"] for e in events)
