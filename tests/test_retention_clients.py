@@ -81,7 +81,7 @@ def test_retention_with_clients_spares_what_they_have_not_read(tmp_path: Path) -
     plain = bus("retention", unprotected, "--days", 5)
 
     assert dry.returncode == 0 and dry_files == files, dry.stderr
-    assert "would delete" in dry.stdout and f"spared: offsets from {nextoffset} on" in dry.stdout
+    assert "would delete" in dry.stdout and f"spared by age: offsets from {nextoffset} on" in dry.stdout
     assert spared.returncode == 0, spared.stderr
     assert dry.stdout.split("\n")[0].replace("would delete", "deleted") == spared.stdout.split("\n")[0]
     assert records[0].offset < begin_of(bus_dir) <= nextoffset  # older segments went, its own stayed

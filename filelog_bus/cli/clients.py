@@ -230,8 +230,9 @@ def _table(path: str, bus: BusPositions, reports: list[ClientReport], notes: lis
         )
     lines += table_lines(rows, indent="")
     lines += [
-        f"{printable(report.cache.appname)}: {printable(report.why)}"
+        printable(report.cache.appname)
         + ("" if report.state == "unreadable" else f" ({printable(report.cache.path)})")
+        + f": {printable(report.why)}"
         for report in reports
         if report.state != OK
     ]
