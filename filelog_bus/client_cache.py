@@ -252,13 +252,16 @@ def _mtime(path: str) -> float:
 
 
 def running_clients(cache: ClientCache) -> list[str]:
-    """Processes that look like the client of this cache: their command line names its appname.
+    """Processes that look like the client of this cache: their command line names its appname
+    (or the appname without its `hermes-` prefix).
 
     Hermes takes no lock on its cache, so this is the best sign a stopped client's file is safe
     to rewrite. Linux only (/proc); elsewhere it finds nothing.
     """
     mine = {os.getpid(), os.getppid()}
-    found = []
+    # hermes-client-ldap may run as `hermes.py client-ldap`: look for both.
+    names = {name for name in (cache.appname, cache.appname.removeprefix("hermes-")) if len(name) > 3}
+    found: list[str] = []
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
@@ -272,7 +275,7 @@ def running_clients(cache: ClientCache) -> list[str]:
         except OSError:
             continue
         command = " ".join(word for word in words if word)
-        if cache.appname and cache.appname in command and "filelog-bus" not in command:
+        if any(name in command for name in names) and "filelog-bus" not in command:
             found.append(f"pid {pid}: {command[:200]}")
     return found
 

@@ -91,9 +91,10 @@ def classify(
             "(empty its cache and have hermes-server send an initsync sequence)"
         )
     assert unread is not None
-    if bus.next_begin > position and unread.events:
+    if bus.next_begin > position:  # its next seek would fail, as for an expired client
         return AT_RISK, (
-            f"the next retention pass deletes the bus up to offset {bus.next_begin}, events it has not read"
+            f"the next retention pass deletes the bus up to offset {bus.next_begin}, past its next offset: "
+            "events it has not read"
         )
     lag = None if unread.oldest_time is None else max(0.0, now - unread.oldest_time)
     if thresholds.behind_seconds is not None and lag is not None and lag > thresholds.behind_seconds:

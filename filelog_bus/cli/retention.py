@@ -105,7 +105,9 @@ def _sparing_report(prog: str, outcome: SparingOutcome, policy: str, *, dry_run:
     assert outcome.begin_after is not None
     _report(outcome.deleted, outcome.bytes, outcome.begin_after, policy, dry_run=dry_run)
     if outcome.kept_from is not None:
-        write_line(f"spared by age: offsets from {outcome.kept_from} on, which a named client has not read yet")
+        write_line(
+            f"spared by age: offsets from {outcome.kept_from} on, which a named client has not read yet"
+        )
     for client in outcome.expired:
         write_line(f"warning: {expired_message(client)}")
     for loss in outcome.losses:
