@@ -268,3 +268,20 @@ def test_a_stale_twin_left_by_a_compression_switch_is_noted_and_ignored(
     assert report["notes"] == [
         f"{stale} is ignored: {current} is newer (hermes.cache.enable_compression was switched); delete the stale one"
     ]
+
+
+def test_prometheus_label_values_with_quotes_backslashes_and_newlines_parse_back() -> None:
+    from filelog_bus.cli.prometheus import render
+    from filelog_bus.client_cache import ClientCache
+    from filelog_bus.clients import BusPositions, ClientReport, Unread
+
+    odd = 'C:\\caches\\"odd"\nname/_hermes-client-x.json'
+    report = ClientReport(
+        ClientCache(odd, "hermes-client-x", "1.0.9", 0, 0, 10), "ok", "", Unread(2, 300, 5.0)
+    )
+
+    text = render('/bus "main"', BusPositions(0, 400, 0), [report], now=65.0)
+
+    [lag] = [f for f in text_string_to_metric_families(text) if f.name == "filelog_bus_client_lag_seconds"]
+    assert lag.samples[0].labels == {"bus": '/bus "main"', "client": "hermes-client-x", "cache": odd}
+    assert lag.samples[0].value == 60.0

@@ -28,6 +28,7 @@ from filelog_bus.cli.exits import (
     EXIT_BUSY,
     EXIT_OK,
     EXIT_STATUSES,
+    EXIT_USAGE,
     NAGIOS_CRITICAL,
     NAGIOS_OK,
     NAGIOS_UNKNOWN,
@@ -165,7 +166,7 @@ def add_command(commands: Any) -> None:
 
 def _clients(prog: str, args: argparse.Namespace) -> int:
     if args.force and args.set_offsets is None:
-        return fail(prog, "--force only applies to --set-offsets", 2)
+        return fail(prog, "--force only applies to --set-offsets", EXIT_USAGE)
     if args.set_offsets is not None:
         return _set_offsets(prog, args)
     thresholds = Thresholds(
