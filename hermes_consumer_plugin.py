@@ -43,7 +43,6 @@ _RETENTION_HINT = (
     "retention_bytes of hermes-server's filelog settings): re-initialise this client from a fresh initsync "
     "sequence, and consider a longer retention"
 )
-_UTC_EPOCH = datetime.datetime(1970, 1, 1)  # naive, as Hermes expects; our timestamps are UTC
 
 
 def hermes_logger() -> logging.Logger:
@@ -53,10 +52,15 @@ def hermes_logger() -> logging.Logger:
 
 
 def event_from_record(record: Record) -> Event:
-    """Rebuild the Event and stamp it with its bus offset and (naive, UTC) time of sending."""
+    """Rebuild the Event and stamp it with its bus offset and time of sending.
+
+    The time is naive local time, as Hermes's own SQLite and Kafka consumers give it
+    (`datetime.fromtimestamp`): hermes-client compares it with `datetime.now()` to decide when
+    a trashed object is purged, so UTC would purge early wherever local time is ahead of UTC.
+    """
     event = Event.from_json(record.payload.decode("utf-8"))
     event.offset = record.offset
-    event.timestamp = _UTC_EPOCH + datetime.timedelta(seconds=record.timestamp)
+    event.timestamp = datetime.datetime.fromtimestamp(record.timestamp)
     return event
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lib.plugins import AbstractMessageBusProducerPlugin
 
 from filelog_bus import LogWriter
+from filelog_bus.clients import log_outcome, retention_sparing
 from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError, FilelogBusError
 
 if TYPE_CHECKING:
@@ -95,12 +96,21 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
         )
 
     def _apply_retention(self, writer: LogWriter) -> None:
-        """Delete expired segments; a failure to delete is logged, not fatal (events still flow)."""
+        """Delete expired segments; a failure to delete is logged, not fatal (events still flow).
+
+        With `retention_clients`, events those clients have not read are kept unless
+        `retention_bytes` is exceeded (and what each client loses is logged).
+        """
         max_age_days = self._settings.get("retention_in_days")
         max_bytes = self._settings.get("retention_bytes")
+        clients = self._settings.get("retention_clients")
         if max_age_days is None and max_bytes is None:
             return
         try:
+            if clients:
+                outcome = retention_sparing(writer, clients, max_age_days=max_age_days, max_bytes=max_bytes)
+                log_outcome(outcome, self._path, hermes_logger())
+                return
             deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes)
         except ConfigError as exc:
             raise ConfigError(exc.reason, advice=f"fix {_SETTINGS} in hermes-server's configuration") from exc

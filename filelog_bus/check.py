@@ -492,7 +492,12 @@ class RetentionPlan:
 
 
 def plan_retention_now(
-    path: str, *, max_age_days: float | None, max_bytes: int | None, now: float | None = None
+    path: str,
+    *,
+    max_age_days: float | None,
+    max_bytes: int | None,
+    now: float | None = None,
+    keep_from: int | None = None,
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
     bases, watermark = _list_and_read_watermark(path)
@@ -505,6 +510,7 @@ def plan_retention_now(
         max_age_days=max_age_days,
         max_bytes=max_bytes,
         newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
+        keep_from=keep_from,
     )
     return RetentionPlan(
         [segment_name(span.base) for span in doomed],

@@ -17,18 +17,11 @@ import time
 from typing import Any
 
 from filelog_bus import check
-from filelog_bus.cli import (
-    EXIT_FAILED,
-    EXIT_LOCKED,
-    EXIT_OK,
-    dump_line,
-    fail,
-    format_stats,
-    format_verify,
-    payload_preview,
-    table_lines,
-    write_line,
-)
+from filelog_bus.cli.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from filelog_bus.cli.format import dump_line, payload_preview, table_lines, write_line
+from filelog_bus.cli.run import fail
+from filelog_bus.cli.stats import format_stats
+from filelog_bus.cli.verify import format_verify
 from filelog_bus.errors import BusLockedError, FilelogBusError
 from filelog_bus.reader import LogReader
 from filelog_bus.writer import LogWriter

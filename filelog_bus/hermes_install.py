@@ -1,4 +1,4 @@
-"""`filelog-bus hermes-install HERMES_DIR [--force]`: install the `filelog` bus plugins into a Hermes tree.
+"""Installing the `filelog` bus plugins into a Hermes tree (the command: filelog_bus.cli.hermes_install).
 
 Writes `plugins/messagebus_producers/filelog/` and `plugins/messagebus_consumers/filelog/`,
 each with the four files Hermes expects of a plugin. The installed `filelog.py` only imports
@@ -8,9 +8,7 @@ the plugins. Idempotent; a file that differs from ours is only replaced with `--
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -25,13 +23,6 @@ ASSET_FILES = (
     "README.md",
     "requirements.txt",
 )
-
-EXIT_OK = 0
-EXIT_FILES_DIFFER = 1
-EXIT_NOT_A_HERMES_TREE = 2
-EXIT_WRITE_FAILED = 3
-
-_PROG = "filelog-bus hermes-install"
 
 
 @dataclass(frozen=True)
@@ -87,84 +78,3 @@ def write_atomically(path: Path, content: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-
-
-def _error(message: str) -> None:
-    print(f"{_PROG}: error: {message}", file=sys.stderr)
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=_PROG,
-        description="Install the filelog message-bus plugins (producer and consumer) into a Hermes tree.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "examples:\n"
-            "  filelog-bus hermes-install /opt/hermes           # install, or check an installation\n"
-            "  filelog-bus hermes-install --force /opt/hermes   # after upgrading filelog-bus\n\n"
-            "Exit status: 0 installed or already up to date; 1 some installed files differ (nothing\n"
-            "written, use --force); 2 HERMES_DIR is not a Hermes tree; 3 a file could not be written."
-        ),
-    )
-    parser.add_argument(
-        "hermes_dir",
-        metavar="HERMES_DIR",
-        help="top directory of Hermes, holding lib/ and plugins/ (e.g. /opt/hermes)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="overwrite installed plugin files that differ from this version's (e.g. after an upgrade)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    root = Path(args.hermes_dir)
-    if not root.is_dir():
-        _error(
-            f"{root} does not exist or is not a directory: give the top directory of a Hermes installation"
-        )
-        return EXIT_NOT_A_HERMES_TREE
-    missing = missing_hermes_parts(root)
-    if missing:
-        _error(
-            f"{root} is not a Hermes tree: it has no {', '.join(missing)}. Give the top directory of a "
-            "Hermes installation (the one that holds lib/ and plugins/)"
-        )
-        return EXIT_NOT_A_HERMES_TREE
-
-    plan = plan_install(root)
-    differing = [item for item in plan if item.state == "differs"]
-    if differing and not args.force:
-        listing = "".join(f"\n  {item.path}" for item in differing)
-        _error(
-            f"these installed files differ from this filelog-bus version's:{listing}\n"
-            "Nothing was written. Rerun with --force to replace them (local edits to them are lost)."
-        )
-        return EXIT_FILES_DIFFER
-
-    try:
-        for item in plan:
-            if item.state != "unchanged":
-                write_atomically(item.path, item.content)
-    except OSError as exc:
-        _error(
-            f"could not write {exc.filename or root}: {exc.strerror or exc}. Check the permissions of {root}"
-        )
-        return EXIT_WRITE_FAILED
-
-    verbs = {"new": "created", "differs": "replaced", "unchanged": "unchanged"}
-    for item in plan:
-        print(f"{verbs[item.state]:9} {item.path}")
-    print(
-        f"filelog plugins installed in {root}. Install filelog-bus in the Python environment that runs "
-        "Hermes too, then select the bus with hermes.plugins.messagebus.filelog.settings.path in the "
-        "server's and the clients' configuration."
-    )
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,13 +46,20 @@ def plan_retention(
     max_age_days: float | None,
     max_bytes: int | None,
     newest_timestamp: Callable[[SegmentSpan], float | None],
+    keep_from: int | None = None,
 ) -> list[SegmentSpan]:
-    """The oldest segments to delete; ``segments`` is oldest first and its last is the active one."""
+    """The oldest segments to delete; ``segments`` is oldest first and its last is the active one.
+
+    ``keep_from``: the age budget never deletes a segment holding offsets >= keep_from (events
+    some reader has not read yet); only the size budget may, when it is exceeded.
+    """
     closed = list(segments[:-1])
     doomed: list[SegmentSpan] = []
     if max_age_days is not None:
         cutoff = now - max_age_days * SECONDS_PER_DAY
         for segment in closed:
+            if keep_from is not None and segment.end > keep_from:
+                break
             newest = newest_timestamp(segment)
             if newest is None or newest >= cutoff:
                 break

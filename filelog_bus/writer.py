@@ -395,9 +395,17 @@ class LogWriter:
     # -- retention -------------------------------------------------------------
 
     def apply_retention(
-        self, *, max_age_days: float | None = None, max_bytes: int | None = None, now: float | None = None
+        self,
+        *,
+        max_age_days: float | None = None,
+        max_bytes: int | None = None,
+        now: float | None = None,
+        keep_from: int | None = None,
     ) -> list[str]:
-        """Delete closed segments beyond the age or size budget, oldest first; return their file names."""
+        """Delete closed segments beyond the age or size budget, oldest first; return their file names.
+
+        With ``keep_from``, the age budget spares segments holding offsets >= keep_from.
+        """
         self._check_open()
         check_policy(max_age_days, max_bytes)
         spans = segment_spans(self._bases, self._end)
@@ -408,6 +416,7 @@ class LogWriter:
                 max_age_days=max_age_days,
                 max_bytes=max_bytes,
                 newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
+                keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc

@@ -23,7 +23,8 @@ from test_cli_support import (
     start,
 )
 
-from filelog_bus.cli import dump_parser, main_parser
+from filelog_bus.cli.dump import dump_parser
+from filelog_bus.cli.main import main_parser
 
 # -- help ------------------------------------------------------------------------------
 
@@ -77,7 +78,7 @@ def test_hermes_install_is_handed_its_arguments(tmp_path: Path) -> None:
     installed = bus("hermes-install", hermes)
 
     assert helped.returncode == 0 and "filelog-bus hermes-install" in helped.stdout
-    assert refused.returncode == 2 and "is not a Hermes tree" in refused.stderr
+    assert refused.returncode == 3 and "is not a Hermes tree" in refused.stderr
     assert installed.returncode == 0, installed.stderr
     assert (hermes / "plugins" / "messagebus_consumers" / "filelog" / "filelog.py").is_file()
 
@@ -167,7 +168,7 @@ def test_read_only_commands_change_nothing_even_in_a_bus_made_read_only(bus_dir:
 
 _AS_NOBODY = """
     import contextlib, encodings.ascii, io, json, os, sys
-    from filelog_bus import cli
+    from filelog_bus.cli import dump as dump_command, main as cli
 
     # Everything is imported above: once unprivileged, this process cannot read the Python
     # installation under /root. The bus is reached through the working directory, since its
@@ -178,8 +179,8 @@ _AS_NOBODY = """
     os.setuid(65534)
     results = {}
     for name, call in [
-        ("dump", lambda: cli.dump_main(["."])),
-        ("category", lambda: cli.dump_main([".", "--category", "initsync", "--json"])),
+        ("dump", lambda: dump_command.dump_main(["."])),
+        ("category", lambda: dump_command.dump_main([".", "--category", "initsync", "--json"])),
         ("stats", lambda: cli.main(["stats", "."])),
         ("verify", lambda: cli.main(["verify", "."])),
         ("retention", lambda: cli.main(["retention", ".", "--bytes", "0"])),

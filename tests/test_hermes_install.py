@@ -38,7 +38,7 @@ def make_hermes_tree(root: Path) -> Path:
 
 def install(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "filelog_bus.hermes_install", *map(str, args)],
+        [sys.executable, "-m", "filelog_bus.cli.hermes_install", *map(str, args)],
         env=repo_env(),
         capture_output=True,
         text=True,
@@ -109,7 +109,7 @@ def test_a_differing_file_is_only_replaced_with_force(hermes_tree: Path) -> None
 
 def test_the_filelog_bus_command_runs_the_installer(hermes_tree: Path, tmp_path: Path) -> None:
     """`filelog-bus hermes-install HERMES_DIR`, through the console script's entry point."""
-    command = "import sys; from filelog_bus.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = "import sys; from filelog_bus.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
     def filelog_bus(*args: object) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -124,7 +124,7 @@ def test_the_filelog_bus_command_runs_the_installer(hermes_tree: Path, tmp_path:
     assert installed_ok.returncode == 0, installed_ok.stderr
     assert installed(hermes_tree, "consumer", "filelog.py").read_bytes() == asset("consumer", "filelog.py")
     refused = filelog_bus("hermes-install", tmp_path / "not-hermes")
-    assert refused.returncode == 2
+    assert refused.returncode == 3  # not a Hermes tree: "not what the command works on"
     assert refused.stderr.startswith("filelog-bus hermes-install: error:")
 
 
@@ -141,7 +141,7 @@ def test_a_directory_that_is_not_a_hermes_tree_is_refused(tmp_path: Path, layout
 
     result = install(target)
 
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "hermes-install: error:" in result.stderr and "Hermes" in result.stderr
     if layout in ("empty", "plugins-only"):
         assert "lib/plugins.py" in result.stderr

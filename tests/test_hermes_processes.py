@@ -16,6 +16,13 @@ from typing import Any
 
 import pytest
 
+from filelog_bus import LogWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "hermes_standin"))
+from hermes_cache import load as load_cache
+from hermes_cache import new_content
+from hermes_cache import save as save_cache
+
 TESTS_DIR = Path(__file__).resolve().parent
 STANDIN_DIR = TESTS_DIR / "hermes_standin"
 REPO_ROOT = TESTS_DIR.parent
@@ -72,7 +79,7 @@ def keys_of(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
 
 
 def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp_path: Path) -> None:
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
     client = start("fake_client.py", bus, cache, "--timeout-ms", 100, "--stop-at", "base-29")
     server_status, _, server_err = run("fake_server.py", bus, "--initsync", 5, "--base", 30, "--loops", 3)
     client_status, client_out, client_err = finish(client)
@@ -85,14 +92,14 @@ def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp
     assert all(e["offset_type"] == "int" for e in events)
     assert offsets == sorted(set(offsets)), "offsets must strictly increase along the bus"
     assert all(e["timestamp_is_naive"] for e in events)
-    saved = json.loads(cache.read_text())
+    saved = load_cache(cache)
     assert saved["nextoffset"] == offsets[-1] + 1
     assert saved["initstartoffset"] == offsets[0]
     assert saved["initstopoffset"] == offsets[6]
 
 
 def test_client_restarted_mid_stream_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
     server = start("fake_server.py", bus, "--initsync", 4, "--base", 60, "--loops", 6)
     first_status, first_out, first_err = run("fake_client.py", bus, cache, "--stop-after", 20)
     second_status, second_out, second_err = run("fake_client.py", bus, cache, "--stop-at", "base-59")
@@ -171,8 +178,8 @@ def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its
     tmp_path: Path,
 ) -> None:
     """The README's migration recipe: an initialised client whose three cached offsets are set to 0."""
-    bus, cache = tmp_path / "bus", tmp_path / "client.json"
-    cache.write_text(json.dumps({"initstartoffset": 0, "initstopoffset": 0, "nextoffset": 0}))
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
+    save_cache(cache, new_content(initstartoffset=0, initstopoffset=0, nextoffset=0))
     client = start("fake_client.py", bus, cache, "--stop-at", "base-9")
     server_status, _, server_err = run("fake_server.py", bus, "--initsync", 3, "--base", 10, "--loops", 2)
     client_status, client_out, client_err = finish(client)
@@ -180,3 +187,38 @@ def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its
     assert (server_status, client_status) == (0, 0), (server_err, client_err)
     # The fresh initsync sequence is skipped (the client already holds that data); no base event is missed.
     assert keys_of(handled_events(client_out)) == [("base", "added", f"base-{i}") for i in range(10)]
+
+
+def test_event_timestamps_are_naive_local_time_as_hermes_plugins_give_them(tmp_path: Path) -> None:
+    """Under TZ=Europe/Paris (UTC+1 in winter, UTC+2 in summer) a client sees Paris wall-clock times,
+    which hermes-client compares with datetime.now() to purge its trash bin."""
+    bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-paris.json"
+    winter, summer = 1_705_320_000.0, 1_721_044_800.0  # 2024-01-15T12:00Z, 2024-07-15T12:00Z
+    with LogWriter(bus) as writer:
+        for key, moment in (("winter", winter), ("summer", summer)):
+            event = {
+                "evcategory": "base",
+                "eventtype": "added",
+                "objtype": "user",
+                "objpkey": key,
+                "objattrs": {},
+            }
+            writer.append("base", json.dumps(event, indent=4).encode("utf-8"), moment)
+    save_cache(cache, new_content(initstartoffset=0, initstopoffset=0, nextoffset=0))
+
+    client = subprocess.Popen(
+        [sys.executable, str(STANDIN_DIR / "fake_client.py"), str(bus), str(cache), "--stop-at", "summer"],
+        env={**standin_env(), "TZ": "Europe/Paris"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status, out, err = finish(client)
+
+    assert status == 0, err
+    events = handled_events(out)
+    assert [(e["objpkey"], e["timestamp"]) for e in events] == [
+        ("winter", "2024-01-15T13:00:00"),
+        ("summer", "2024-07-15T14:00:00"),
+    ]
+    assert all(e["timestamp_is_naive"] for e in events)

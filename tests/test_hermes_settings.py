@@ -35,6 +35,8 @@ GOOD_PRODUCER_SETTINGS = [
     {"path": "bus", "retention_in_days": 30},
     {"path": "bus", "retention_in_days": 0.5, "retention_bytes": 10 * 2**30},
     {"path": "bus", "segment_bytes": 1024, "durability": "never"},
+    {"path": "bus", "retention_in_days": 30, "retention_clients": ["/var/lib/hermes/cache-ldap"]},
+    {"path": "bus", "retention_bytes": 2**30, "retention_clients": ["/c/_hermes-client-a.json.gz", "/d"]},
     {
         "path": "bus",
         "retention_in_days": 7,
@@ -57,6 +59,14 @@ BAD_PRODUCER_SETTINGS = [
     ({"path": "bus", "segment_bytes": "64M"}, "segment_bytes", "must be of integer type"),
     ({"path": "bus", "durability": "sometimes"}, "durability", "unallowed value sometimes"),
     ({"path": "bus", "uri": "/var/lib/hermes/bus.sqlite"}, "uri", "unknown field"),
+    (
+        {"path": "bus", "retention_clients": "/var/lib/hermes/cache"},
+        "retention_clients",
+        "must be of list type",
+    ),
+    ({"path": "bus", "retention_clients": []}, "retention_clients", "empty values not allowed"),
+    ({"path": "bus", "retention_clients": [""]}, "retention_clients", "empty values not allowed"),
+    ({"path": "bus", "retention_clients": [7]}, "retention_clients", "must be of string type"),
 ]
 
 

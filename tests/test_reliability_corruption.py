@@ -81,7 +81,7 @@ def damaged_copy(pristine: tuple[Path, list[Record]], tmp_path: Path) -> Path:
 
 def verify_available() -> bool:
     try:
-        from filelog_bus import cli
+        from filelog_bus.cli import main as cli
     except ImportError:
         return False
     return "verify" in cli.main_parser().format_help()
@@ -89,7 +89,7 @@ def verify_available() -> bool:
 
 def run_verify(bus: Path) -> tuple[int, str]:
     """`filelog-bus verify BUS` in-process: (exit status, stdout + stderr)."""
-    from filelog_bus import cli
+    from filelog_bus.cli import main as cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -254,7 +254,7 @@ def test_index_of_wrong_shape_is_bypassed_then_rebuilt_by_a_writer(
 def test_verify_command_reports_a_damaged_segment_by_name(damaged_copy: Path) -> None:
     """The real `filelog-bus verify` entry point, in its own process, on a flipped bit."""
     if not verify_available():
-        pytest.skip("filelog-bus verify (filelog_bus/cli.py) is not available in this checkout")
+        pytest.skip("filelog-bus verify (filelog_bus/cli/) is not available in this checkout")
     status, output = run_verify(damaged_copy)
     assert status == 0, output
     segment = segment_paths(damaged_copy)[2]
@@ -270,7 +270,7 @@ def test_verify_command_reports_a_damaged_segment_by_name(damaged_copy: Path) ->
         )
     else:
         result = run_python(
-            "import sys\nfrom filelog_bus.cli import main\nsys.exit(main(sys.argv[1:]))",
+            "import sys\nfrom filelog_bus.cli.main import main\nsys.exit(main(sys.argv[1:]))",
             "verify",
             str(damaged_copy),
         )

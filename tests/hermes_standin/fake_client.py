@@ -3,10 +3,11 @@
 Start-up: `seekToBeginning()` and a scan for a complete initsync sequence (init-start ...
 init-stop); then the initsync events, then base events, each update loop doing
 `seek(nextoffset)` and iterating until the timeout. After each handled event
-`nextoffset = event.offset + 1`; the cache (initstartoffset, initstopoffset, nextoffset) is
-saved as JSON at the end of every loop, as hermes-client does.
+`nextoffset = event.offset + 1`; the cache (initstartoffset, initstopoffset, nextoffset among
+other entries) is saved at the end of every loop as hermes-client saves it (hermes_cache.py:
+`_<appname>.json`, or `.json.gz` when compressed).
 
-    python fake_client.py BUS CACHE_JSON [--timeout-ms T] [--stop-after N] [--stop-at OBJPKEY]
+    python fake_client.py BUS CACHE_FILE [--timeout-ms T] [--stop-after N] [--stop-at OBJPKEY]
 
 Prints one JSON line per handled event. Exits 0 when a stop condition is met (a clean stop,
 cache saved), 3 after --max-loops loops without meeting one.
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import hermes_cache
 from hermes_runtime import install_hermes_builtin
 from lib.datamodel.event import Event
 
@@ -31,16 +33,13 @@ Cache = dict[str, Any]
 
 def load_cache(path: str) -> Cache:
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
+        return hermes_cache.load(Path(path))
     except FileNotFoundError:
-        return {"initstartoffset": None, "initstopoffset": None, "nextoffset": None}
+        return hermes_cache.new_content()
 
 
 def save_cache(path: str, cache: Cache) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(cache, file)
-    os.replace(path + ".tmp", path)
+    hermes_cache.save(Path(path), cache)
 
 
 def is_initialized(cache: Cache) -> bool:

@@ -1,0 +1,49 @@
+"""The one exit-status table every command follows, and its text for --help.
+
+Scripts and monitoring branch on these numbers, so each one means the same thing in
+every command; a command that cannot meet a meaning uses the nearest one, never a new
+meaning for an old number.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+#: The command ran and has something to report: filelog-dump printed nothing, verify found
+#: problems, a client is not ok, hermes-install found installed files that differ.
+EXIT_ATTENTION = 1
+EXIT_NOTHING = EXIT_PROBLEMS = EXIT_ATTENTION
+EXIT_USAGE = 2
+#: The path is not what the command works on: not a bus, not a Hermes tree.
+EXIT_NOT_A_BUS = EXIT_NOT_FOUND = 3
+EXIT_OUT_OF_RANGE = 4
+EXIT_DAMAGED = 5
+#: Someone else is at work: a writer holds the bus's writer lock, or a client is running.
+EXIT_LOCKED = EXIT_BUSY = 6
+EXIT_FAILED = 7
+#: A hermes-client cache file cannot be used: unreadable, not a hermes-client cache, or damaged.
+EXIT_BAD_CACHE = 8
+EXIT_INTERRUPTED = 130
+
+#: Nagios plugin statuses, used by `filelog-bus clients --nagios` only (the Nagios convention).
+NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
+
+EXIT_STATUSES = f"""\
+exit status: (one table for every filelog-bus command)
+  {EXIT_OK}    success (also: --follow ended with Ctrl-C, or the output pipe was closed, as by | head)
+  {EXIT_ATTENTION}    something to report: filelog-dump printed nothing (empty bus, or no record matched);
+       verify found problems (each one is printed); clients: a client is not ok;
+       hermes-install: installed files differ (nothing written; --force replaces them)
+  {EXIT_USAGE}    bad command line: unknown option, bad number, offset or time
+  {EXIT_NOT_A_BUS}    the path is not a bus (missing, not a directory, or holds no filelog-bus), or, for
+       hermes-install, not a Hermes tree
+  {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range)
+  {EXIT_DAMAGED}    a damaged segment or watermark (run filelog-bus verify for every problem)
+  {EXIT_LOCKED}    busy: a writer (the server) holds the bus's writer lock (retention, verify --repair),
+       or a client seems to be running (clients --set-offsets)
+  {EXIT_FAILED}    operating-system error (permission denied, I/O error, disk full)
+  {EXIT_BAD_CACHE}    a hermes-client cache file cannot be used (unreadable, not a hermes-client cache,
+       damaged): clients --set-offsets, retention --clients
+  {EXIT_INTERRUPTED}  interrupted with Ctrl-C (except filelog-dump --follow, which ends with 0)
+  clients --nagios alone follows the Nagios plugin convention instead: {NAGIOS_OK} OK, {NAGIOS_WARNING} WARNING,
+       {NAGIOS_CRITICAL} CRITICAL, {NAGIOS_UNKNOWN} UNKNOWN
+"""
