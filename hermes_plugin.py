@@ -55,6 +55,8 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
         self._open_writer(writer)
         try:
             self._apply_retention(writer)
+            if writer.failure is not None:  # a failed retention pass stopped the writer: recover now,
+                writer.open()  # so that this update loop's events still flow
         except BaseException:
             writer.close()  # Hermes does not call close() when open() fails: never keep the lock
             raise

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,3 +14,25 @@ import pytest
 def bus_dir(tmp_path: Path) -> Path:
     """Path of a bus directory that does not exist yet (writers create it)."""
     return tmp_path / "bus"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly mounted 1 MiB tmpfs: a real full disk (skips when mounting is not possible)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is a 1 MiB tmpfs, and mounting one needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MiB tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)  # still busy: detach it

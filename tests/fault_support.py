@@ -19,18 +19,7 @@ from typing import NamedTuple
 from filelog_bus import fs
 
 #: The seam calls a sweep fails, and the errors it fails them with.
-SWEPT_CALLS = (
-    "open",
-    "write",
-    "pwrite",
-    "fsync",
-    "fdatasync",
-    "ftruncate",
-    "link",
-    "replace",
-    "unlink",
-    "mkdir",
-)
+SWEPT_CALLS = tuple(name for name in fs.SEAM if name != "close")  # a failed close loses nothing
 SWEPT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EMFILE)
 
 
@@ -97,3 +86,14 @@ def count_calls(workload: Callable[[], object]) -> Counter[str]:
     counts = Counter(log.counts)
     counts["any"] = log.total
     return counts
+
+
+def same_failure(failure: BaseException | None, raised: BaseException) -> bool:
+    """Whether a stopped writer's ``failure`` is the error a call raised (or its cause)."""
+    return failure is not None and (
+        failure is raised
+        or failure is raised.__cause__
+        or failure is raised.__context__
+        or raised is failure.__cause__
+        or raised is failure.__context__
+    )

@@ -15,7 +15,8 @@ import random
 import select
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -435,3 +436,23 @@ def assert_lookups_agree(
             reader.seek(position)
             want = next((r for r in records if r.offset >= position and r.category == category), None)
             assert reader.find_next(category) == want, f"find_next({category!r}) after seek({position})"
+
+
+class Hung(BaseException):
+    """Raised by ``deadline`` in a call that did not return (a BaseException: no engine handler eats it)."""
+
+
+@contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Raise Hung in the block after ``seconds``: a reader that spins fails the test instead of hanging it."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise Hung(f"{what} did not return within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -37,16 +37,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import crash_states as cs
 import pytest
+from reliability_support import Hung, deadline
 
 from filelog_bus import LogReader, LogWriter, fs
 from filelog_bus.check import verify_bus
@@ -67,26 +66,6 @@ HEADER_SIZE = 32  # docs/FORMAT.md: every file starts with a 32-byte header
 
 
 # -- plumbing --------------------------------------------------------------------------------
-
-
-class Hung(BaseException):
-    """Raised by the alarm in a call that did not return (a BaseException: no engine handler eats it)."""
-
-
-@contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    """Raise Hung in the block after ``seconds`` (a reader that spins instead of returning)."""
-
-    def alarm(signum: int, frame: object) -> None:
-        raise Hung(f"{what} did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from fault_support import Fault, Interrupt, count_calls, injected
+from reliability_support import deadline
 from support import python_env
 
 import filelog_bus
@@ -60,10 +61,6 @@ class Ack(NamedTuple):
     offset: int
     category: str
     payload: bytes
-
-
-class Spin(AssertionError):
-    """A read did not return within READ_DEADLINE."""
 
 
 def record(
@@ -105,22 +102,6 @@ def fill_near_roll(writer: LogWriter, bus: Path, acks: list[Ack], tag: str) -> N
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
-
-
-@contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    """Fail the test, instead of hanging the suite, when the block runs longer than ``seconds``."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise Spin(f"{what} did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def read_all(bus: Path) -> list[Record]:
@@ -574,28 +555,6 @@ def test_bug4_enospc_writing_the_category_index_then_the_append_retried(
 
 
 # -- bug 5: opening a writer on a full disk --------------------------------------------------------
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A freshly mounted 1 MiB tmpfs (skips when mounting is not possible)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full disk is a 1 MiB tmpfs, and mounting one needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill(path: Path) -> None:

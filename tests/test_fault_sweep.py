@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
-from fault_support import SWEPT_CALLS, SWEPT_ERRORS, Fault, FaultLog, Interrupt, count_calls, injected
+from fault_support import (
+    SWEPT_CALLS,
+    SWEPT_ERRORS,
+    Fault,
+    FaultLog,
+    Interrupt,
+    count_calls,
+    injected,
+    same_failure,
+)
 
 from filelog_bus import LogReader, LogWriter, fs
 from filelog_bus.check import verify_bus
@@ -394,16 +403,6 @@ def check_raised(
     if isinstance(raised, BusPermissionError) or (workload.opens and isinstance(raised, FilelogBusError)):
         return []
     return [f"(a) untyped failure: {type(raised).__module__}.{type(raised).__qualname__}: {raised}"]
-
-
-def same_failure(failure: BaseException | None, raised: BaseException) -> bool:
-    return failure is not None and (
-        failure is raised
-        or failure is raised.__cause__
-        or failure is raised.__context__
-        or raised is failure.__cause__
-        or raised is failure.__context__
-    )
 
 
 def probe_writer(workload: Workload, run: Run, raised: BaseException | None) -> list[str]:

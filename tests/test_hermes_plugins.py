@@ -7,6 +7,7 @@ sys.path only for these tests); the bus is real, in a temporary directory.
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fault_support import Fault, injected
 
 from filelog_bus import LogReader, LogWriter
 
@@ -319,6 +321,33 @@ def test_retention_settings_are_applied_on_each_open_and_logged(
         kept = [e.objpkey for e in client]
     assert kept[-1] == "u39"
     assert not any(key.startswith("old") for key in kept) and len(kept) < 40
+
+
+def test_a_failed_retention_pass_is_logged_and_the_update_loop_still_sends(
+    hermes: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    """Retention failing (EIO on an unlink, through the engine's I/O seam) stops that writer; the
+    producer logs it and reopens, so the loop's send() still works and nothing is lost."""
+    bus = tmp_path / "bus"
+    with LogWriter(bus, segment_bytes=1024) as writer:
+        for i in range(40):
+            writer.append(
+                "base", hermes.Event("base", "added", "user", f"old{i}").to_json().encode(), float(i)
+            )
+    producer = hermes.Producer({"path": str(bus), "segment_bytes": 1024, "retention_bytes": 2048})
+    with injected(Fault("unlink", 1, errno.EIO)) as faults:
+        producer.open()
+    assert faults.fired
+    try:
+        for event in base_events(hermes, 3):
+            producer.send(event)
+    finally:
+        producer.close()
+    assert any("retention could not delete" in m for m in hermes.log.messages(logging.ERROR))
+    with consumer(hermes, bus) as client:
+        client.seekToBeginning()
+        keys = [e.objpkey for e in client]
+    assert keys[-3:] == ["u0", "u1", "u2"]
 
 
 def test_durability_never_and_custom_segment_size_are_passed_to_the_engine(

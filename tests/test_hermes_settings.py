@@ -43,6 +43,7 @@ GOOD_PRODUCER_SETTINGS = [
         "retention_bytes": 1,
         "segment_bytes": 2**26,
         "durability": "always",
+        "initsync_durable_once": False,
     },
 ]
 
@@ -58,6 +59,7 @@ BAD_PRODUCER_SETTINGS = [
     ({"path": "bus", "segment_bytes": 100}, "segment_bytes", "min value is 1024"),
     ({"path": "bus", "segment_bytes": "64M"}, "segment_bytes", "must be of integer type"),
     ({"path": "bus", "durability": "sometimes"}, "durability", "unallowed value sometimes"),
+    ({"path": "bus", "initsync_durable_once": "yes"}, "initsync_durable_once", "must be of boolean type"),
     ({"path": "bus", "uri": "/var/lib/hermes/bus.sqlite"}, "uri", "unknown field"),
     (
         {"path": "bus", "retention_clients": "/var/lib/hermes/cache"},
@@ -78,6 +80,7 @@ def test_producer_schema_accepts_good_settings_and_fills_the_durability_default(
     assert errors == {}
     assert normalised is not None
     assert normalised["durability"] == settings.get("durability", "always")
+    assert normalised["initsync_durable_once"] == settings.get("initsync_durable_once", True)
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), BAD_PRODUCER_SETTINGS)

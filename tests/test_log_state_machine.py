@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
-from fault_support import SWEPT_ERRORS, Fault, Interrupt, injected
+from fault_support import SWEPT_ERRORS, Fault, Interrupt, injected, same_failure
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -76,16 +76,6 @@ class Pending(NamedTuple):
     record: Model
     #: The model expected it to start a new segment.
     rolls: bool
-
-
-def same_failure(failure: BaseException | None, raised: BaseException) -> bool:
-    return failure is not None and (
-        failure is raised
-        or failure is raised.__cause__
-        or failure is raised.__context__
-        or raised is failure.__cause__
-        or raised is failure.__context__
-    )
 
 
 @contextlib.contextmanager

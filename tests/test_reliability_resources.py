@@ -12,10 +12,8 @@ same fault must surface as FailedToSendEventError.
 from __future__ import annotations
 
 import errno
-import os
 import random
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,28 +102,6 @@ def test_file_size_limit_fails_the_append_and_loses_nothing(bus_dir: Path, durab
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A freshly mounted 1 MiB tmpfs (skips when mounting is not possible)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("ENOSPC tests mount a 1 MiB tmpfs, which needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs for the ENOSPC tests: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)  # still busy: detach it
 
 
 def fill(path: Path) -> None:
