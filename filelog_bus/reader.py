@@ -374,7 +374,12 @@ class LogReader:
         batch = segment.scanner.batch(position, segment_end, self._chunk)
         self._chunk = min(self._chunk * 4, READ_CHUNK)
         if not batch.records:
-            if batch.error is None and segment_end < end and segment_end == segment.file_end():
+            file_behind = batch.error is None and segment_end < end and segment_end == segment.file_end()
+            # Zeros below the watermark in the newest, preallocated segment: the same crash state.
+            unwritten = (
+                batch.error is not None and segment.base == self._bases[-1] and segment.unwritten_at(position)
+            )
+            if file_behind or unwritten:
                 return self._stall(end, segment)
             self._advance(segment, position, batch.consumed, batch.error, False, segment_end)
         self._batch = batch.records
@@ -382,7 +387,7 @@ class LogReader:
         return self._read_next()
 
     def _stall(self, watermark: int, segment: LogSegment) -> None:
-        """The newest segment's file ends before the watermark (a crash state, until a writer recovers
+        """The newest segment's data ends before the watermark (a crash state, until a writer recovers
         the bus): until the watermark or the file changes, behave as at the end of the bus."""
         self._stalled = (watermark, segment, segment.file_end())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -209,3 +210,31 @@ def test_a_zeroed_page_of_synced_records_behind_a_lagging_watermark_is_refused(t
         log.read_bytes()[FILE_HEADER_SIZE + 8192 : FILE_HEADER_SIZE + end]
         == b"".join(encode_record(r.category, r.timestamp, r.payload) for r in before)[8192:end]
     ), "recovery changed acknowledged records it refused to cut"
+
+
+def test_a_reader_waits_at_unwritten_zeros_below_the_watermark_until_a_writer_recovers(
+    tmp_path: Path,
+) -> None:
+    """The state a power cut can leave a durability="never" bus in: the watermark past a page that never
+    reached the disk (zeros, in a preallocated segment). Readers treat it as the end of the bus (never an
+    error, never a spin) until a writer's recovery cuts there; then they go on with new records."""
+    live = tmp_path / "live"
+    with LogWriter(live, durability="never", segment_bytes=1 << 20) as writer:
+        offsets = [writer.append("c", bytes([i]) * 1000) for i in range(20)]
+        bus = Path(shutil.copytree(live, tmp_path / "bus"))  # the files as a crash leaves them (no close)
+    (bus / "writer.lock").unlink()
+    log = logs(bus)[-1]
+    hole = offsets[10]
+    with open(log, "r+b") as file:  # everything from record 10 on was lost
+        file.seek(FILE_HEADER_SIZE + hole)
+        file.write(bytes(FILE_HEADER_SIZE + offsets[-1] + 2000 - file.tell()))
+    with LogReader(bus, timeout=0) as reader:
+        assert [r.offset for r in reader] == offsets[:10]
+        assert reader.read_next() is None
+        reader.set_timeout(0.2)
+        assert list(reader) == []  # waited up to the timeout, as at the end of the bus
+        with LogWriter(bus, durability="never", segment_bytes=1 << 20) as writer:
+            assert writer.end_offset == hole
+            after = writer.append("c", b"after recovery")
+        reader.seek(hole)
+        assert [r.offset for r in reader] == [after]
