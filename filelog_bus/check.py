@@ -116,8 +116,9 @@ def _read_watermark(path: str) -> int:
 
 
 def _spans(bases: list[int], watermark: int) -> list[_Span]:
-    """Closed segments end where the next begins; the newest one at the watermark."""
-    ends = [*bases[1:], watermark]
+    """Closed segments end where the next begins, the newest one at the watermark; none past it (a roll
+    can close a segment holding deferred records that nobody has synced and published yet)."""
+    ends = [min(end, watermark) for end in [*bases[1:], watermark]]
     return [
         _Span(base, max(end, base), i == len(bases) - 1)
         for i, (base, end) in enumerate(zip(bases, ends, strict=True))

@@ -34,6 +34,7 @@ SEAM = (
     "fsync",
     "fdatasync",
     "ftruncate",
+    "fallocate",
     "link",
     "replace",
     "unlink",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 from filelog_bus import fs
@@ -46,9 +47,18 @@ class LoadedSegments(NamedTuple):
 
 
 def load_segments(
-    directory: str, interval: int, segment_bytes: int, durable: DurablePoint, clean_close: CleanClose | None
+    directory: str,
+    interval: int,
+    segment_bytes: int,
+    durable: DurablePoint,
+    clean_close: CleanClose | None,
+    before_recovery: Callable[[], None],
 ) -> LoadedSegments:
-    """Run the passes on a bus that has at least one segment; the caller owns the returned segment."""
+    """Run the passes on a bus that has at least one segment; the caller owns the returned segment.
+
+    ``before_recovery`` runs before the active segment's recovery writes anything (the writer
+    makes the erasure of a clean-close note durable there).
+    """
     bases = list_segment_bases(directory)
     remove_leftovers(directory, bases)  # 1
     check_closed_segments(directory, bases, interval)  # 2
@@ -57,6 +67,7 @@ def load_segments(
         if clean_close is not None and active.continue_after_clean_close(clean_close):
             end = clean_close.end
         else:
+            before_recovery()
             end = active.recover(max(durable.offset, active.base), durable.unsynced_writer)
     except BaseException:
         active.close()

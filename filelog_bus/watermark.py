@@ -50,6 +50,8 @@ class WatermarkPublisher:
         self.unsynced_writer = unsynced_writer
         self._holding_unsynced = False
         self._last = (0, True)
+        #: A clean-close note was erased, and the erasure is not durable yet.
+        self.erasure_pending = False
         if fs.stat_or_explain(self.path, "open the watermark") is None:
             self._create(directory)
         self.fd = fs.open_or_explain(self.path, os.O_RDWR)
@@ -107,13 +109,23 @@ class WatermarkPublisher:
         return decode_watermark(os.pread(self.fd, CLEAN_CLOSE_POSITION - FILE_HEADER_SIZE, FILE_HEADER_SIZE))
 
     def take_clean_close(self) -> CleanClose | None:
-        """Read the clean-close note and erase it: the bus is open for writing again."""
+        """Read the clean-close note and erase it: the bus is open for writing again.
+
+        The erasure is made durable by ``before_first_write``: a note that survived a power cut
+        would vouch for a segment whose later, unsynced writes were lost in any order.
+        """
         note = decode_clean_close(
             os.pread(self.fd, WATERMARK_FILE_SIZE - CLEAN_CLOSE_POSITION, CLEAN_CLOSE_POSITION)
         )
         if note is not None:
             fs.pwrite_all(self.fd, encode_clean_close(None), CLEAN_CLOSE_POSITION)
+            self.erasure_pending = True
         return note
+
+    def before_first_write(self) -> None:
+        """Make the clean-close note's erasure durable, once, before the bus's files change."""
+        fs.fsync(self.fd)
+        self.erasure_pending = False
 
     def leave_clean_close(self, note: CleanClose) -> None:
         fs.pwrite_all(self.fd, encode_clean_close(note), CLEAN_CLOSE_POSITION)

@@ -237,7 +237,9 @@ class LogWriter:
                 previous.offset if previous is not None and previous.durable else 0,
                 previous is not None and previous.unsynced_writer,
             )
-            loaded = load_segments(self.path, interval, self.config.segment_bytes, durable, clean_close)
+            loaded = load_segments(
+                self.path, interval, self.config.segment_bytes, durable, clean_close, self._before_first_write
+            )
             self._segment, self._bases, self._end = loaded.active, loaded.bases, loaded.end
         else:
             if previous is not None and previous.offset:
@@ -298,6 +300,8 @@ class LogWriter:
         assert segment is not None and self._watermark is not None
         offset = self._end
         try:
+            if self._watermark.erasure_pending:
+                self._before_first_write()
             if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
                 segment = self._roll()
             if deferred:
@@ -314,6 +318,13 @@ class LogWriter:
         except BaseException as exc:
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
+
+    def _before_first_write(self) -> None:
+        """Before the bus's files change: the erasure of the clean-close note must be durable, or a
+        power cut could leave a note that vouches for files whose unsynced writes were lost."""
+        assert self._watermark is not None
+        if self._watermark.erasure_pending:
+            self._watermark.before_first_write()
 
     def sync(self) -> int:
         """Make every record appended so far durable and visible to readers; return the end offset.
@@ -375,6 +386,7 @@ class LogWriter:
         interval = self.config.index_interval_bytes
         repaired: list[str] = []
         try:
+            self._before_first_write()
             for span in segment_spans(self._bases, self._end):
                 if span.base == self._segment.base:
                     repaired += self._segment.repair_derived(
@@ -422,6 +434,8 @@ class LogWriter:
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         deleted: list[str] = []
         try:
+            if doomed:
+                self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one
                 deleted.append(LogSegment.delete(self.path, span.base))

@@ -378,8 +378,9 @@ def check_raised(
     """(a): the failure is typed, carries the injected errno, or is the interrupt itself.
 
     An error may be absorbed (nothing raised) only where that loses nothing: a failed close,
-    or a failed open of a file for reading only (an index: the engine then falls back on
-    the segment, as for a damaged index). Whether the bus is then right is what (b)-(e) check.
+    a failed open of a file for reading only (an index: the engine then falls back on
+    the segment, as for a damaged index), or a preallocation the disk refuses (ENOSPC; appends
+    then extend the file). Whether the bus is then right is what (b)-(e) check.
     """
     if not log.fired:
         return [] if raised is None else [f"(a) the workload raised {raised!r} though no fault fired"]
@@ -389,6 +390,8 @@ def check_raised(
         return []
     if raised is None:
         if log.fired_at == "close" or absorbable:
+            return []
+        if log.fired_at == "fallocate" and fault.error == errno.ENOSPC:
             return []
         return [f"(a) the injected {fault_name(fault.error)} was swallowed: the workload raised nothing"]
     if isinstance(raised, BusWriteError):
