@@ -10,9 +10,9 @@ place. Only the newest segment (the *active* one) is ever appended to.
 Writing is fail-stop: a method that fails part-way raises, and the writer that owns
 the segment stops using it; opening the bus again runs ``recover``.
 
-Segments of format version 2 are *preallocated*: space is allocated ahead of the
-appends (``PREALLOCATION_STEP`` at a time, up to the segment size), so that appends
-overwrite space the file already has and most durable appends are one data-only
+Segments of format version 2 are *preallocated*: created at their full size (up to
+``PREALLOCATION_STEP``; larger segments grow by that much ahead of their appends), so that
+appends overwrite space the file already has and a durable append is one data-only
 fdatasync. The active segment's file therefore extends past its data with zeros (no
 record starts with a zero byte); sealing cuts it to its data, so closed segments end
 exactly where the next begins, as in version 1.
@@ -588,9 +588,9 @@ class SegmentCheck:
 
 #: Page size assumed when looking for the unwritten (all-zero) tail of a preallocated segment.
 _PAGE = 4096
-#: How much of a version 2 segment is allocated ahead of its appends at a time. (Allocating whole
-#: segments at once would give every small bus, and every test, a 64 MiB file.)
-PREALLOCATION_STEP = 4 * 2**20
+#: How much of a version 2 segment is allocated at a time: a segment of the default 64 MiB takes its
+#: full size on disk when it is created; larger ones grow by this much ahead of their appends.
+PREALLOCATION_STEP = 64 * 2**20
 
 
 def _preallocate(fd: int, length: int, position: int = FILE_HEADER_SIZE) -> None:

@@ -54,13 +54,16 @@ def test_the_active_segment_is_preallocated_and_closed_segments_are_cut_to_their
     assert stats.disk_bytes >= active.stat().st_size  # what is allocated on disk is shown too
 
 
-def test_large_segments_are_allocated_a_step_at_a_time(tmp_path: Path) -> None:
-    bus = tmp_path / "bus"
-    with LogWriter(bus) as writer:  # 64 MiB segments
+def test_a_new_segment_takes_its_full_size_and_larger_segments_grow_a_step_ahead(tmp_path: Path) -> None:
+    with LogWriter(tmp_path / "default") as writer:  # 64 MiB segments: the full size at creation
+        writer.append("c", b"x")
+        assert logs(tmp_path / "default")[-1].stat().st_size == FILE_HEADER_SIZE + 64 * 2**20
+    bus = tmp_path / "large"
+    with LogWriter(bus, segment_bytes=3 * PREALLOCATION_STEP, max_record_bytes=2**25) as writer:
         writer.append("c", b"x")
         assert logs(bus)[-1].stat().st_size == FILE_HEADER_SIZE + PREALLOCATION_STEP
-        payload = b"z" * (PREALLOCATION_STEP // 2)
-        for _ in range(3):
+        payload = b"z" * (PREALLOCATION_STEP // 4)
+        for _ in range(5):  # past the first step: the next one is allocated ahead
             writer.append("c", payload)
         assert logs(bus)[-1].stat().st_size == FILE_HEADER_SIZE + 2 * PREALLOCATION_STEP
 
