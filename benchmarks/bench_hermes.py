@@ -1,4 +1,5 @@
-"""Plugin-level benchmark (issue 3 items 7-8): the filelog Hermes plugins vs a SQLite-table bus.
+"""Plugin-level benchmark (issue 3 items 7-8, issue 9 item 5): the filelog Hermes plugins vs a SQLite-table bus,
+and durable sends against what a server could do without the library.
 
 Not a test. The SQLite-table bus is written here the way Hermes's SQLite plugin works: one table
 with an autoincrement id, one commit per event, a purge then VACUUM on every producer open, a
@@ -6,8 +7,16 @@ read-only consumer selecting `id >= offset` and polling every 0.5 s. Both run th
 stand-in Hermes base classes and Event (tests/hermes_standin), side by side in one run, rounds
 interleaved; the table shows medians and the filelog/SQLite ratio::
 
-    python benchmarks/bench_hermes.py            # 100k-event buses, 1M for the producer open cost
-    python benchmarks/bench_hermes.py --quick    # 10k / 100k, fewer rounds
+    python benchmarks/bench_hermes.py                # 100k-event buses, 1M for the producer open cost
+    python benchmarks/bench_hermes.py --quick        # 10k / 100k, fewer rounds
+    python benchmarks/bench_hermes.py --sends-only   # only the issue 9 send measurements below
+
+Issue 9's send measurements run first, each event going through what hermes-server does with it
+(a formatted log line naming the event, `event.to_json()`, then `send()`), rounds in ABBA order:
+an initsync sequence (init-start, N `added`, init-stop; N = 100,000, or 20,000 with --quick) with
+the producer's default `initsync_durable_once: true` against the same events with `false` (one
+durable send each); and durable base-event `send()` against a naive loop that writes the same
+JSON to an O_APPEND file and fdatasyncs after each event.
 
 Latency (send() returning -> event yielded in another process) and the CPU of an idle waiting
 consumer are measured in consumer subprocesses (getrusage); so is the consumers' peak RSS
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import random
 import resource
@@ -49,6 +59,10 @@ RARE = "rare"
 LATENCY_TARGET_MS = 50.0
 IDLE_CPU_TARGET_PERCENT = 1.0
 KINDS = ("filelog", "sqlite")
+#: issue 9: an initsync sequence made durable once, against one durable send per event.
+INITSYNC_TARGET_RATIO = 4.0
+#: issue 9: durable base-event send() against a naive O_APPEND write+fdatasync loop.
+NAIVE_SEND_TARGET_RATIO = 1.2
 
 
 # -- the SQLite-table bus, built like Hermes's SQLite plugin ------------------------------------
@@ -273,6 +287,183 @@ def open_send_close_seconds(kind: str, bus: Path) -> float:
     return time.perf_counter() - start
 
 
+# -- durable sends with a hermes-server's own per-event work (issue 9) --------------------------
+
+
+def server_logger() -> logging.Logger:
+    """A logger like hermes-server's: timestamped, formatted lines, written (unsynced) to a stream."""
+    logger = logging.getLogger("bench-hermes-server")
+    if not logger.handlers:
+        handler = logging.StreamHandler(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def server_work(logger: logging.Logger, event: Event) -> str:
+    """What hermes-server does per event besides send(): a log line naming the event, and its JSON."""
+    logger.info(f"Sending event {event!r} ({event.objtype}:{event.objpkey})")
+    return event.to_json()
+
+
+def initsync_sequence(count: int) -> list[Event]:
+    """init-start, ``count`` `added` events (whole objects, about 500 bytes of JSON each), init-stop."""
+    events = [Event("initsync", "init-start", objattrs={"schema": {"SRVUsers": ["uid", "mail", "groups"]}})]
+    for number in range(count):
+        attrs = {
+            "uid": f"user{number}",
+            "uidNumber": 10_000 + number,
+            "mail": f"user{number}@example.org",
+            "displayName": f"User Number {number}",
+            "loginShell": "/bin/bash",
+            "homeDirectory": f"/home/user{number}",
+            "groups": ["staff", "wifi"],
+        }
+        events.append(Event("initsync", "added", "SRVUsers", f"user{number}", attrs))
+    events.append(Event("initsync", "init-stop"))
+    return events
+
+
+def server_send_rate(bus: Path, events: list[Event], check: bool = False, **settings: Any) -> float:
+    """events/s of a server-like loop (log line, to_json, send) through the filelog producer plugin,
+    durability "always", from the first send until the last one returned; open and close untimed."""
+    remove(bus)
+    logger = server_logger()
+    with producer("filelog", bus, **settings) as plugin:
+        start = time.perf_counter()
+        for event in events:
+            server_work(logger, event)
+            plugin.send(event)
+        elapsed = time.perf_counter() - start
+    if check:  # once per kind, untimed: every event is on the bus, in order
+        with LogReader(bus, timeout=0) as reader:
+            count = sum(1 for _ in reader)
+        assert count == len(events), f"{count} records on the bus, {len(events)} events sent"
+    remove(bus)
+    return len(events) / elapsed
+
+
+def naive_send_rate(path: Path, events: list[Event]) -> float:
+    """The same loop, writing the event's JSON (one line) to an O_APPEND file and fdatasync'ing it."""
+    logger = server_logger()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        start = time.perf_counter()
+        for event in events:
+            os.write(fd, server_work(logger, event).encode("utf-8") + b"\n")
+            os.fdatasync(fd)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return len(events) / elapsed
+
+
+def abba(
+    rounds: int, first: Callable[[int], float], second: Callable[[int], float]
+) -> tuple[list[float], list[float]]:
+    """Rounds of two measurements in ABBA order (each gets its round number)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            a.append(first(i))
+            b.append(second(i))
+        else:
+            b.append(second(i))
+            a.append(first(i))
+    return a, b
+
+
+@dataclass
+class SendRow:
+    """A filelog rate against a reference rate, sampled in the same rounds."""
+
+    metric: str
+    reference: str
+    rounds: int
+    filelog: list[float]
+    baseline: list[float]
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.filelog) / statistics.median(self.baseline)
+
+    def cells(self) -> list[str]:
+        paired = [f / b for f, b in zip(self.filelog, self.baseline, strict=True)]
+        met = "met" if self.ratio >= self.target else "MISSED"
+        return [
+            self.metric,
+            f"{statistics.median(self.filelog):,.0f} events/s",
+            f"{self.reference}: {statistics.median(self.baseline):,.0f} events/s",
+            f"**{self.ratio:.2f}x** (paired {statistics.median(paired):.2f}, {min(paired):.2f}-{max(paired):.2f})",
+            f">= {self.target:g}x: {met}",
+        ]
+
+
+def measure_sends(sizes: Sizes, workdir: Path) -> list[SendRow]:
+    """Issue 9: an initsync sequence made durable once vs one durable send per event; base-event
+    send() vs a naive write+fdatasync loop; all with the server's per-event work."""
+    rows = []
+    bus = bus_path(workdir, "filelog", "sends")
+    os.sync()
+    n = sizes.initsync_events
+    say(f"initsync sequence of {n:,} events, durable once vs durable each, {sizes.initsync_rounds} rounds")
+    sequence = initsync_sequence(n)
+    once, each = abba(
+        sizes.initsync_rounds,
+        lambda i: server_send_rate(bus, sequence, i < 2, initsync_durable_once=True),
+        lambda i: server_send_rate(bus, sequence, i < 2, initsync_durable_once=False),
+    )
+    rows.append(
+        SendRow(
+            f"initsync sequence of {n:,} events (+ init-start, init-stop), durable once",
+            "one durable send() each",
+            sizes.initsync_rounds,
+            once,
+            each,
+            INITSYNC_TARGET_RATIO,
+        )
+    )
+    count, rounds = sizes.naive_sends, sizes.naive_rounds
+    say(f"base-event send() vs naive write+fdatasync, {rounds} rounds x {count} events")
+    events = [hermes_event(i) for i in range(count)]
+    library, naive = abba(
+        rounds,
+        lambda i: server_send_rate(bus, events, i < 2),
+        lambda _: naive_send_rate(workdir / "naive.jsonl", events),
+    )
+    rows.append(
+        SendRow(
+            "durable base-event send()",
+            "O_APPEND write + fdatasync",
+            rounds,
+            library,
+            naive,
+            NAIVE_SEND_TARGET_RATIO,
+        )
+    )
+    return rows
+
+
+def print_sends(rows: list[SendRow], command: str, sizes: Sizes) -> None:
+    print(
+        f"Command: `{command}` (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; per event: a "
+        "formatted log line and `to_json()`, then the send; medians of ABBA rounds, load average "
+        f"{os.getloadavg()[0]:.2f})\n"
+    )
+    print("| metric | filelog plugin | reference | filelog / reference | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for row in rows:
+        cells = row.cells()
+        cells[0] = f"{cells[0]} ({row.rounds} rounds)"
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
 # -- measurements in consumer subprocesses ------------------------------------------------------
 
 
@@ -415,6 +606,10 @@ class Sizes:
     seeks: int
     latency_events: int
     idle_seconds: float
+    initsync_events: int  # `added` events of the initsync sequence (issue 9 asks for 100,000)
+    initsync_rounds: int
+    naive_sends: int  # base events per round of send() vs the naive loop
+    naive_rounds: int
 
 
 FULL = Sizes(
@@ -425,6 +620,10 @@ FULL = Sizes(
     seeks=100,
     latency_events=300,
     idle_seconds=10,
+    initsync_events=100_000,
+    initsync_rounds=3,
+    naive_sends=300,
+    naive_rounds=15,
 )
 QUICK = Sizes(
     rounds=3,
@@ -434,6 +633,10 @@ QUICK = Sizes(
     seeks=30,
     latency_events=100,
     idle_seconds=3,
+    initsync_events=20_000,
+    initsync_rounds=3,
+    naive_sends=200,
+    naive_rounds=9,
 )
 
 
@@ -555,6 +758,11 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller buses and fewer rounds")
     parser.add_argument(
+        "--sends-only",
+        action="store_true",
+        help="only the durable-send measurements of issue 9 (initsync durable once, send vs naive loop)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, help="where to build the buses (default: a temporary directory)"
     )
     args = parser.parse_args()
@@ -562,10 +770,14 @@ def main() -> int:
     command = "python benchmarks/bench_hermes.py" + (" --quick" if args.quick else "")
     workdir = Path(tempfile.mkdtemp(prefix="bench-hermes-", dir=args.workdir))
     try:
-        rows = measure_all(sizes, workdir)
+        sends = measure_sends(sizes, workdir)
+        rows = [] if args.sends_only else measure_all(sizes, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print_table(rows, command, sizes)
+    print_sends(sends, command + (" --sends-only" if args.sends_only else ""), sizes)
+    if rows:
+        print_table(rows, command, sizes)
+    print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine)")
     return 0
 
 

@@ -88,7 +88,11 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 def pwrite_all(fd: int, data: bytes | memoryview, position: int) -> None:
     """Write every byte of ``data`` at ``position`` (a short write is continued)."""
-    view = memoryview(data)
+    written = pwrite(fd, data, position)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
+    position += written
     while view:
         written = pwrite(fd, view, position)
         view = view[written:]

@@ -290,8 +290,7 @@ class LogSegment:
         (the new size too), then write its summary."""
         if self.file_end() != end:
             fs.ftruncate(self.fd, self.file_position(end))
-            fs.fsync(self.fd)
-        self.sync()
+        self.sync()  # fdatasync flushes the new size too: later reads depend on it
         categories = load_category_index(self.directory, self.base, end)
         name = CATEGORY_SUMMARY.file_name(self.base)
         if categories is not None:

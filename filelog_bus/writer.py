@@ -50,6 +50,8 @@ from filelog_bus.segment import LogSegment
 from filelog_bus.watermark import WatermarkPublisher
 
 _LOCK_RETRY_SECONDS = 0.05
+#: Categories whose index key the writer remembers (Hermes uses a handful).
+_CACHED_CATEGORY_KEYS = 1024
 
 
 class LogWriter:
@@ -76,6 +78,8 @@ class LogWriter:
         self._bases: list[int] = []
         self._end = 0
         self._failure: BaseException | None = None
+        #: Category-index key of each category appended so far (a CRC per append saved).
+        self._category_keys: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -306,7 +310,12 @@ class LogWriter:
                 segment = self._roll()
             if deferred:
                 self._watermark.hold_unsynced()
-            segment.append(offset, data, float(timestamp), category_key(category))
+            key = self._category_keys.get(category)
+            if key is None:
+                if len(self._category_keys) >= _CACHED_CATEGORY_KEYS:
+                    self._category_keys.clear()
+                key = self._category_keys[category] = category_key(category)
+            segment.append(offset, data, float(timestamp), key)
             if deferred:
                 self._end = offset + len(data)
                 return offset
