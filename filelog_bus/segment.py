@@ -630,6 +630,3 @@ def list_segment_bases(directory: str) -> list[int]:
     bases = [base for name in os.listdir(directory) if (base := parse_segment_name(name)) is not None]
     bases.sort()
     return bases
-
-
-__all__ = ["READ_CHUNK", "LogSegment", "SegmentCheck", "list_segment_bases"]
