@@ -375,16 +375,23 @@ class LogReader:
         self._chunk = min(self._chunk * 4, READ_CHUNK)
         if not batch.records:
             file_behind = batch.error is None and segment_end < end and segment_end == segment.file_end()
-            # Zeros below the watermark in the newest, preallocated segment: the same crash state.
-            unwritten = (
-                batch.error is not None and segment.base == self._bases[-1] and segment.unwritten_at(position)
+            # The same crash state in a preallocated segment: zeros below the watermark where a record
+            # should start or, past what an unsynced writer made durable, any damage (which the
+            # writer's recovery cuts as a torn tail).
+            lost = (
+                batch.error is not None
+                and segment.base == self._bases[-1]
+                and (not self._watermark_durable() or segment.unwritten_at(position))
             )
-            if file_behind or unwritten:
+            if file_behind or lost:
                 return self._stall(end, segment)
             self._advance(segment, position, batch.consumed, batch.error, False, segment_end)
         self._batch = batch.records
         self._next_in_batch = 0
         return self._read_next()
+
+    def _watermark_durable(self) -> bool:
+        return self._watermark is None or self._watermark.durable
 
     def _stall(self, watermark: int, segment: LogSegment) -> None:
         """The newest segment's data ends before the watermark (a crash state, until a writer recovers

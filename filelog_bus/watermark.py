@@ -141,6 +141,8 @@ class WatermarkReader:
 
     def __init__(self, directory: str) -> None:
         self.path = watermark_path(directory)
+        #: Whether the offset read last had been made durable (an unsynced writer publishes it before).
+        self.durable = True
         try:
             self.fd = fs.open_or_explain(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -164,13 +166,15 @@ class WatermarkReader:
             ) from None
 
     def read(self) -> int:
+        """The published offset; ``durable`` then says whether everything below it was fsync'd."""
         deadline = None
         while True:
             slot = decode_watermark(
                 os.pread(self.fd, CLEAN_CLOSE_POSITION - FILE_HEADER_SIZE, FILE_HEADER_SIZE)
             )
             if slot is not None:
-                return slot[0]
+                self.durable = slot.durable
+                return slot.offset
             now = time.monotonic()
             if deadline is None:
                 deadline = now + _TORN_RETRY_SECONDS

@@ -241,3 +241,27 @@ def test_a_reader_waits_at_unwritten_zeros_below_the_watermark_until_a_writer_re
             after = writer.append("c", b"after recovery")
         reader.seek(hole)
         assert [r.offset for r in reader] == [after]
+
+
+def test_a_reader_waits_at_a_record_a_lost_page_cut_in_two_below_an_unsynced_watermark(
+    tmp_path: Path,
+) -> None:
+    """The same crash state, where the lost page cuts a record in the middle (found by review): past what
+    an unsynced writer made durable, damage is what recovery will cut as a torn tail, so readers wait
+    there too instead of raising."""
+    live = tmp_path / "live"
+    with LogWriter(live, durability="never") as writer:
+        offsets = [writer.append("c", b"r%02d" % i * 100) for i in range(20)]  # ~330 B each: two pages
+        end = writer.end_offset
+        bus = Path(shutil.copytree(live, tmp_path / "bus", ignore=shutil.ignore_patterns("writer.lock")))
+    log = logs(bus)[-1]
+    with open(log, "r+b") as file:  # the second page never reached the disk
+        file.seek(4096)
+        file.write(bytes(FILE_HEADER_SIZE + end - 4096))
+    survivors = [offset for offset in offsets if FILE_HEADER_SIZE + offset + 330 <= 4096]
+    with LogReader(bus, timeout=0) as reader:
+        assert [r.offset for r in reader][: len(survivors)] == survivors
+        assert reader.read_next() is None
+    with LogWriter(bus, durability="never") as writer:
+        assert writer.end_offset <= 4096 - FILE_HEADER_SIZE
+    assert verify_bus(str(bus)).healthy
