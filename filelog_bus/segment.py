@@ -245,6 +245,11 @@ class LogSegment:
         if offset + len(data) > self._allocated_end and self.version >= 2:
             self._allocate_ahead(offset + len(data))
         fs.pwrite_all(self.fd, data, self.file_position(offset))
+        self._index(offset, timestamp, key)
+
+    def _index(self, offset: int, timestamp: float, key: int) -> None:
+        """Add the index entries a record at ``offset`` needs (IndexBlocks decides which)."""
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         new_block, new_key = self._blocks.admit(offset, key)
         if new_block:
             self._offsets.append(offset, timestamp)
@@ -400,12 +405,7 @@ class LogSegment:
         return position if stop.found is None else stop.found.offset
 
     def _add_to_indexes(self, record: Record) -> None:
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
-        new_block, new_key = self._blocks.admit(record.offset, category_key(record.category))
-        if new_block:
-            self._offsets.append(record.offset, record.timestamp)
-        if new_key:
-            self._categories.append(record.offset, category_key(record.category))
+        self._index(record.offset, record.timestamp, category_key(record.category))
 
     def _reset_indexes(self) -> None:
         assert self._offsets is not None and self._categories is not None and self._blocks is not None

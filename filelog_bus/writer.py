@@ -310,12 +310,7 @@ class LogWriter:
                 segment = self._roll()
             if deferred:
                 self._watermark.hold_unsynced()
-            key = self._category_keys.get(category)
-            if key is None:
-                if len(self._category_keys) >= _CACHED_CATEGORY_KEYS:
-                    self._category_keys.clear()
-                key = self._category_keys[category] = category_key(category)
-            segment.append(offset, data, float(timestamp), key)
+            segment.append(offset, data, float(timestamp), self._key_of(category))
             if deferred:
                 self._end = offset + len(data)
                 return offset
@@ -327,6 +322,15 @@ class LogWriter:
         except BaseException as exc:
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
+
+    def _key_of(self, category: str) -> int:
+        """The category-index key of ``category``, remembered (a CRC per append saved)."""
+        key = self._category_keys.get(category)
+        if key is None:
+            if len(self._category_keys) >= _CACHED_CATEGORY_KEYS:
+                self._category_keys.clear()
+            key = self._category_keys[category] = category_key(category)
+        return key
 
     def _before_first_write(self) -> None:
         """Before the bus's files change: the erasure of the clean-close note must be durable, or a
