@@ -28,11 +28,10 @@ from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     LOCK_NAME,
     OFFSET_INDEX_MAGIC,
-    SEGMENT_MAGIC,
+    TEMPORARY_SUFFIX,
     WATERMARK_NAME,
     LayoutError,
     decode_file_header,
-    encode_file_header,
     offset_index_name,
     segment_name,
 )
@@ -60,17 +59,19 @@ def bus_state(path: str) -> str:
     if not os.path.exists(path):
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise NotABusError(f"{path} does not exist, nor does its parent directory {parent}")
+            raise NotABusError(f"{path} does not exist, nor does its parent directory {parent}", path=path)
         return "missing"
     if not os.path.isdir(path):
-        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
     names = set(os.listdir(path))
-    if names <= {LOCK_NAME, WATERMARK_NAME + ".new"}:
-        return "empty"
+    if all(name == LOCK_NAME or name.endswith(TEMPORARY_SUFFIX) for name in names):
+        return "empty"  # as a writer sees it: it would create a bus here
     if WATERMARK_NAME in names or list_segment_bases(path):
         return "bus"
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-    raise NotABusError(f"{path} holds no filelog-bus (it has no watermark file and no segment: {shown})")
+    raise NotABusError(
+        f"{path} holds no filelog-bus (it has no watermark file and no segment: {shown})", path=path
+    )
 
 
 def require_bus(path: str) -> None:
@@ -78,7 +79,8 @@ def require_bus(path: str) -> None:
     state = bus_state(path)
     if state != "bus":
         raise NotABusError(
-            f"no bus at {path}: the directory {'does not exist' if state == 'missing' else 'is empty'}"
+            f"no bus at {path}: the directory {'does not exist' if state == 'missing' else 'is empty'}",
+            path=path,
         )
 
 
@@ -116,13 +118,9 @@ def _read_watermark(path: str) -> int:
 
 
 def _spans(bases: list[int], watermark: int) -> list[_Span]:
-    """Closed segments end where the next begins, the newest one at the watermark; none past it (a roll
-    can close a segment holding deferred records that nobody has synced and published yet)."""
-    ends = [min(end, watermark) for end in [*bases[1:], watermark]]
-    return [
-        _Span(base, max(end, base), i == len(bases) - 1)
-        for i, (base, end) in enumerate(zip(bases, ends, strict=True))
-    ]
+    """The segments' spans up to the watermark (retention.segment_spans), the newest one marked."""
+    spans = segment_spans(bases, watermark)
+    return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
 
 
 def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
@@ -144,13 +142,15 @@ def _open_segment(path: str, base: int) -> LogSegment | None:
 
 
 def _being_created(path: str, base: int) -> bool:
-    """Whether a segment's file holds only the start of its header: a writer is creating it (it
-    creates the file, then writes the header), or crashed doing so (the next writer finishes it)."""
+    """Whether a segment's file holds only the start of its header (LogSegment.header_incomplete)."""
     try:
-        existing = fs.read_file(os.path.join(path, segment_name(base)))[:FILE_HEADER_SIZE]
+        fd = fs.open(os.path.join(path, segment_name(base)), os.O_RDONLY)
     except FileNotFoundError:
         return False
-    return len(existing) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(existing)
+    try:
+        return LogSegment.header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base)
+    finally:
+        fs.close(fd)
 
 
 # -- stats -------------------------------------------------------------------------
@@ -405,8 +405,8 @@ def _check_segment(
     name = segment_name(base)
     if active and (end is None or end <= base) and _being_created(path, base):
         notes.append(
-            f"{name} (the newest segment) has no complete header yet: a writer is creating it, or "
-            f"crashed while creating it (the next writer finishes it)"
+            f"{name} (the newest segment) has only part of its header: an older filelog-bus crashed "
+            f"while creating it (the next writer finishes it)"
         )
         return None
     try:

@@ -126,7 +126,7 @@ def write_file_atomically(path: str, data: bytes) -> None:
     The new file's bytes are fsync'd before the rename; the caller fsyncs the directory
     (once for several files).
     """
-    temporary = path + ".new"
+    temporary = path + ".new"  # layout.TEMPORARY_SUFFIX (fs depends on no bus layout)
     fd = open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         write_all(fd, data)

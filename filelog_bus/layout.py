@@ -35,6 +35,8 @@ CATEGORY_INDEX_SUFFIX = ".catindex"
 CATEGORY_SUMMARY_SUFFIX = ".catsummary"
 WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
+#: Suffix of the temporary files the engine writes before renaming or linking them into place.
+TEMPORARY_SUFFIX = ".new"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")
 _INDEX_NAME = re.compile(r"([0-9]{20})\.(?:index|catindex|catsummary)")
 

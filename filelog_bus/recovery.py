@@ -24,11 +24,8 @@ from typing import NamedTuple
 
 from filelog_bus import fs
 from filelog_bus.errors import SEGMENT_GAP, CorruptionError
-from filelog_bus.layout import FILE_HEADER_SIZE, CleanClose, parse_index_name, segment_name
+from filelog_bus.layout import FILE_HEADER_SIZE, TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
 from filelog_bus.segment import LogSegment, list_segment_bases
-
-#: Suffix of the temporary files the engine writes before renaming or linking them into place.
-TEMPORARY_SUFFIX = ".new"
 
 
 class DurablePoint(NamedTuple):

@@ -75,9 +75,11 @@ def plan_retention(
 
 
 def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:
-    """Spans of the segments; closed ones end where the next begins."""
+    """Spans of the segments: closed ones end where the next begins, and none past ``active_end``
+    (for a reader, the watermark: a roll can close a segment that holds deferred records nobody
+    has synced and published yet)."""
     ends = [*bases[1:], active_end]
-    return [SegmentSpan(base, end) for base, end in zip(bases, ends, strict=True)]
+    return [SegmentSpan(base, max(base, min(end, active_end))) for base, end in zip(bases, ends, strict=True)]
 
 
 def read_newest_timestamp(directory: str, base: int, end: int) -> float | None:

@@ -30,6 +30,7 @@ from filelog_bus import fs
 from filelog_bus.errors import (
     DAMAGED_HEADER,
     DAMAGED_RECORD,
+    DAMAGED_WATERMARK,
     CorruptionError,
     UnsupportedFormatError,
 )
@@ -52,6 +53,7 @@ from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     FORMAT_VERSION,
     SEGMENT_MAGIC,
+    TEMPORARY_SUFFIX,
     CleanClose,
     LayoutError,
     decode_file_header,
@@ -122,7 +124,7 @@ class LogSegment:
         lists a segment without its header; linking refuses to replace an existing segment.
         """
         path = os.path.join(directory, segment_name(base))
-        temporary = path + ".new"
+        temporary = path + TEMPORARY_SUFFIX
         fd = fs.open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
             fs.write_all(fd, encode_file_header(SEGMENT_MAGIC, base, version=FORMAT_VERSION))
@@ -153,10 +155,8 @@ class LogSegment:
         fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDWR)
         segment = cls(directory, base, fd)
         try:
-            header = encode_file_header(SEGMENT_MAGIC, base)
-            existing = os.pread(fd, FILE_HEADER_SIZE, 0)
-            if len(existing) < FILE_HEADER_SIZE and header.startswith(existing):
-                fs.pwrite_all(fd, header, 0)  # written by an older version, which created the file in place
+            if cls.header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base):
+                fs.pwrite_all(fd, encode_file_header(SEGMENT_MAGIC, base), 0)
                 fs.fsync(fd)
             segment.check_header()
             segment._open_indexes(interval, segment_bytes)
@@ -184,6 +184,13 @@ class LogSegment:
             interval,
         )
         self._blocks = IndexBlocks(self.base, interval)
+
+    @staticmethod
+    def header_incomplete(header: bytes, base: int) -> bool:
+        """Whether a segment file's first bytes are only the start of its (version 1) header: an older
+        filelog-bus created segments in place and may have crashed doing so. (This one links a
+        complete header into place.)"""
+        return len(header) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(header)
 
     def check_header(self) -> None:
         header = os.pread(self.fd, FILE_HEADER_SIZE, 0)
@@ -520,8 +527,12 @@ class LogSegment:
         if first_damage is None and damage.found:
             first_damage = damage.found[0].offset
         for found in damage.found:
-            if end is None and active and found.resume is None and found.incomplete:
-                break  # no watermark to trust: an incomplete tail may be an append in progress
+            if active and found.resume is None:
+                if end is None:
+                    break  # no watermark to trust: the tail may be an append in progress, or zeros
+                if self.unwritten_at(found.offset):
+                    result.problems.append(self._unrecovered_problem(found.offset))
+                    break
             result.problems.append(self._damage_problem(found, scan_end))
         result.bytes = scan_end - self.base
         result.index_files = sum(index.data is not None for index in indexes)
@@ -534,6 +545,18 @@ class LogSegment:
             if active:
                 result.lagging.append(index)
         return result
+
+    def _unrecovered_problem(self, offset: int) -> Problem:
+        """Nothing was written at ``offset``, below the watermark: a crash state (pages an unsynced
+        writer never got to the disk) that no writer has recovered yet. Readers wait there."""
+        return Problem(
+            segment_name(self.base),
+            self.file_position(offset),
+            offset,
+            DAMAGED_WATERMARK,
+            "nothing was written here, below the published watermark: the bus was not recovered after a "
+            "crash (readers wait here); open it once with a writer, which cuts the lost tail",
+        )
 
     def _damage_problem(self, damage: Damage, end: int) -> Problem:
         if damage.resume is None:
@@ -585,8 +608,6 @@ class SegmentCheck:
     lagging: list[IndexCheck] = field(default_factory=list)
 
 
-#: Page size assumed when looking for the unwritten (all-zero) tail of a preallocated segment.
-_PAGE = 4096
 #: How much of a version 2 segment is allocated at a time: a segment of the default 64 MiB takes its
 #: full size on disk when it is created; larger ones grow by this much ahead of their appends.
 PREALLOCATION_STEP = 64 * 2**20

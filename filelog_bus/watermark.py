@@ -5,9 +5,10 @@ written, with ``durability="never"``) in the small ``watermark`` file, with one
 ``pwrite`` after the record's fdatasync. Readers never read past it, so they never
 see a record that a power loss could still erase and that the writer's recovery
 could replace with a different record at the same offset. Publishing does not
-fsync the file (after a crash the writer recomputes it); the file is made durable
-when it is created, and when a writer of the other durability opens the bus, so
-that recovery knows how the last writer wrote.
+fsync the file (after a crash the writer recomputes it). The file is fsync'd only
+where recovery depends on what it says: when it is created; when a writer of the
+other durability opens the bus, or holds deferred appends (the unsynced-writer
+flag); and before the first write after the clean-close note was erased.
 """
 
 from __future__ import annotations

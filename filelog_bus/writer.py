@@ -37,9 +37,9 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, parse_segment_name
+from filelog_bus.layout import LOCK_NAME, TEMPORARY_SUFFIX, WATERMARK_NAME, parse_segment_name
 from filelog_bus.record import category_key, encode_record
-from filelog_bus.recovery import TEMPORARY_SUFFIX, DurablePoint, load_segments
+from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
     plan_retention,

@@ -265,3 +265,17 @@ def test_a_reader_waits_at_a_record_a_lost_page_cut_in_two_below_an_unsynced_wat
     with LogWriter(bus, durability="never") as writer:
         assert writer.end_offset <= 4096 - FILE_HEADER_SIZE
     assert verify_bus(str(bus)).healthy
+
+
+def test_verify_calls_zeros_below_the_watermark_an_unrecovered_crash_not_damage(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    with LogWriter(live, durability="never", segment_bytes=1 << 20) as writer:
+        offsets = [writer.append("c", bytes([i]) * 1000) for i in range(20)]
+        bus = Path(shutil.copytree(live, tmp_path / "bus", ignore=shutil.ignore_patterns("writer.lock")))
+    with open(logs(bus)[-1], "r+b") as file:  # records 10 and later never reached the disk
+        file.seek(FILE_HEADER_SIZE + offsets[10])
+        file.write(bytes(10 * 1100))
+    report = verify_bus(str(bus))
+    assert [(p.kind, p.offset) for p in report.problems] == [("watermark", offsets[10])]
+    LogWriter(bus, durability="never", segment_bytes=1 << 20).open().close()
+    assert verify_bus(str(bus)).healthy

@@ -42,6 +42,7 @@ from filelog_bus.clients import (
     CRITICAL_STATES,
     OK,
     STATES,
+    UNREADABLE,
     BusPositions,
     ClientReport,
     Thresholds,
@@ -225,14 +226,14 @@ def _table(path: str, bus: BusPositions, reports: list[ClientReport], notes: lis
                 "-" if unread is None else str(unread.events),
                 "-" if unread is None else str(unread.bytes),
                 format_time(None if unread is None else unread.oldest_time),
-                "-" if report.state == "unreadable" else _initialised(report.cache),
+                "-" if report.state == UNREADABLE else _initialised(report.cache),
                 report.state,
             ]
         )
     lines += table_lines(rows, indent="")
     lines += [
         printable(report.cache.appname)
-        + ("" if report.state == "unreadable" else f" ({printable(report.cache.path)})")
+        + ("" if report.state == UNREADABLE else f" ({printable(report.cache.path)})")
         + f": {printable(report.why)}"
         for report in reports
         if report.state != OK
@@ -254,7 +255,7 @@ def _as_json(path: str, bus: BusPositions, reports: list[ClientReport], notes: l
                 "initstartoffset": cache.initstartoffset,
                 "initstopoffset": cache.initstopoffset,
                 "nextoffset": cache.nextoffset,
-                "initialised": None if report.state == "unreadable" else cache.initialised,
+                "initialised": None if report.state == UNREADABLE else cache.initialised,
                 "unread_events": None if unread is None else unread.events,
                 "unread_bytes": None if unread is None else unread.bytes,
                 "oldest_unread_time": None if unread is None else unread.oldest_time,

@@ -208,6 +208,3 @@ def _of_category(reader: LogReader, category: str) -> Iterator[Record]:
     """Records of one category through the category index; with --follow (timeout None) waiting for more."""
     while (record := reader.find_next_waiting(category)) is not None:
         yield record
-
-
-# -- filelog-bus ---------------------------------------------------------------------

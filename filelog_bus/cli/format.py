@@ -6,6 +6,7 @@ Everything a payload holds is escaped before it reaches a terminal.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import sys
 import unicodedata
@@ -14,7 +15,6 @@ from typing import Any
 
 from filelog_bus.record import Record
 
-FOLLOW_POLL_SECONDS = 0.1
 #: Characters of payload shown in a dump line.
 PREVIEW_CHARS = 72
 #: Payload bytes decoded for a preview (a preview never needs more).
@@ -64,12 +64,10 @@ def payload_preview(payload: bytes, width: int = PREVIEW_CHARS) -> str:
     binary = f"hex:{payload[:shown].hex()}" + ("…" if len(payload) > shown else "")
     if b"\0" in head:
         return binary
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if whole or exc.reason != "unexpected end of data":
-            return binary
-        text = head[: exc.start].decode("utf-8")  # a character cut by the preview's end
+    try:  # a character cut by the preview's end is left out, not taken for binary
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+    except UnicodeDecodeError:
+        return binary
     if len(payload) <= _PREVIEW_JSON_BYTES and text.lstrip()[:1] in ("{", "["):
         try:
             text = json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
