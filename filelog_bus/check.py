@@ -432,17 +432,16 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
     """Each closed segment must end exactly where the next one begins."""
     problems = []
     for base, next_base in itertools.pairwise(bases):
-        name = segment_name(base)
         try:
-            size = os.stat(os.path.join(path, name)).st_size
+            gap = LogSegment.gap_after(path, base, next_base)
         except FileNotFoundError:
             continue  # deleted by retention since it was listed
-        end = base + size - FILE_HEADER_SIZE
-        if end != next_base:
+        if gap is not None:
+            end, size = gap
             how = "truncated" if end < next_base else "extended"
             problems.append(
                 Problem(
-                    name,
+                    segment_name(base),
                     size,
                     None,
                     SEGMENT_GAP,

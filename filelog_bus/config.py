@@ -12,6 +12,7 @@ DURABILITY_NEVER = "never"
 DURABILITIES = (DURABILITY_ALWAYS, DURABILITY_NEVER)
 MIN_SEGMENT_BYTES = 1024
 MIN_INDEX_INTERVAL = 64
+MAX_INDEX_INTERVAL = 2**31
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class WriterConfig:
         if self.durability not in DURABILITIES:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITIES)}, got {self.durability!r}")
         _check_int("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 2**62)
-        _check_int("index_interval_bytes", self.index_interval_bytes, MIN_INDEX_INTERVAL, 2**31)
+        _check_int("index_interval_bytes", self.index_interval_bytes, MIN_INDEX_INTERVAL, MAX_INDEX_INTERVAL)
         _check_int("max_record_bytes", self.max_record_bytes, 64, MAX_BODY_BYTES)
         if self.lock_timeout is not None and (
             isinstance(self.lock_timeout, bool)

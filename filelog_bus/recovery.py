@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from filelog_bus import fs
 from filelog_bus.errors import SEGMENT_GAP, CorruptionError
-from filelog_bus.layout import FILE_HEADER_SIZE, TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
+from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
 from filelog_bus.segment import LogSegment, list_segment_bases
 
 
@@ -90,13 +90,13 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
 def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:
     """Check that closed segments follow each other without gaps; rebuild damaged derived files."""
     for base, next_base in itertools.pairwise(bases):
-        path = os.path.join(directory, segment_name(base))
-        size = os.stat(path).st_size
-        if base + size - FILE_HEADER_SIZE != next_base:
+        gap = LogSegment.gap_after(directory, base, next_base)
+        if gap is not None:
+            end, size = gap
             raise CorruptionError(
-                f"segment ends at offset {base + size - FILE_HEADER_SIZE} but the next segment starts at "
-                f"{next_base}: the file was truncated or extended",
-                path=path,
+                f"segment ends at offset {end} but the next segment starts at {next_base}: the file was "
+                f"truncated or extended",
+                path=os.path.join(directory, segment_name(base)),
                 file_position=size,
                 damage=SEGMENT_GAP,
                 advice="restore it from a backup, or move it and every older segment aside to keep only the "

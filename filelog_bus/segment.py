@@ -186,6 +186,14 @@ class LogSegment:
         self._blocks = IndexBlocks(self.base, interval)
 
     @staticmethod
+    def gap_after(directory: str, base: int, next_base: int) -> tuple[int, int] | None:
+        """For a closed segment: (where its data ends, its file size) when that is not where the next
+        segment begins (the file was truncated or extended), else None. FileNotFoundError if gone."""
+        size = os.stat(os.path.join(directory, segment_name(base))).st_size
+        end = base + size - FILE_HEADER_SIZE
+        return None if end == next_base else (end, size)
+
+    @staticmethod
     def header_incomplete(header: bytes, base: int) -> bool:
         """Whether a segment file's first bytes are only the start of its (version 1) header: an older
         filelog-bus created segments in place and may have crashed doing so. (This one links a

@@ -7,6 +7,7 @@ from typing import Any
 from filelog_bus import check
 from filelog_bus.cli.exits import EXIT_LOCKED
 from filelog_bus.cli.run import fail
+from filelog_bus.config import MAX_INDEX_INTERVAL, MIN_INDEX_INTERVAL
 from filelog_bus.errors import BusLockedError
 from filelog_bus.writer import LogWriter
 
@@ -17,7 +18,7 @@ def maintenance_writer(path: str, wait: float) -> LogWriter:
     check.require_bus(path)
     settings: dict[str, Any] = {"lock_timeout": wait}
     interval = check.index_interval(path)
-    if interval is not None and 64 <= interval <= 2**31:
+    if interval is not None and MIN_INDEX_INTERVAL <= interval <= MAX_INDEX_INTERVAL:
         settings["index_interval_bytes"] = interval
     return LogWriter(path, **settings).open()
 
