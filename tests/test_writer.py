@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,8 +13,16 @@ from pathlib import Path
 import pytest
 from support import run_python, spawn_python
 
-from filelog_bus import LogReader, LogWriter, Record
-from filelog_bus.errors import BusClosedError, BusLockedError, ConfigError, InvalidRecordError, NotABusError
+from filelog_bus import LogReader, LogWriter, Record, check, fs
+from filelog_bus.errors import (
+    BusClosedError,
+    BusIOError,
+    BusLockedError,
+    BusWriteError,
+    ConfigError,
+    InvalidRecordError,
+    NotABusError,
+)
 from filelog_bus.layout import parse_segment_name, segment_name
 from filelog_bus.record import encode_record
 
@@ -295,3 +304,62 @@ def test_lock_is_released_when_the_holder_is_killed(bus_dir: Path) -> None:
     holder.communicate(timeout=PROCESS_TIMEOUT)
     with LogWriter(bus_dir) as writer:
         assert writer.append("c", b"next", 2.0) > 0
+
+
+def _failing_read_opens(monkeypatch: pytest.MonkeyPatch, suffix: str, error: int) -> None:
+    """Make every read-only open of a bus file ending in ``suffix`` fail, through the engine's I/O seam."""
+    real_open = fs.open
+
+    def open_failing(path: str, flags: int, mode: int = 0o666) -> int:
+        if str(path).endswith(suffix) and not flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(error, os.strerror(error), str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(fs, "open", open_failing)
+
+
+def test_a_roll_whose_category_index_cannot_be_read_still_writes_the_summary(
+    bus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the roll skipped the category summary when reading the category index failed
+    (EIO, EMFILE), and verify then reported the bus unhealthy until the next open."""
+    with LogWriter(bus_dir, segment_bytes=1024, index_interval_bytes=64) as writer:
+        writer.append("c", b"x" * 300)
+        _failing_read_opens(monkeypatch, ".catindex", errno.EIO)
+        while len(segment_bases(bus_dir)) < 2:
+            writer.append("c", b"x" * 300)
+        monkeypatch.undo()
+        assert writer.failure is None
+        assert check.verify_bus(str(bus_dir)).healthy
+
+
+def test_retention_by_age_that_cannot_read_timestamps_raises_a_typed_error_and_goes_on(
+    bus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: reading the segments' timestamps failed with a bare OSError."""
+    with LogWriter(bus_dir, segment_bytes=1024) as writer:
+        for i in range(20):
+            writer.append("c", b"x" * 300, float(i))
+        _failing_read_opens(monkeypatch, ".log", errno.EMFILE)
+        with pytest.raises(BusIOError) as raised:
+            writer.apply_retention(max_age_days=1, now=10 * 86400.0)
+        monkeypatch.undo()
+        assert raised.value.errno == errno.EMFILE and raised.value.path
+        assert writer.failure is None  # nothing was deleted: the writer goes on
+        assert writer.apply_retention(max_age_days=1, now=10 * 86400.0)
+
+
+def test_open_on_a_stopped_writer_recovers_the_bus(bus_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: open() on a stopped writer returned it still stopped."""
+    writer = LogWriter(bus_dir).open()
+    first = writer.append("c", b"before")
+    monkeypatch.setattr(fs, "fdatasync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "injected")))
+    with pytest.raises(BusWriteError):
+        writer.append("c", b"lost")
+    monkeypatch.undo()
+    assert writer.failure is not None
+    writer.open()
+    assert writer.failure is None
+    second = writer.append("c", b"after")
+    writer.close()
+    assert [(r.offset, r.payload) for r in read_all(bus_dir)] == [(first, b"before"), (second, b"after")]
