@@ -19,7 +19,7 @@ from reliability_support import read_all
 from support import spawn_python
 
 from filelog_bus import LogReader, LogWriter
-from filelog_bus.check import bus_stats, verify_bus
+from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
 from filelog_bus.errors import CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
@@ -279,3 +279,24 @@ def test_verify_calls_zeros_below_the_watermark_an_unrecovered_crash_not_damage(
     assert [(p.kind, p.offset) for p in report.problems] == [("watermark", offsets[10])]
     LogWriter(bus, durability="never", segment_bytes=1 << 20).open().close()
     assert verify_bus(str(bus)).healthy
+
+
+def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_records_wait(
+    tmp_path: Path,
+) -> None:
+    """Found by review: after deferred appends across rolls, spans ran past the watermark (a negative size):
+    stats counted records nobody had published, and the retention preview planned otherwise than the writer."""
+    bus = tmp_path / "bus"
+    with LogWriter(bus, segment_bytes=4096) as writer:
+        published = [writer.append("base", b"b" * 300) for _ in range(5)]
+        for _ in range(20):
+            writer.append("initsync", b"i" * 600, deferred=True)
+        assert len(list_segment_bases(str(bus))) > 3
+        stats = bus_stats(str(bus))
+        assert (
+            stats.record_count == len(published)
+            and stats.end_offset == published[-1] + stats.bytes - published[-1]
+        )
+        assert all(segment.end >= segment.base for segment in stats.segments)
+        plan = plan_retention_now(str(bus), max_age_days=None, max_bytes=0)
+        assert plan.bytes <= stats.end_offset
