@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from filelog_bus import fs
 
@@ -50,11 +50,27 @@ class FaultLog:
     fired_at: str | None = None
 
 
+#: wrap(seam call name, the real function) -> the function installed in its place.
+Wrapper = Callable[[str, Callable[..., Any]], Callable[..., Any]]
+
+
+@contextmanager
+def seam_wrapped(wrap: Wrapper) -> Iterator[None]:
+    """Within the block, every seam call goes through ``wrap(name, original)``; restored after."""
+    originals = {name: getattr(fs, name) for name in fs.SEAM}
+    for name, original in originals.items():
+        setattr(fs, name, wrap(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(fs, name, original)
+
+
 @contextmanager
 def injected(fault: Fault | None) -> Iterator[FaultLog]:
     """Within the block, make the fault's call fail (None: only count the calls)."""
     log = FaultLog()
-    originals = {name: getattr(fs, name) for name in fs.SEAM}
 
     def wrap(name: str, original: Callable[..., object]) -> Callable[..., object]:
         def call(*args: object, **kwargs: object) -> object:
@@ -70,13 +86,8 @@ def injected(fault: Fault | None) -> Iterator[FaultLog]:
 
         return call
 
-    for name, original in originals.items():
-        setattr(fs, name, wrap(name, original))
-    try:
+    with seam_wrapped(wrap):
         yield log
-    finally:
-        for name, original in originals.items():
-            setattr(fs, name, original)
 
 
 def count_calls(workload: Callable[[], object]) -> Counter[str]:

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from fault_support import Fault, Interrupt, count_calls, injected
+from fault_support import Fault, Interrupt, count_calls, injected, seam_wrapped
 from reliability_support import deadline
 from support import python_env
 
 import filelog_bus
-from filelog_bus import LogReader, LogWriter, Record, check, fs
+from filelog_bus import LogReader, LogWriter, Record, check
 from filelog_bus.errors import (
     BusClosedError,
     BusPermissionError,
@@ -255,7 +255,6 @@ def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
     """
     fired: list[tuple[str, str | None]] = []
     paths: dict[int, str] = {}
-    originals = {name: getattr(fs, name) for name in fs.SEAM}
 
     def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -279,13 +278,8 @@ def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
 
         return call
 
-    for name, original in originals.items():
-        setattr(fs, name, wrap(name, original))
-    try:
+    with seam_wrapped(wrap):
         yield fired
-    finally:
-        for name, original in originals.items():
-            setattr(fs, name, original)
 
 
 def is_directory(path: str | None, directory: Path) -> bool:
