@@ -42,6 +42,7 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
     def __init__(self, settings: dict[str, Any]) -> None:
         super().__init__(settings)
         self._writer: LogWriter | None = None
+        self._initsync_durable_once = bool(self._settings.get("initsync_durable_once", True))
 
     @property
     def _path(self) -> str:
@@ -146,9 +147,8 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
             raise RuntimeError(
                 f"filelog bus {self._path!r} is not open: send events inside `with bus:` (open() first)"
             )
+        category = event.evcategory
         deferred = (
-            self._settings.get("initsync_durable_once", True)
-            and event.evcategory == INITSYNC_CATEGORY
-            and event.eventtype != INITSYNC_STOP
+            self._initsync_durable_once and category == INITSYNC_CATEGORY and event.eventtype != INITSYNC_STOP
         )
-        self._writer.append(event.evcategory, event.to_json().encode("utf-8"), time.time(), deferred=deferred)
+        self._writer.append(category, event.to_json().encode("utf-8"), time.time(), deferred=deferred)

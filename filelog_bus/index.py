@@ -242,7 +242,12 @@ def _encode_index_file(
 
 
 class IndexWriter:
-    """Appends entries to one index file, keeping the chained CRC; writes at explicit positions."""
+    """Appends entries to one index file, keeping the chained CRC; writes at explicit positions.
+
+    Entries are kept in memory until ``flush`` (the segment flushes every ``INDEX_LAG_BLOCKS``
+    index blocks of records, and before any sync), so that most appends write one file, not three. An
+    index may lag its segment (readers scan past its last block), never run ahead of it.
+    """
 
     def __init__(self, path: str, magic: bytes, entry: struct.Struct, base: int, interval: int) -> None:
         self.path = path
@@ -253,9 +258,11 @@ class IndexWriter:
         self.fd = fs.open_or_explain(path, os.O_RDWR | os.O_CREAT)
         self.count = 0
         self.running_crc = 0
+        self._pending: list[tuple[int | float, ...]] = []
 
     def reset(self) -> None:
         """Start the file afresh: header only."""
+        self._pending.clear()
         fs.ftruncate(self.fd, 0)
         fs.pwrite_all(self.fd, encode_file_header(self.magic, self.base, self.interval), 0)
         self.count = 0
@@ -266,6 +273,7 @@ class IndexWriter:
         if view is None or view.interval != self.interval:
             self.reset()
             return
+        self._pending.clear()
         count = view.bisect_offset(offset)
         size = FILE_HEADER_SIZE + count * self.entry.size
         fs.ftruncate(self.fd, size)
@@ -277,6 +285,7 @@ class IndexWriter:
 
     def continue_at(self, size: int) -> bool:
         """Continue a file a clean close left at ``size`` bytes, reading only its header and tail."""
+        self._pending.clear()
         if os.fstat(self.fd).st_size != size or not self._header_ok():
             return False
         if size < FILE_HEADER_SIZE or (size - FILE_HEADER_SIZE) % self.entry.size:
@@ -295,6 +304,7 @@ class IndexWriter:
 
     def last_entry(self) -> tuple[int, int | float] | None:
         """(offset, second field) of the last entry, or None when there is none."""
+        self.flush()
         if not self.count:
             return None
         fields = self.entry.unpack(os.pread(self.fd, self.entry.size, self.size() - self.entry.size))
@@ -302,6 +312,7 @@ class IndexWriter:
 
     def tail_offsets(self, since: int) -> list[tuple[int, int]]:
         """(offset, u32 field) of the last entries whose offset is >= ``since``, oldest first."""
+        self.flush()
         found: list[tuple[int, int]] = []
         i = self.count - 1
         while i >= 0:
@@ -316,18 +327,38 @@ class IndexWriter:
         return found
 
     def sync(self) -> None:
+        self.flush()
         fs.fsync(self.fd)
 
     def append(self, *fields: int | float) -> None:
-        data, running_crc = encode_index_entry(self.entry, self.running_crc, *fields)
-        fs.pwrite_all(self.fd, data, self.size())
+        """Add an entry; it is encoded and written at the next ``flush``."""
+        self._pending.append(fields)
         self.count += 1
+
+    def flush(self) -> None:
+        """Write the entries appended since the last flush."""
+        if not self._pending:
+            return
+        parts = []
+        running_crc = self.running_crc
+        for fields in self._pending:
+            data, running_crc = encode_index_entry(self.entry, running_crc, *fields)
+            parts.append(data)
+        data = b"".join(parts)
+        fs.pwrite_all(self.fd, data, self.size() - len(data))
         self.running_crc = running_crc
+        self._pending.clear()
 
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             fs.close(fd)
+
+
+#: How many index blocks of records the active segment's index entries may wait in memory before
+#: they are written (32 KiB with the default 4 KiB blocks): a reader's find_next in the active
+#: segment, or a recovery, scans at most that much more.
+INDEX_LAG_BLOCKS = 8
 
 
 # -- the three kinds, and how each is checked ------------------------------------------------

@@ -35,6 +35,8 @@ CATEGORY_INDEX_SUFFIX = ".catindex"
 CATEGORY_SUMMARY_SUFFIX = ".catsummary"
 WATERMARK_NAME = "watermark"
 LOCK_NAME = "writer.lock"
+#: The next segment's file, zero-filled ahead of the roll (filelog_bus/standby.py); holds no record.
+STANDBY_NAME = "standby.segment"
 #: Suffix of the temporary files the engine writes before renaming or linking them into place.
 TEMPORARY_SUFFIX = ".new"
 _SEGMENT_NAME = re.compile(r"([0-9]{20})\.log")

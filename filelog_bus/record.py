@@ -83,16 +83,58 @@ def _check_timestamp(timestamp: object) -> float:
     raise InvalidRecordError(f"timestamp must be a finite float (UTC epoch seconds), got {timestamp!r}")
 
 
+class CategoryEncoder:
+    """Frames the records of one category: the category is checked, packed and hashed once.
+
+    A writer appends to a handful of categories, each thousands of times: keeping one
+    encoder per category leaves only the timestamp, the payload and the two CRCs to do
+    per record. The body is the msgpack array ``[category, float64 timestamp, bin payload]``,
+    built here byte for byte as ``msgpack.packb`` builds it (tests/test_record.py checks).
+    """
+
+    __slots__ = ("_head", "category", "key")
+
+    def __init__(self, category: str) -> None:
+        encoded = validate_category(category)
+        self.category = category
+        #: The category-index key (``category_key``).
+        self.key = zlib.crc32(encoded)
+        self._head = b"\x93" + msgpack.packb(category)  # fixarray of 3, then the str
+
+    def encode(self, timestamp: float, payload: bytes) -> bytes:
+        """Frame one record. Raises InvalidRecordError for a bad timestamp or payload."""
+        if type(timestamp) is not float or not math.isfinite(timestamp):
+            timestamp = _check_timestamp(timestamp)
+        if type(payload) is not bytes:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise InvalidRecordError(f"payload must be bytes, got {type(payload).__name__}")
+            payload = bytes(payload)
+        size = len(payload)
+        if size < 0x100:
+            binary = _BIN8.pack(0xC4, size)
+        elif size < 0x10000:
+            binary = _BIN16.pack(0xC5, size)
+        else:
+            binary = _BIN32.pack(0xC6, size)
+        before_payload = self._head + _FLOAT64.pack(0xCB, timestamp) + binary
+        length = len(before_payload) + size
+        if length > MAX_BODY_BYTES:
+            raise InvalidRecordError(f"record body of {length} bytes exceeds the format limit")
+        prefix = _HEADER_PREFIX.pack(
+            RECORD_MAGIC, RECORD_VERSION, 0, length, zlib.crc32(payload, zlib.crc32(before_payload))
+        )
+        return b"".join((prefix, zlib.crc32(prefix).to_bytes(4, "little"), before_payload, payload))
+
+
+_FLOAT64 = struct.Struct(">Bd")
+_BIN8 = struct.Struct(">BB")
+_BIN16 = struct.Struct(">BH")
+_BIN32 = struct.Struct(">BI")
+
+
 def encode_record(category: str, timestamp: float, payload: bytes) -> bytes:
     """Frame one record. Raises InvalidRecordError for bad input."""
-    validate_category(category)
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise InvalidRecordError(f"payload must be bytes, got {type(payload).__name__}")
-    body = msgpack.packb([category, _check_timestamp(timestamp), bytes(payload)], use_bin_type=True)
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRecordError(f"record body of {len(body)} bytes exceeds the format limit")
-    prefix = _HEADER_PREFIX.pack(RECORD_MAGIC, RECORD_VERSION, 0, len(body), zlib.crc32(body))
-    return prefix + zlib.crc32(prefix).to_bytes(4, "little") + body
+    return CategoryEncoder(category).encode(timestamp, payload)
 
 
 def decode_header(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:

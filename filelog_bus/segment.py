@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from filelog_bus import fs
+from filelog_bus import fs, standby
 from filelog_bus.errors import (
     DAMAGED_HEADER,
     DAMAGED_RECORD,
@@ -38,6 +38,7 @@ from filelog_bus.index import (
     CATEGORY_INDEX,
     CATEGORY_SUMMARY,
     INDEX_KINDS,
+    INDEX_LAG_BLOCKS,
     OFFSET_INDEX,
     IndexBlocks,
     IndexCheck,
@@ -100,6 +101,10 @@ class LogSegment:
         self._blocks: IndexBlocks | None = None
         self._segment_bytes = 0
         self._allocated_end = base
+        self._index_flush_at = base
+        #: Deferred records not written yet (``append(deferred=True)``), the first at ``_deferred_at``.
+        self._deferred: list[bytes] = []
+        self._deferred_at = base
 
     # -- opening -----------------------------------------------------------------------
 
@@ -118,17 +123,21 @@ class LogSegment:
 
     @classmethod
     def create(cls, directory: str, base: int, interval: int, segment_bytes: int) -> LogSegment:
-        """Create the new active segment, durably, preallocated, with empty indexes.
+        """Create the new active segment, durably, zero-filled to its size, with empty indexes.
 
-        The header is written and fsync'd under a temporary name first, so nobody ever
+        Its file is the standby when one is ready (filelog_bus/standby.py), else zero-filled
+        here. The header is written and fsync'd under a temporary name first, so nobody ever
         lists a segment without its header; linking refuses to replace an existing segment.
         """
         path = os.path.join(directory, segment_name(base))
         temporary = path + TEMPORARY_SUFFIX
-        fd = fs.open_or_explain(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        size = preallocated_size(segment_bytes)
+        from_standby = standby.take(directory, size, temporary)
+        fd = fs.open_or_explain(temporary, os.O_RDWR | (0 if from_standby else os.O_CREAT | os.O_TRUNC))
         try:
-            fs.write_all(fd, encode_file_header(SEGMENT_MAGIC, base, version=FORMAT_VERSION))
-            _preallocate(fd, min(segment_bytes, PREALLOCATION_STEP))
+            fs.pwrite_all(fd, encode_file_header(SEGMENT_MAGIC, base, version=FORMAT_VERSION), 0)
+            if not from_standby:
+                standby.fill_zeros(fd, FILE_HEADER_SIZE, size)
             fs.fsync(fd)
             fs.link(temporary, path)
             fs.unlink(temporary)
@@ -254,20 +263,59 @@ class LogSegment:
 
     # -- appending (active segment) ---------------------------------------------------
 
-    def append(self, offset: int, data: bytes, timestamp: float, key: int) -> None:
-        """Write one record at ``offset`` (the end), then its index entries. Not synced."""
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
-        if offset + len(data) > self._allocated_end and self.version >= 2:
-            self._allocate_ahead(offset + len(data))
-        fs.pwrite_all(self.fd, data, self.file_position(offset))
+    def append(
+        self,
+        offset: int,
+        data: bytes,
+        timestamp: float,
+        key: int,
+        *,
+        sync: bool = False,
+        deferred: bool = False,
+    ) -> None:
+        """Write one record at ``offset`` (the end) and note its index entries; with ``sync``, make it
+        (and every record before it) durable before returning, with one fdatasync.
+
+        This is the hot path of a durable append: one method, one write, one sync. A ``deferred``
+        record (one nobody may read before the next sync) waits in memory with the next ones and
+        is written with them, at the latest by the next sync.
+        """
+        end = offset + len(data)
+        if end > self._allocated_end and self.version >= 2:
+            self._allocate_ahead(end)
+        if deferred:
+            if not self._deferred:
+                self._deferred_at = offset
+            self._deferred.append(data)
+            if end - self._deferred_at >= DEFERRED_WRITE_BYTES:
+                self._write_deferred()
+        else:
+            if self._deferred:
+                self._write_deferred()
+            fs.pwrite_all(self.fd, data, offset - self.base + FILE_HEADER_SIZE)
         self._index(offset, timestamp, key)
+        if sync:
+            fs.fdatasync(self.fd)
+
+    def _write_deferred(self) -> None:
+        """Write the deferred records waiting in memory, in one write."""
+        data = b"".join(self._deferred)
+        fs.pwrite_all(self.fd, data, self.file_position(self._deferred_at))
+        self._deferred.clear()
 
     def _index(self, offset: int, timestamp: float, key: int) -> None:
-        """Add the index entries a record at ``offset`` needs (IndexBlocks decides which)."""
+        """Note the index entries a record at ``offset`` needs (IndexBlocks decides which); they are
+        written every INDEX_LAG_BLOCKS blocks."""
         assert self._offsets is not None and self._categories is not None and self._blocks is not None
         new_block, new_key = self._blocks.admit(offset, key)
         if new_block:
             self._offsets.append(offset, timestamp)
+            if offset >= self._index_flush_at:
+                if self._deferred:
+                    self._write_deferred()  # an index never runs ahead of its records
+                self._offsets.flush()
+                self._categories.flush()
+                self._index_flush_at = offset + INDEX_LAG_BLOCKS * self._blocks.interval
         if new_key:
             self._categories.append(offset, key)
 
@@ -287,17 +335,20 @@ class LogSegment:
         If this fails too, the next open's recovery decides: the record may survive, but only
         at the offset it was appended at.
         """
+        self._deferred.clear()
         with contextlib.suppress(OSError):
             fs.ftruncate(self.fd, self.file_position(offset))
 
     def sync_data(self) -> None:
         """Make the appended records durable (the indexes can be rebuilt from them)."""
+        if self._deferred:
+            self._write_deferred()
         fs.fdatasync(self.fd)
 
     def sync(self) -> None:
         """Make the records and the indexes durable."""
         assert self._offsets is not None and self._categories is not None
-        fs.fdatasync(self.fd)
+        self.sync_data()
         self._offsets.sync()
         self._categories.sync()
 
@@ -308,6 +359,8 @@ class LogSegment:
     def seal(self, end: int) -> None:
         """Close the segment for good at ``end`` (a roll): cut its preallocated tail, sync everything
         (the new size too), then write its summary."""
+        if self._deferred:
+            self._write_deferred()
         if self.file_end() != end:
             fs.ftruncate(self.fd, self.file_position(end))
         self.sync()  # fdatasync flushes the new size too: later reads depend on it
@@ -616,9 +669,18 @@ class SegmentCheck:
     lagging: list[IndexCheck] = field(default_factory=list)
 
 
+#: Deferred records wait in memory until they fill this much (or the next sync), then go in one write.
+DEFERRED_WRITE_BYTES = 256 * 1024
+
 #: How much of a version 2 segment is allocated at a time: a segment of the default 64 MiB takes its
-#: full size on disk when it is created; larger ones grow by this much ahead of their appends.
+#: full size on disk (zero-filled) when it is created; larger ones grow by this much (posix_fallocate)
+#: ahead of their appends.
 PREALLOCATION_STEP = 64 * 2**20
+
+
+def preallocated_size(segment_bytes: int) -> int:
+    """The size of a new segment's file (header included): zeros up to its size, or the first step."""
+    return FILE_HEADER_SIZE + min(segment_bytes, PREALLOCATION_STEP)
 
 
 def _preallocate(fd: int, length: int, position: int = FILE_HEADER_SIZE) -> None:
@@ -629,7 +691,7 @@ def _preallocate(fd: int, length: int, position: int = FILE_HEADER_SIZE) -> None
     try:
         fs.fallocate(fd, position, length)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EOPNOTSUPP, errno.EINVAL):
+        if exc.errno not in (*standby.NO_SPACE, errno.EOPNOTSUPP, errno.EINVAL):
             raise
 
 

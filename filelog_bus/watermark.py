@@ -2,7 +2,8 @@
 
 The writer publishes the end of the last record it has made durable (or merely
 written, with ``durability="never"``) in the small ``watermark`` file, with one
-``pwrite`` after the record's fdatasync. Readers never read past it, so they never
+store into a shared mapping of it after the record's fdatasync (``fs.store``: no
+system call, so publishing costs a durable append almost nothing). Readers never read past it, so they never
 see a record that a power loss could still erase and that the writer's recovery
 could replace with a different record at the same offset. Publishing does not
 fsync the file (after a crash the writer recomputes it). The file is fsync'd only
@@ -13,6 +14,7 @@ flag); and before the first write after the clean-close note was erased.
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
 
@@ -51,6 +53,7 @@ class WatermarkPublisher:
         self.unsynced_writer = unsynced_writer
         self._holding_unsynced = False
         self._last = (0, True)
+        self._mapping: mmap.mmap | None = None
         #: A clean-close note was erased, and the erasure is not durable yet.
         self.erasure_pending = False
         if fs.stat_or_explain(self.path, "open the watermark") is None:
@@ -63,6 +66,7 @@ class WatermarkPublisher:
                 fs.pwrite_all(self.fd, encode_file_header(WATERMARK_MAGIC, 0), 0)
             if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
                 fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
+            self._mapping = mmap.mmap(self.fd, WATERMARK_FILE_SIZE)
         except BaseException:
             self.close()
             raise
@@ -77,10 +81,16 @@ class WatermarkPublisher:
         )
         fs.fsync_directory(directory)
 
-    def publish(self, offset: int, durable: bool) -> None:
-        """Let readers read up to ``offset``; ``durable`` says all of it has been fsync'd."""
+    def publish(self, offset: int, durable: bool, *, synced: bool = False) -> None:
+        """Let readers read up to ``offset``; ``durable`` says all of it has been fsync'd.
+
+        ``synced``: every deferred append was just synced too (see ``hold_unsynced``).
+        """
+        if synced:
+            self._holding_unsynced = False
         unsynced = self.unsynced_writer or self._holding_unsynced
-        fs.pwrite_all(self.fd, encode_watermark(offset, durable, unsynced), FILE_HEADER_SIZE)
+        assert self._mapping is not None
+        fs.store(self._mapping, self.fd, encode_watermark(offset, durable, unsynced), FILE_HEADER_SIZE)
         self._last = (offset, durable)
 
     def hold_unsynced(self) -> None:
@@ -94,10 +104,6 @@ class WatermarkPublisher:
         self._holding_unsynced = True
         self.publish(*self._last)
         fs.fsync(self.fd)
-
-    def release_unsynced(self) -> None:
-        """Every deferred append is synced: the next publication drops the flag (no sync needed)."""
-        self._holding_unsynced = False
 
     def publish_at_open(self, offset: int, previous: Watermark | None) -> None:
         """Publish the recovered end; sync the file when it must now say the writer's durability."""
@@ -132,6 +138,9 @@ class WatermarkPublisher:
         fs.pwrite_all(self.fd, encode_clean_close(note), CLEAN_CLOSE_POSITION)
 
     def close(self) -> None:
+        mapping, self._mapping = self._mapping, None
+        if mapping is not None:
+            mapping.close()
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             fs.close(fd)

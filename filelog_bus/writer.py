@@ -38,7 +38,7 @@ from filelog_bus.errors import (
     NotABusError,
 )
 from filelog_bus.layout import LOCK_NAME, TEMPORARY_SUFFIX, WATERMARK_NAME, parse_segment_name
-from filelog_bus.record import category_key, encode_record
+from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
@@ -46,12 +46,13 @@ from filelog_bus.retention import (
     read_newest_timestamp,
     segment_spans,
 )
-from filelog_bus.segment import LogSegment
+from filelog_bus.segment import LogSegment, preallocated_size
+from filelog_bus.standby import BACKGROUND_BYTES, StandbyPreparer
 from filelog_bus.watermark import WatermarkPublisher
 
 _LOCK_RETRY_SECONDS = 0.05
-#: Categories whose index key the writer remembers (Hermes uses a handful).
-_CACHED_CATEGORY_KEYS = 1024
+#: Categories whose encoder the writer remembers (Hermes uses a handful).
+_CACHED_CATEGORIES = 1024
 
 
 class LogWriter:
@@ -78,8 +79,11 @@ class LogWriter:
         self._bases: list[int] = []
         self._end = 0
         self._failure: BaseException | None = None
-        #: Category-index key of each category appended so far (a CRC per append saved).
-        self._category_keys: dict[str, int] = {}
+        #: An encoder per category appended so far (the category is checked and packed once).
+        self._encoders: dict[str, CategoryEncoder] = {}
+        #: Appending past this offset needs ``_before_append`` first (a roll, the standby, ...).
+        self._attention_at = 0
+        self._standby: StandbyPreparer | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,8 +123,7 @@ class LogWriter:
             if self._segment is not None and self._watermark is not None and self._failure is None:
                 try:
                     self._segment.sync()
-                    self._watermark.release_unsynced()
-                    self._watermark.publish(self._end, durable=True)
+                    self._watermark.publish(self._end, durable=True, synced=True)
                     self._watermark.leave_clean_close(self._segment.clean_close_note(self._end))
                 except OSError as exc:
                     raise _write_error(
@@ -134,7 +137,12 @@ class LogWriter:
         """Close every file and release the lock, whatever state they are in."""
         segment, watermark, lock_file = self._segment, self._watermark, self._lock_file
         self._segment = self._watermark = self._lock_file = None
-        fs.close_all(segment, watermark, lock_file)  # the lock file last: closing it releases the flock
+        try:
+            if self._standby is not None:
+                self._standby.wait()  # no thread may write in a bus this writer no longer holds
+        finally:
+            # the lock file last: closing it releases the flock
+            fs.close_all(segment, watermark, lock_file)
 
     @property
     def failure(self) -> BaseException | None:
@@ -257,6 +265,9 @@ class LogWriter:
             self._segment = LogSegment.create(self.path, 0, interval, self.config.segment_bytes)
             self._bases, self._end = [0], 0
         self._watermark.publish_at_open(self._end, previous)
+        size = preallocated_size(self.config.segment_bytes)
+        self._standby = StandbyPreparer(self.path, size) if size >= BACKGROUND_BYTES else None
+        self._attention_at = 0  # the first append checks what it must do first
 
     # -- appending -------------------------------------------------------------
 
@@ -285,52 +296,69 @@ class LogWriter:
         publishes it with everything before it. A crash before then may lose it, and any deferred
         record after it, never a record made durable before.
         """
-        self._check_open()
+        if self._failure is not None or self._segment is None:
+            self._check_open()
+        encoder = self._encoders.get(category) or self._encoder_for(category)
         limit = self.config.max_record_bytes
-        if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) > limit:
+        if type(payload) is bytes and len(payload) > limit:  # before encoding a huge payload
             raise InvalidRecordError(
                 f"payload of {len(payload)} bytes exceeds max_record_bytes={limit}",
                 advice="split it or raise max_record_bytes",
             )
         if timestamp is None:
             timestamp = time.time()
-        data = encode_record(category, timestamp, payload)
-        if len(data) > limit:
+        data = encoder.encode(timestamp, payload)
+        size = len(data)
+        if size > limit:
             raise InvalidRecordError(
-                f"record of {len(data)} bytes exceeds max_record_bytes={limit}",
+                f"record of {size} bytes exceeds max_record_bytes={limit}",
                 advice="split it or raise max_record_bytes",
             )
         segment = self._segment
-        assert segment is not None and self._watermark is not None
+        watermark = self._watermark
+        assert segment is not None and watermark is not None
         offset = self._end
         try:
-            if self._watermark.erasure_pending:
-                self._before_first_write()
-            if offset > segment.base and offset - segment.base + len(data) > self.config.segment_bytes:
-                segment = self._roll()
+            if offset + size > self._attention_at:
+                segment = self._before_append(offset, size)
             if deferred:
-                self._watermark.hold_unsynced()
-            segment.append(offset, data, float(timestamp), self._key_of(category))
+                watermark.hold_unsynced()
+            sync = self._sync_each_append and not deferred
+            segment.append(offset, data, timestamp, encoder.key, sync=sync, deferred=deferred)
+            self._end = offset + size
             if deferred:
-                self._end = offset + len(data)
                 return offset
-            if self._sync_each_append:
-                segment.sync_data()
-                self._watermark.release_unsynced()
-            self._end = offset + len(data)
-            self._watermark.publish(self._end, self._sync_each_append)
+            watermark.publish(self._end, self._sync_each_append, synced=sync)
         except BaseException as exc:
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
 
-    def _key_of(self, category: str) -> int:
-        """The category-index key of ``category``, remembered (a CRC per append saved)."""
-        key = self._category_keys.get(category)
-        if key is None:
-            if len(self._category_keys) >= _CACHED_CATEGORY_KEYS:
-                self._category_keys.clear()
-            key = self._category_keys[category] = category_key(category)
-        return key
+    def _encoder_for(self, category: str) -> CategoryEncoder:
+        """A new category's encoder (InvalidRecordError for a bad category), remembered."""
+        encoder = CategoryEncoder(category)
+        if len(self._encoders) >= _CACHED_CATEGORIES:
+            self._encoders.clear()
+        self._encoders[category] = encoder
+        return encoder
+
+    def _before_append(self, offset: int, size: int) -> LogSegment:
+        """What must happen before a record of ``size`` bytes goes at ``offset``, rarely: make the
+        clean-close note's erasure durable, roll, start preparing the standby. Returns the segment
+        to append to, and sets the next offset that needs this again."""
+        self._before_first_write()
+        segment = self._segment
+        assert segment is not None
+        segment_bytes = self.config.segment_bytes
+        if offset > segment.base and offset + size > segment.base + segment_bytes:
+            segment = self._roll()
+        self._attention_at = segment.base + segment_bytes  # the roll
+        if self._standby is not None:
+            half_full = segment.base + segment_bytes // 2
+            if offset + size > half_full:
+                self._standby.start()
+            else:
+                self._attention_at = half_full
+        return segment
 
     def _before_first_write(self) -> None:
         """Before the bus's files change: the erasure of the clean-close note must be durable, or a
@@ -349,8 +377,7 @@ class LogWriter:
         assert self._segment is not None and self._watermark is not None
         try:
             self._segment.sync_data()
-            self._watermark.release_unsynced()
-            self._watermark.publish(self._end, durable=True)
+            self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
             self._stop(exc, "sync failed", self._segment.path)
         return self._end
@@ -375,6 +402,8 @@ class LogWriter:
         assert self._segment is not None
         old = self._segment
         old.seal(self._end)
+        if self._standby is not None:
+            self._standby.wait()
         new = LogSegment.create(
             self.path, self._end, self.config.index_interval_bytes, self.config.segment_bytes
         )

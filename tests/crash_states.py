@@ -2,9 +2,9 @@
 
 A workload runs for real on a directory tree (the *root*, e.g. ``tmp/world`` holding
 ``bus/``) while :class:`Recorder` watches every call of the engine's I/O seam
-(``filelog_bus.fs``: open, close, write, pwrite, ftruncate, fallocate, fsync, fdatasync,
-link, replace, unlink, mkdir). It keeps a model of the root in step with the real one, and
-after each call a *checkpoint* of what is durable and what is not. :func:`crash_states`
+(``filelog_bus.fs``: open, close, write, pwrite, store (into a shared mapping), ftruncate,
+fallocate, fsync, fdatasync, link, replace, unlink, mkdir). It keeps a model of the root
+in step with the real one, and after each call a *checkpoint* of what is durable and what is not. :func:`crash_states`
 turns a checkpoint into the set of disk contents a power cut at that moment may leave,
 and :func:`materialize` writes one into a fresh directory for the engine to recover.
 
@@ -435,6 +435,14 @@ class Recorder:
             self._after("pwrite", self._describe_fd(fd), f"{written} bytes at {position}")
         return written
 
+    def _store(self, mapping: Any, fd: int, data: Any, position: int) -> None:
+        """A store into a shared mapping: for the model, a pwrite (page cache, not durable)."""
+        known = self._fd(fd)
+        self._originals["store"](mapping, fd, data, position)
+        if known is not None:
+            self.model.write(known[0], position, bytes(data))
+            self._after("store", self._describe_fd(fd), f"{len(data)} bytes at {position}")
+
     def _ftruncate(self, fd: int, size: int) -> None:
         known = self._fd(fd)
         self._originals["ftruncate"](fd, size)
@@ -531,6 +539,7 @@ class Recorder:
             "unlink": self._unlink,
             "mkdir": self._mkdir,
             "fallocate": self._fallocate,
+            "store": self._store,
         }
         unknown = set(fs.SEAM) - set(wrappers)
         assert not unknown, f"the seam has calls the recorder does not model: {sorted(unknown)}; update it"
