@@ -57,22 +57,34 @@ def fill_zeros(fd: int, start: int, end: int) -> bool:
 
 
 def prepare(directory: str, size: int) -> bool:
-    """Write the standby: ``size`` zero bytes, fsync'd, then renamed into place. False if the disk is full."""
+    """Write the standby: ``size`` zero bytes, fsync'd, then renamed into place. False if the disk is full.
+
+    Whatever happens, no temporary file is left behind (a crash's is removed by the next open).
+    """
     path = standby_path(directory)
     temporary = path + TEMPORARY_SUFFIX
-    fd = fs.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        complete = fill_zeros(fd, 0, size)
+        fd = fs.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            complete = fill_zeros(fd, 0, size)
+            if complete:
+                fs.fsync(fd)
+        finally:
+            fs.close(fd)
         if complete:
-            fs.fsync(fd)
-    finally:
-        fs.close(fd)
-    if not complete:
-        with contextlib.suppress(FileNotFoundError):
-            fs.unlink(temporary)
-        return False
-    fs.replace(temporary, path)  # no directory fsync: losing the standby to a power cut loses nothing
-    return True
+            fs.replace(temporary, path)  # no directory fsync: losing the standby to a power cut loses nothing
+            return True
+    except BaseException:
+        _remove(temporary)
+        raise
+    _remove(temporary)
+    return False
+
+
+def _remove(path: str) -> None:
+    """Delete ``path`` if it is there, best effort (the next open removes a temporary file anyway)."""
+    with contextlib.suppress(OSError):
+        fs.unlink(path)
 
 
 def take(directory: str, size: int, destination: str) -> bool:
@@ -86,8 +98,7 @@ def take(directory: str, size: int, destination: str) -> bool:
     except FileNotFoundError:
         return False
     if found != size:
-        with contextlib.suppress(FileNotFoundError):
-            fs.unlink(path)
+        _remove(path)
         return False
     fs.replace(path, destination)
     return True

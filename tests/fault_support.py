@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from filelog_bus import fs
@@ -48,6 +49,8 @@ class FaultLog:
     fired: bool = False
     #: The seam call that failed, e.g. "fsync".
     fired_at: str | None = None
+    #: Whether that call was a write of zeros only (preallocation, which a full disk may refuse).
+    fired_on_zeros: bool = False
 
 
 #: wrap(seam call name, the real function) -> the function installed in its place.
@@ -81,6 +84,7 @@ def injected(fault: Fault | None) -> Iterator[FaultLog]:
                 if (fault.call in ("any", name)) and number == fault.nth:
                     log.fired = True
                     log.fired_at = name
+                    log.fired_on_zeros = name == "pwrite" and not any(bytes(args[1]))  # type: ignore[call-overload]
                     fault.raise_it(name)
             return original(*args, **kwargs)
 
@@ -108,3 +112,51 @@ def same_failure(failure: BaseException | None, raised: BaseException) -> bool:
         or raised is failure.__cause__
         or raised is failure.__context__
     )
+
+
+# -- seam faults chosen by the file they hit ------------------------------------------------------
+
+#: decide(call name, path of the file or directory it acts on or None, args) -> errno to fail with, or None.
+Decide = Callable[[str, "str | None", tuple[Any, ...]], "int | None"]
+
+
+@contextmanager
+def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
+    """Fail the first seam call for which ``decide`` names an errno; yield the list of fired faults.
+
+    It tracks which path each file descriptor opened inside the block refers to, so a fault
+    can target "a write to the .catindex file" or "the fsync of the bus directory".
+    """
+    fired: list[tuple[str, str | None]] = []
+    paths: dict[int, str] = {}
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name in ("open", "unlink", "mkdir"):
+                path: str | None = os.fspath(args[0])
+            elif name in ("link", "replace"):
+                path = os.fspath(args[1])
+            elif name == "store":
+                path = paths.get(args[1])  # store(mapping, fd, data, position)
+            else:
+                path = paths.get(args[0])
+            if not fired:
+                error = decide(name, path, args)
+                if error is not None:
+                    fired.append((name, path))
+                    raise OSError(error, f"injected {os.strerror(error)} in fs.{name}", path)
+            result = original(*args, **kwargs)
+            if name == "open":
+                paths[result] = os.fspath(args[0])
+            elif name == "close":
+                paths.pop(args[0], None)
+            return result
+
+        return call
+
+    with seam_wrapped(wrap):
+        yield fired
+
+
+def is_directory(path: str | None, directory: Path) -> bool:
+    return path is not None and os.path.isdir(path) and os.path.samefile(path, directory)

@@ -14,7 +14,9 @@ a fresh directory and recovered:
 (c) a retention pass deleting four of six segments: whatever subset of its unlinks reached
     the disk, the bus opens and reads contiguously from its first segment to its end;
 (d) a new bus and one "always" append: every state opens with a writer, and once the append
-    returned, a reader finds a readable watermark (it was durable before the bus was used).
+    returned, a reader finds a readable watermark (it was durable before the bus was used);
+(e) deferred appends across a roll, made durable by ``sync()``: promised once it returned;
+(f) a roll that takes the standby (the next segment's zero-filled file, prepared ahead).
 
 In every state: the writer opens and closes, ``check.verify_bus`` says healthy, a record
 appended after recovery lands right after the recovered ones, and a reader with
@@ -47,10 +49,11 @@ import crash_states as cs
 import pytest
 from reliability_support import Hung, deadline
 
-from filelog_bus import LogReader, LogWriter, fs
+from filelog_bus import LogReader, LogWriter, fs, standby
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import FilelogBusError
-from filelog_bus.layout import FILE_HEADER_SIZE
+from filelog_bus.layout import FILE_HEADER_SIZE, STANDBY_NAME
+from filelog_bus.segment import preallocated_size
 
 LONG = os.environ.get("FILELOG_LONG") == "1"
 BUDGET = cs.Budget(exhaustive_up_to=10, samples=64) if LONG else cs.Budget(exhaustive_up_to=5, samples=6)
@@ -589,6 +592,51 @@ def test_retention_cut_short_by_a_power_cut_leaves_a_bus_that_opens(scratch: Pat
     workload.keep_from = workload.expected[0].offset
     workload.expected = snapshot + [r for r in workload.expected if r.offset >= snapshot[-1].end]
     workload.required = lambda checkpoint: len(snapshot) + (1 if checkpoint.marks >= 2 else 0)
+    assert_no_failures(workload, *run_workload(workload, scratch))
+
+
+def test_deferred_appends_are_promised_once_sync_returns(scratch: Path) -> None:
+    """(e) Deferred appends (written in one batch at the sync, across a roll): a power cut before
+    sync() returned may lose them, never a record acknowledged before them; once it returned, all
+    survive; the durable append after them too."""
+    config = {"durability": "always", "segment_bytes": 1024, "index_interval_bytes": 64}
+    before = records_of(3, 120)
+    deferred = records_of(7 if not LONG else 12, 150, first=3)
+    after = records_of(2, 90, first=3 + len(deferred))
+
+    def run(bus: Path, recorder: cs.Recorder) -> None:
+        writer = LogWriter(bus, **config).open()
+        for number, (category, payload) in enumerate(deferred, start=3):
+            writer.append(category, payload, timestamp=TIMESTAMP + number, deferred=True)
+        writer.sync()
+        for offset in range(len(deferred)):
+            recorder.mark(offset)  # every deferred append is promised now
+        append_all(writer, recorder, after, first=3 + len(deferred))
+        writer.close()
+
+    workload = record_workload("deferred", scratch, config, lambda bus: fill(bus, config, before), run)
+    assert sum(name.endswith(".log") for name in os.listdir(scratch / "deferred-world" / "bus")) >= 3
+    assert_no_failures(workload, *run_workload(workload, scratch))
+
+
+def test_a_roll_that_takes_the_standby_survives_every_power_cut(scratch: Path) -> None:
+    """(f) The next segment's standby (zeros, prepared ahead) is renamed, headed and linked into
+    place by the roll: every acknowledged append survives whatever part of that reached the disk."""
+    config = {"durability": "always", "segment_bytes": 1024, "index_interval_bytes": 64}
+    before = records_of(5, 120)
+    during = records_of(6, 150, first=5)
+
+    def prepare(bus: Path) -> None:
+        fill(bus, config, before)
+        assert standby.prepare(str(bus), preallocated_size(1024))
+
+    def run(bus: Path, recorder: cs.Recorder) -> None:
+        writer = LogWriter(bus, **config).open()
+        append_all(writer, recorder, during, first=5)
+        writer.close()
+
+    workload = record_workload("standby", scratch, config, prepare, run)
+    assert not (scratch / "standby-world" / "bus" / STANDBY_NAME).exists(), "a roll should take the standby"
     assert_no_failures(workload, *run_workload(workload, scratch))
 
 

@@ -24,13 +24,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from fault_support import Fault, Interrupt, count_calls, injected, seam_wrapped
+from fault_support import Fault, Interrupt, count_calls, injected, is_directory, path_faults
 from reliability_support import deadline
 from support import python_env
 
@@ -238,52 +237,6 @@ def count_target_calls(tmp_path: Path, kind: str, durability: str = "always") ->
     writer.close()
     assert len(segment_names(bus)) == before + (kind == "rolls"), "the test's roll prediction is wrong"
     return dict(counts)
-
-
-# -- seam faults chosen by the file they hit ------------------------------------------------------
-
-#: decide(call name, path of the file or directory it acts on or None, args) -> errno to fail with, or None.
-Decide = Callable[[str, "str | None", tuple[Any, ...]], "int | None"]
-
-
-@contextmanager
-def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
-    """Fail the first seam call for which ``decide`` names an errno; yield the list of fired faults.
-
-    It tracks which path each file descriptor opened inside the block refers to, so a fault
-    can target "a write to the .catindex file" or "the fsync of the bus directory".
-    """
-    fired: list[tuple[str, str | None]] = []
-    paths: dict[int, str] = {}
-
-    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if name in ("open", "unlink", "mkdir"):
-                path: str | None = os.fspath(args[0])
-            elif name in ("link", "replace"):
-                path = os.fspath(args[1])
-            else:
-                path = paths.get(args[0])
-            if not fired:
-                error = decide(name, path, args)
-                if error is not None:
-                    fired.append((name, path))
-                    raise OSError(error, f"injected {os.strerror(error)} in fs.{name}", path)
-            result = original(*args, **kwargs)
-            if name == "open":
-                paths[result] = os.fspath(args[0])
-            elif name == "close":
-                paths.pop(args[0], None)
-            return result
-
-        return call
-
-    with seam_wrapped(wrap):
-        yield fired
-
-
-def is_directory(path: str | None, directory: Path) -> bool:
-    return path is not None and os.path.isdir(path) and os.path.samefile(path, directory)
 
 
 # -- bug 1: an exception raised by a signal handler during append ---------------------------------

@@ -58,7 +58,7 @@ from fault_support import (
     same_failure,
 )
 
-from filelog_bus import LogReader, LogWriter, fs
+from filelog_bus import LogReader, LogWriter, fs, standby
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import (
     BusClosedError,
@@ -67,6 +67,7 @@ from filelog_bus.errors import (
     BusWriteError,
     FilelogBusError,
 )
+from filelog_bus.segment import preallocated_size
 
 LONG = os.environ.get("FILELOG_LONG") == "1"
 #: Small segments and index intervals: rolls and index entries within a few appends.
@@ -103,8 +104,11 @@ class Run:
     path: str
     settings: dict[str, Any]
     acked: list[Acked] = field(default_factory=list)
-    #: (category, payload) of appends that were called but did not return.
+    #: (category, payload) of appends that were called but did not return (or were deferred and not
+    #: synced before a failure).
     failed: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Deferred appends that returned, not promised until the next sync returns.
+    pending: list[Acked] = field(default_factory=list)
     writer: LogWriter | None = None
     sequence: int = 0
     #: Retention may delete acknowledged records below this offset (the active segment's base).
@@ -113,19 +117,36 @@ class Run:
     def new_writer(self, **extra: Any) -> LogWriter:
         return LogWriter(self.path, **{**self.settings, **extra})
 
-    def append(self, size: int, category: str | None = None) -> Acked:
+    def append(self, size: int, category: str | None = None, *, deferred: bool = False) -> Acked:
+        """An append; a deferred one is promised only once ``sync`` returns (until then it may or may
+        not survive a failure, like an append that raised)."""
         assert self.writer is not None
         self.sequence += 1
         category = category or CATEGORIES[self.sequence % len(CATEGORIES)]
         payload = payload_for(self.sequence, size)
         try:
-            offset = self.writer.append(category, payload)
+            offset = self.writer.append(category, payload, deferred=deferred)
         except BaseException:
             self.failed.append((category, payload))
+            self._unpromise_pending()
             raise
         acked = Acked(offset, category, payload)
-        self.acked.append(acked)
+        (self.pending if deferred else self.acked).append(acked)
         return acked
+
+    def sync(self) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.sync()
+        except BaseException:
+            self._unpromise_pending()
+            raise
+        self.acked += self.pending
+        self.pending.clear()
+
+    def _unpromise_pending(self) -> None:
+        self.failed += [(p.category, p.payload) for p in self.pending]
+        self.pending.clear()
 
 
 # -- workloads -------------------------------------------------------------------------------------------
@@ -217,6 +238,20 @@ def body_append_roll(run: Run) -> None:
     run.append(40)
 
 
+def body_deferred_then_sync(run: Run) -> None:
+    """Deferred appends (one rolls), made durable by sync(), then a durable append."""
+    for size in (40, 300, 70, 500):
+        run.append(size, deferred=True)
+    run.sync()
+    run.append(30)
+
+
+def open_writer_with_standby(run: Run) -> None:
+    """Open the writer with the next segment's standby ready: the roll takes it."""
+    open_writer(run)
+    assert standby.prepare(run.path, preallocated_size(run.settings["segment_bytes"]))
+
+
 def body_retention(run: Run) -> None:
     assert run.writer is not None
     deleted = run.writer.apply_retention(max_bytes=1500)
@@ -266,6 +301,8 @@ WORKLOADS = [
     Workload("open-after-crash-never", template_crashed, None, body_open, opens=True, durability="never"),
     Workload("append", template_empty, open_writer, body_append),
     Workload("append-roll", template_full_first_segment, open_writer, body_append_roll),
+    Workload("append-roll-standby", template_full_first_segment, open_writer_with_standby, body_append_roll),
+    Workload("append-deferred-sync", template_full_first_segment, open_writer, body_deferred_then_sync),
     Workload("append-never", template_empty, open_writer, body_append, durability="never"),
     Workload(
         "append-roll-never", template_full_first_segment, open_writer, body_append_roll, durability="never"
@@ -379,8 +416,8 @@ def check_raised(
 
     An error may be absorbed (nothing raised) only where that loses nothing: a failed close,
     a failed open of a file for reading only (an index: the engine then falls back on
-    the segment, as for a damaged index), or a preallocation the disk refuses (ENOSPC; appends
-    then extend the file). Whether the bus is then right is what (b)-(e) check.
+    the segment, as for a damaged index), or a preallocation the disk refuses (ENOSPC from
+    posix_fallocate or from writing a new segment's zeros; appends then extend the file). Whether the bus is then right is what (b)-(e) check.
     """
     if not log.fired:
         return [] if raised is None else [f"(a) the workload raised {raised!r} though no fault fired"]
@@ -566,6 +603,8 @@ class SeamCall(NamedTuple):
     target: str
     #: An open for reading only (not of a directory, which is opened to fsync it).
     absorbable: bool
+    #: A write of zeros only: preallocation, which a full disk may refuse (appends then extend the file).
+    zero_fill: bool = False
 
     def __str__(self) -> str:
         return f"fs.{self.name} on {self.target or '?'}"
@@ -586,11 +625,14 @@ def trace_calls(workload: Callable[[], object]) -> list[SeamCall]:
                 target = " -> ".join(paths)
             elif args and isinstance(args[0], int):
                 target = names.get(args[0], "")
+            elif name == "store":  # store(mapping, fd, data, position)
+                target = names.get(args[1], "")
             else:
                 target = ""
             flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
             writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_DIRECTORY
-            calls.append(SeamCall(name, target, name == "open" and not flags & writes))
+            zeros = name == "pwrite" and not any(bytes(args[1]))
+            calls.append(SeamCall(name, target, name == "open" and not flags & writes, zeros))
             result = original(*args, **kwargs)
             if name == "open":
                 names[result] = target
@@ -690,7 +732,9 @@ class Sweep:
 
     def check(self, run: Run, fault: Fault, log: FaultLog, raised: BaseException | None) -> list[str]:
         call = self.calls[fault.nth - 1] if fault.nth <= len(self.calls) else None
-        absorbable = call is not None and call.absorbable
+        absorbable = call is not None and (
+            call.absorbable or (call.zero_fill and fault.error in (errno.ENOSPC, errno.EDQUOT))
+        )
         problems = check_raised(self.workload, fault, log, raised, absorbable=absorbable)
         problems += check_acked_offsets(run)
         problems += probe_writer(self.workload, run, raised)

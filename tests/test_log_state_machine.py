@@ -27,6 +27,7 @@ the failed append had started may be left empty, and is adopted the same way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import shutil
@@ -182,9 +183,13 @@ class LogMachine(RuleBasedStateMachine):
         if raised is None:
             # The append made fewer calls than the fault's number, or the failed call lost nothing: a
             # close, or an open for reading (of an index, rebuilt from the segment when unreadable).
-            absorbable = log.fired_at == "close" or (
-                log.fired_at == "open"
-                and not flags[0] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_DIRECTORY)
+            absorbable = (
+                log.fired_at == "close"
+                or (
+                    log.fired_at == "open"
+                    and not flags[0] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_DIRECTORY)
+                )
+                or (log.fired_on_zeros and fault.error == errno.ENOSPC)  # a new segment's zeros
             )
             assert not log.fired or absorbable, f"{fault} in fs.{log.fired_at} was swallowed"
             assert offset == expected.record.offset
@@ -240,6 +245,36 @@ class LogMachine(RuleBasedStateMachine):
         """Several appends in a row, so segments fill several index blocks."""
         for category, size, advance in batch:
             self._append(category, size, advance)
+
+    @precondition(lambda self: not self.stopped)
+    @rule(
+        batch=st.lists(
+            st.tuples(st.sampled_from(APPEND_CATEGORIES), st.integers(0, 400), st.floats(0, 7200)),
+            min_size=1,
+            max_size=12,
+        ),
+        then=st.sampled_from(["sync", "append", "close"]),
+    )
+    def append_deferred(self, batch: list[tuple[str, int, float]], then: str) -> None:
+        """Deferred appends get the offsets plain ones would, are invisible to readers, and become
+        readable (all of them) once sync(), a durable append or close() made them durable."""
+        first = self.end
+        for category, size, advance in batch:
+            expected = self._next_record(category, size, advance)
+            payload, timestamp = expected.record.payload, expected.record.timestamp
+            assert self.writer.append(category, payload, timestamp, deferred=True) == expected.record.offset
+            self._adopt(expected)
+        assert self.writer.end_offset == self.end
+        with LogReader(self.path, timeout=0) as other:
+            other.seek(min(first, other.end_offset))
+            assert [r.offset for r in other if r.offset >= first] == [], "a deferred record was visible"
+        if then == "sync":
+            assert self.writer.sync() == self.end
+        elif then == "append":
+            self._append(APPEND_CATEGORIES[0], 10, 1.0)
+        else:
+            self.writer.close()
+            self.writer = self._open_writer()
 
     @precondition(lambda self: not self.stopped)
     @rule(category=st.sampled_from(APPEND_CATEGORIES), extra=st.integers(0, 300))

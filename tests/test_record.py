@@ -51,6 +51,7 @@ from filelog_bus.record import (
     MAX_CATEGORY_BYTES,
     RECORD_MAGIC,
     RECORD_VERSION,
+    CategoryEncoder,
     Record,
     RecordDecodeError,
     category_key,
@@ -117,6 +118,21 @@ def test_encode_decode_round_trip(fields: tuple[str, float, bytes], offset: int)
     assert record.next_offset == offset + len(data)
     assert data[:2] == RECORD_MAGIC and data[2] == RECORD_VERSION
     assert HEADER_SIZE + HEADER.unpack_from(data)[3] == len(data)
+
+
+@SETTINGS
+@given(record_fields, st.sampled_from([0, 1, 255, 256, 65535, 65536, 70000]))
+def test_encoder_builds_the_msgpack_body_byte_for_byte(fields: tuple[str, float, bytes], size: int) -> None:
+    """The per-category encoder frames exactly what the format specifies: the body is
+    msgpack.packb([category, float64 timestamp, bin payload]) (bin 8, 16 and 32 headers at their
+    size limits), with its CRC and the header's; one encoder serves many records."""
+    category, timestamp, payload = fields
+    encoder = CategoryEncoder(category)
+    for data in (payload, bytes(range(256)) * (size // 256) + bytes(size % 256)):
+        framed = encoder.encode(timestamp, data)
+        body = msgpack.packb([category, float(timestamp), data], use_bin_type=True)
+        assert framed == raw_record(body)
+        assert encoder.key == category_key(category)
 
 
 @SETTINGS
