@@ -26,12 +26,11 @@ from filelog_bus.errors import (
 )
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
-    LOCK_NAME,
     OFFSET_INDEX_MAGIC,
-    TEMPORARY_SUFFIX,
     WATERMARK_NAME,
     LayoutError,
     decode_file_header,
+    holds_no_records,
     offset_index_name,
     segment_name,
 )
@@ -64,7 +63,7 @@ def bus_state(path: str) -> str:
     if not os.path.isdir(path):
         raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
     names = set(os.listdir(path))
-    if all(name == LOCK_NAME or name.endswith(TEMPORARY_SUFFIX) for name in names):
+    if all(holds_no_records(name) for name in names):
         return "empty"  # as a writer sees it: it would create a bus here
     if WATERMARK_NAME in names or list_segment_bases(path):
         return "bus"

@@ -68,6 +68,12 @@ CLEAN_CLOSE_POSITION = FILE_HEADER_SIZE + WATERMARK_SLOT.size
 WATERMARK_FILE_SIZE = CLEAN_CLOSE_POSITION + CLEAN_CLOSE.size
 
 
+def holds_no_records(name: str) -> bool:
+    """Whether a file of this name in a bus directory is the engine's but no part of a bus's data
+    (the lock, the standby, a temporary file): a directory of only such files holds no bus."""
+    return name in (LOCK_NAME, STANDBY_NAME) or name.endswith(TEMPORARY_SUFFIX)
+
+
 class LayoutError(Exception):
     """Bytes do not match a layout; the caller adds the file name."""
 

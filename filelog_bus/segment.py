@@ -10,12 +10,13 @@ place. Only the newest segment (the *active* one) is ever appended to.
 Writing is fail-stop: a method that fails part-way raises, and the writer that owns
 the segment stops using it; opening the bus again runs ``recover``.
 
-Segments of format version 2 are *preallocated*: created at their full size (up to
-``PREALLOCATION_STEP``; larger segments grow by that much ahead of their appends), so that
-appends overwrite space the file already has and a durable append is one data-only
-fdatasync. The active segment's file therefore extends past its data with zeros (no
-record starts with a zero byte); sealing cuts it to its data, so closed segments end
-exactly where the next begins, as in version 1.
+Segments of format version 2 are *preallocated*: created at their full size, written with
+zeros (up to ``PREALLOCATION_STEP``; larger segments grow by that much ahead of their
+appends), so that appends overwrite written space and a durable append is one data-only
+fdatasync. The zeros are usually written ahead, in the standby file a roll takes
+(filelog_bus/standby.py). The active segment's file therefore extends past its data with
+zeros (no record starts with a zero byte); sealing cuts it to its data, so closed segments
+end exactly where the next begins, as in version 1.
 """
 
 from __future__ import annotations
@@ -345,6 +346,14 @@ class LogSegment:
             self._write_deferred()
         fs.fdatasync(self.fd)
 
+    def write_pending(self) -> None:
+        """Write what waits in memory (deferred records, index entries) to the files; no sync."""
+        assert self._offsets is not None and self._categories is not None
+        if self._deferred:
+            self._write_deferred()
+        self._offsets.flush()
+        self._categories.flush()
+
     def sync(self) -> None:
         """Make the records and the indexes durable."""
         assert self._offsets is not None and self._categories is not None
@@ -430,8 +439,17 @@ class LogSegment:
                 # Cut whatever follows (a torn write, pages an unsynced writer left past a hole), so
                 # that no stale bytes can ever line up behind a later append.
                 self._cut(end)
+        self._refill()
         self.sync()
         return end
+
+    def _refill(self) -> None:
+        """Zero-fill a version 2 segment back to its size after a cut (a recovery's, or a failed
+        append's), so that appends there stay overwrites of written space."""
+        size = os.fstat(self.fd).st_size
+        if self.version >= 2 and size < preallocated_size(self._segment_bytes):
+            standby.fill_zeros(self.fd, size, preallocated_size(self._segment_bytes))
+            self._allocated_end = self.file_end()
 
     def _only_zeros(self, start: int, end: int) -> bool:
         """Whether [start, end) holds only zeros: the unwritten tail of a preallocated segment."""
@@ -515,6 +533,8 @@ class LogSegment:
         A closed segment's files are replaced atomically; the active segment's indexes are
         reindexed in place (its writers hold them open).
         """
+        if not closed:
+            self.write_pending()  # compare files that hold everything appended, not lagging ones
         interval = self._recorded_interval() or default_interval
         expected = self.rebuilt_files(end, interval)
         if not closed:
@@ -683,7 +703,7 @@ def preallocated_size(segment_bytes: int) -> int:
     return FILE_HEADER_SIZE + min(segment_bytes, PREALLOCATION_STEP)
 
 
-def _preallocate(fd: int, length: int, position: int = FILE_HEADER_SIZE) -> None:
+def _preallocate(fd: int, length: int, position: int) -> None:
     """Allocate ``length`` bytes from ``position`` (zeros), if the file system can: preallocation only
     makes appends faster, so a full disk or a file system without it is not an error here."""
     if length <= 0:

@@ -29,6 +29,8 @@ from filelog_bus.layout import STANDBY_NAME, TEMPORARY_SUFFIX
 
 #: Segments at least this large (with their header) get their standby from a background thread.
 BACKGROUND_BYTES = 4 * 2**20
+#: The standby is prepared only while the disk has this many times its size free.
+RESERVE_FACTOR = 2
 #: Errors that mean "no space for the zeros": the file then grows as records are appended.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: Zeros are written this much at a time: the page cache then keeps the file in folios this small,
@@ -88,20 +90,29 @@ def _remove(path: str) -> None:
 
 
 def take(directory: str, size: int, destination: str) -> bool:
-    """Rename the standby to ``destination`` if it has ``size`` bytes; False if there is none.
-
-    A standby of another size (``segment_bytes`` changed) is deleted.
-    """
+    """Rename the standby to ``destination`` if it is ready for a segment of ``size`` bytes; False if
+    there is none (one that is not ready is deleted)."""
     path = standby_path(directory)
-    try:
-        found = os.stat(path).st_size
-    except FileNotFoundError:
-        return False
-    if found != size:
-        _remove(path)
+    if not _ready(path, size):
         return False
     fs.replace(path, destination)
     return True
+
+
+def _ready(path: str, size: int) -> bool:
+    """Whether the standby at ``path`` has ``size`` bytes and no other name; one that has not is deleted.
+
+    Another name is a segment: a power cut can keep a roll's link of the renamed standby to the
+    segment's name and lose the rename itself. Taking that file again would overwrite the segment.
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if status.st_size == size and status.st_nlink == 1:
+        return True
+    _remove(path)  # removing this name leaves a segment that shares the file intact
+    return False
 
 
 class StandbyPreparer:
@@ -116,25 +127,47 @@ class StandbyPreparer:
         self.size = size
         #: The error that cut the last preparation short, if any (it cost only speed).
         self.failure: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        #: Set by the thread when the preparation in progress has finished; None when none is.
+        self._done: threading.Event | None = None
 
     def start(self) -> None:
-        """Start preparing, unless a standby is ready or being prepared."""
-        if self._thread is not None or os.path.exists(standby_path(self.directory)):
+        """Start preparing, unless a standby is ready or being prepared, or the disk is nearly full
+        (the appends then keep the space; the roll zero-fills what it can)."""
+        if self._done is not None or _ready(standby_path(self.directory), self.size):
+            return
+        disk = os.statvfs(self.directory)
+        if disk.f_bavail * disk.f_frsize < RESERVE_FACTOR * self.size:
             return
         self.failure = None
-        self._thread = threading.Thread(target=self._run, name="filelog-bus standby", daemon=True)
-        self._thread.start()
+        self._done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(self._done,), name="filelog-bus standby", daemon=True
+        ).start()
 
-    def _run(self) -> None:
+    def _run(self, done: threading.Event) -> None:
         try:
             prepare(self.directory, self.size)
         except BaseException as exc:  # only speed is lost: the roll zero-fills inline
             self.failure = exc
+        finally:
+            done.set()
 
     def wait(self) -> None:
-        """Wait until the preparation in progress, if any, has finished."""
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-            self._thread = None
+        """Wait until the preparation in progress, if any, has finished, even if interrupted (the
+        interrupt is raised once it has): no thread may go on writing in a bus whose writer let go.
+
+        (Not Thread.join(): a join interrupted by a signal handler's exception marks the thread as
+        stopped while it still runs.)
+        """
+        done = self._done
+        if done is None:
+            return
+        interrupted: BaseException | None = None
+        while not done.is_set():
+            try:
+                done.wait()
+            except BaseException as exc:  # KeyboardInterrupt, or what a signal handler raised
+                interrupted = interrupted or exc
+        self._done = None
+        if interrupted is not None:
+            raise interrupted

@@ -41,6 +41,15 @@ from filelog_bus.layout import (
 _TORN_RETRY_SECONDS = 0.05
 
 
+def _shared_mapping(fd: int) -> mmap.mmap | None:
+    """A shared mapping of the watermark file, or None where the file system cannot map files
+    (publishing then uses pwrite)."""
+    try:
+        return mmap.mmap(fd, WATERMARK_FILE_SIZE)
+    except OSError:
+        return None
+
+
 def watermark_path(directory: str) -> str:
     return os.path.join(directory, WATERMARK_NAME)
 
@@ -66,7 +75,7 @@ class WatermarkPublisher:
                 fs.pwrite_all(self.fd, encode_file_header(WATERMARK_MAGIC, 0), 0)
             if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
                 fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
-            self._mapping = mmap.mmap(self.fd, WATERMARK_FILE_SIZE)
+            self._mapping = _shared_mapping(self.fd)
         except BaseException:
             self.close()
             raise
@@ -89,8 +98,11 @@ class WatermarkPublisher:
         if synced:
             self._holding_unsynced = False
         unsynced = self.unsynced_writer or self._holding_unsynced
-        assert self._mapping is not None
-        fs.store(self._mapping, self.fd, encode_watermark(offset, durable, unsynced), FILE_HEADER_SIZE)
+        slot = encode_watermark(offset, durable, unsynced)
+        if self._mapping is not None:
+            fs.store(self._mapping, self.fd, slot, FILE_HEADER_SIZE)
+        else:
+            fs.pwrite_all(self.fd, slot, FILE_HEADER_SIZE)
         self._last = (offset, durable)
 
     def hold_unsynced(self) -> None:

@@ -37,7 +37,7 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import LOCK_NAME, TEMPORARY_SUFFIX, WATERMARK_NAME, parse_segment_name
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, holds_no_records, parse_segment_name
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
@@ -196,7 +196,7 @@ class LogWriter:
         names = set(os.listdir(self.path))
         if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
             return
-        foreign = sorted(name for name in names if name != LOCK_NAME and not name.endswith(TEMPORARY_SUFFIX))
+        foreign = sorted(name for name in names if not holds_no_records(name))
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise NotABusError(
@@ -298,7 +298,9 @@ class LogWriter:
         """
         if self._failure is not None or self._segment is None:
             self._check_open()
-        encoder = self._encoders.get(category) or self._encoder_for(category)
+        encoder = (self._encoders.get(category) if type(category) is str else None) or self._encoder_for(
+            category
+        )
         limit = self.config.max_record_bytes
         if type(payload) is bytes and len(payload) > limit:  # before encoding a huge payload
             raise InvalidRecordError(

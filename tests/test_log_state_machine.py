@@ -105,6 +105,15 @@ def payload_for(sequence: int, size: int) -> bytes:
     return (stamp * (size // len(stamp) + 1))[:size]
 
 
+def append_batches(min_size: int) -> st.SearchStrategy[list[tuple[str, int, float]]]:
+    """Batches of (category, payload size, seconds the clock advances) for appends in a row."""
+    return st.lists(
+        st.tuples(st.sampled_from(APPEND_CATEGORIES), st.integers(0, 400), st.floats(0, 7200)),
+        min_size=min_size,
+        max_size=12,
+    )
+
+
 class LogMachine(RuleBasedStateMachine):
     """One writer and one long-lived reader on a fresh bus, checked against the model after each step."""
 
@@ -234,27 +243,14 @@ class LogMachine(RuleBasedStateMachine):
         self._append(category, size, advance)
 
     @precondition(lambda self: not self.stopped)
-    @rule(
-        batch=st.lists(
-            st.tuples(st.sampled_from(APPEND_CATEGORIES), st.integers(0, 400), st.floats(0, 7200)),
-            min_size=2,
-            max_size=12,
-        )
-    )
+    @rule(batch=append_batches(min_size=2))
     def append_many(self, batch: list[tuple[str, int, float]]) -> None:
         """Several appends in a row, so segments fill several index blocks."""
         for category, size, advance in batch:
             self._append(category, size, advance)
 
     @precondition(lambda self: not self.stopped)
-    @rule(
-        batch=st.lists(
-            st.tuples(st.sampled_from(APPEND_CATEGORIES), st.integers(0, 400), st.floats(0, 7200)),
-            min_size=1,
-            max_size=12,
-        ),
-        then=st.sampled_from(["sync", "append", "close"]),
-    )
+    @rule(batch=append_batches(min_size=1), then=st.sampled_from(["sync", "append", "close"]))
     def append_deferred(self, batch: list[tuple[str, int, float]], then: str) -> None:
         """Deferred appends get the offsets plain ones would, are invisible to readers, and become
         readable (all of them) once sync(), a durable append or close() made them durable."""

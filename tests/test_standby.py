@@ -11,17 +11,21 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fault_support import path_faults
+from fault_support import path_faults, seam_wrapped
 from reliability_support import read_all
 from support import spawn_python
 
 from filelog_bus import LogWriter
-from filelog_bus.check import verify_bus
+from filelog_bus.check import bus_state, verify_bus
 from filelog_bus.layout import STANDBY_NAME, TEMPORARY_SUFFIX, segment_name
+from filelog_bus.record import encode_record
 from filelog_bus.segment import list_segment_bases, preallocated_size
 from filelog_bus.standby import BACKGROUND_BYTES
 
@@ -194,3 +198,84 @@ def test_sigkill_while_the_standby_is_prepared_or_taken(tmp_path: Path, stop: fl
     assert (bus / segment_name(bases[-1])).stat().st_size == preallocated_size(SEGMENT)
     assert [record.offset for record in read_all(bus)][-len(more) :] == more
     assert verify_bus(str(bus)).healthy
+
+
+def test_a_directory_left_with_only_a_standby_holds_no_bus(tmp_path: Path) -> None:
+    """The standby is no part of a bus's data: a directory left with only it (and the lock) is an
+    empty directory to a writer, which creates its bus there (and deletes the standby of another
+    size at its first roll), and to the tools."""
+    bus = tmp_path / "bus"
+    bus.mkdir()
+    standby(bus).write_bytes(bytes(4096))
+    (bus / "writer.lock").write_text("1\n")
+    assert bus_state(str(bus)) == "empty"
+    with LogWriter(bus, segment_bytes=64 * 1024) as writer:
+        offsets = [writer.append("c", PAYLOAD) for _ in range(100)]
+    assert [record.offset for record in read_all(bus)] == offsets
+    assert not standby(bus).exists()
+
+
+def test_a_standby_that_is_also_a_segment_is_never_taken(tmp_path: Path) -> None:
+    """A power cut can keep a roll's link of the renamed standby to the segment's name and lose the
+    rename: the standby and the segment are then one file. A later roll whose sealed segment has
+    exactly the standby's size must not take it (that would overwrite the segment's header)."""
+    bus = tmp_path / "bus"
+    payload = bytes(993)  # a 1,024-byte record: 64 of them fill a 64 KiB segment exactly
+    with LogWriter(bus, segment_bytes=64 * 1024) as writer:
+        offsets = [writer.append("c", payload, 1.0) for _ in range(64)]
+        assert writer.end_offset == 64 * 1024 and list_segment_bases(str(bus)) == [0]
+    os.link(bus / segment_name(0), standby(bus))  # the state that power cut leaves
+    with LogWriter(bus, segment_bytes=64 * 1024) as writer:
+        offsets.append(writer.append("c", payload, 2.0))  # seals segment 0 at 64 KiB, then rolls
+    assert list_segment_bases(str(bus)) == [0, 64 * 1024]
+    assert (bus / segment_name(0)).stat().st_nlink == 1
+    assert [record.offset for record in read_all(bus)] == offsets
+    assert verify_bus(str(bus)).healthy
+
+
+def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_outlive_the_writer(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (here: a real SIGALRM whose handler raises) lands while close() waits for the standby
+    thread: the interrupt is raised once the thread has finished, never while it still writes in a
+    bus whose lock is released."""
+    bus = tmp_path / "bus"
+    temporary = str(standby(bus)) + TEMPORARY_SUFFIX
+    may_finish = threading.Event()
+    paths: dict[int, str] = {}
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name == "pwrite" and paths.get(args[0]) == temporary:
+                may_finish.wait(60)  # the preparation is slow: close() has to wait for it
+            result = original(*args, **kwargs)
+            if name == "open":
+                paths[result] = os.fspath(args[0])
+            return result
+
+        return call
+
+    def on_alarm(signum: int, frame: object) -> None:
+        threading.Timer(0.5, may_finish.set).start()  # the preparation ends a while after the interrupt
+        raise KeyboardInterrupt
+
+    writer = LogWriter(bus, segment_bytes=SEGMENT, durability="never").open()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        with seam_wrapped(wrap):
+            offsets = fill_to(writer, 0, 0.6)
+            wait_for(lambda: os.path.exists(temporary), "the preparation to start")
+            writer.sync()  # so that close() soon waits for the thread, where the interrupt lands
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(KeyboardInterrupt):
+                writer.close()
+            # (Thread.is_alive() cannot tell: an interrupted join() marks the thread stopped.)
+            assert not os.path.exists(temporary), "close() raised while the thread still wrote in the bus"
+            assert standby(bus).stat().st_size == preallocated_size(SEGMENT)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        may_finish.set()
+    with LogWriter(bus, segment_bytes=SEGMENT, lock_timeout=0) as second:  # the lock is free
+        assert second.end_offset == offsets[-1] + len(encode_record("c", 1.0, PAYLOAD))
+    assert [record.offset for record in read_all(bus)] == offsets

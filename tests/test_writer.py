@@ -114,6 +114,8 @@ def test_refused_append_writes_nothing(bus_dir: Path) -> None:
             lambda: writer.append("", b"x", 1.0),
             lambda: writer.append("c", "text", 1.0),  # type: ignore[arg-type]
             lambda: writer.append("c", b"x", float("nan")),
+            lambda: writer.append(["c"], b"x", 1.0),  # type: ignore[arg-type]  # unhashable: not a TypeError
+            lambda: writer.append({"c": 1}, b"x", 1.0),  # type: ignore[arg-type]
         ]:
             with pytest.raises(InvalidRecordError):
                 bad()
@@ -363,3 +365,19 @@ def test_open_on_a_stopped_writer_recovers_the_bus(bus_dir: Path, monkeypatch: p
     second = writer.append("c", b"after")
     writer.close()
     assert [(r.offset, r.payload) for r in read_all(bus_dir)] == [(first, b"before"), (second, b"after")]
+
+
+def test_repair_indexes_of_a_healthy_bus_rewrites_nothing_while_entries_and_deferred_records_wait(
+    bus_dir: Path,
+) -> None:
+    """The active segment's index entries (and deferred records) wait in memory a while: a repair
+    compares what the files hold once everything appended is written, so a healthy bus needs none,
+    and a deferred record not written yet is no "damage"."""
+    with LogWriter(bus_dir) as writer:
+        offsets = [writer.append("c", bytes(300), 1.0 + i) for i in range(40)]
+        assert writer.repair_indexes() == []
+        offsets.append(writer.append("d", b"deferred", 50.0, deferred=True))
+        assert writer.repair_indexes() == []
+        writer.sync()
+    assert [r.offset for r in read_all(bus_dir)] == offsets
+    assert check.verify_bus(str(bus_dir)).healthy
