@@ -245,8 +245,8 @@ class IndexWriter:
     """Appends entries to one index file, keeping the chained CRC; writes at explicit positions.
 
     Entries are kept in memory until ``flush`` (the segment flushes every ``INDEX_LAG_BLOCKS``
-    index blocks of records, and before any sync), so that most appends write one file, not three. An
-    index may lag its segment (readers scan past its last block), never run ahead of it.
+    index blocks of records, and before any sync), so that most appends write one file, not
+    three. An index may lag its segment (readers scan past its last block), never run ahead.
     """
 
     def __init__(self, path: str, magic: bytes, entry: struct.Struct, base: int, interval: int) -> None:

@@ -133,9 +133,12 @@ class StandbyPreparer:
     def start(self) -> None:
         """Start preparing, unless a standby is ready or being prepared, or the disk is nearly full
         (the appends then keep the space; the roll zero-fills what it can)."""
-        if self._done is not None or _ready(standby_path(self.directory), self.size):
-            return
-        disk = os.statvfs(self.directory)
+        try:
+            if self._done is not None or _ready(standby_path(self.directory), self.size):
+                return
+            disk = os.statvfs(self.directory)
+        except OSError:
+            return  # a speed-up only: never a reason for an append to fail
         if disk.f_bavail * disk.f_frsize < RESERVE_FACTOR * self.size:
             return
         self.failure = None

@@ -3,9 +3,9 @@
 The writer publishes the end of the last record it has made durable (or merely
 written, with ``durability="never"``) in the small ``watermark`` file, with one
 store into a shared mapping of it after the record's fdatasync (``fs.store``: no
-system call, so publishing costs a durable append almost nothing). Readers never read past it, so they never
-see a record that a power loss could still erase and that the writer's recovery
-could replace with a different record at the same offset. Publishing does not
+system call, so publishing adds next to nothing to a durable append). Readers never
+read past it, so they never see a record that a power loss could still erase and
+that the writer's recovery could replace with a different record at the same offset. Publishing does not
 fsync the file (after a crash the writer recomputes it). The file is fsync'd only
 where recovery depends on what it says: when it is created; when a writer of the
 other durability opens the bus, or holds deferred appends (the unsynced-writer

@@ -298,9 +298,11 @@ class LogWriter:
         """
         if self._failure is not None or self._segment is None:
             self._check_open()
-        encoder = (self._encoders.get(category) if type(category) is str else None) or self._encoder_for(
-            category
-        )
+        encoder = (
+            self._encoders.get(category) if type(category) is str else None
+        )  # (unhashable: refused below)
+        if encoder is None:
+            encoder = self._encoder_for(category)
         limit = self.config.max_record_bytes
         if type(payload) is bytes and len(payload) > limit:  # before encoding a huge payload
             raise InvalidRecordError(
