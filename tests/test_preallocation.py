@@ -21,14 +21,7 @@ from support import spawn_python
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
 from filelog_bus.errors import CorruptionError
-from filelog_bus.layout import (
-    CLEAN_CLOSE,
-    CLEAN_CLOSE_POSITION,
-    FILE_HEADER_SIZE,
-    SEGMENT_MAGIC,
-    encode_file_header,
-    segment_name,
-)
+from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
 from filelog_bus.segment import PREALLOCATION_STEP, list_segment_bases
 
@@ -76,6 +69,8 @@ def test_a_new_segment_takes_its_full_size_and_larger_segments_grow_a_step_ahead
 
 
 def test_a_torn_record_before_the_zeros_is_cut_and_the_allocation_kept(tmp_path: Path) -> None:
+    """Recovery cuts the torn record and zero-fills the segment back to its full size, so that
+    later appends overwrite written space, as in a new segment."""
     bus = tmp_path / "bus"
     with LogWriter(bus, segment_bytes=64 * 1024) as writer:
         kept = [writer.append("c", b"k" * 300) for _ in range(5)]
@@ -87,6 +82,8 @@ def test_a_torn_record_before_the_zeros_is_cut_and_the_allocation_kept(tmp_path:
         file.write(b"\xfbL\x01\x00" + b"\x07" * 40)
     with LogWriter(bus, segment_bytes=64 * 1024) as writer:
         assert writer.end_offset == end
+        assert log.stat().st_size == size
+        assert not any(log.read_bytes()[FILE_HEADER_SIZE + end :]), "zeros after the recovered end"
         after = writer.append("c", b"after")
     assert log.stat().st_size == size
     assert [r.offset for r in read_all(bus)] == [*kept, after]
@@ -307,27 +304,3 @@ def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_recor
         assert all(segment.end >= segment.base for segment in stats.segments)
         plan = plan_retention_now(str(bus), max_age_days=None, max_bytes=0)
         assert plan.bytes <= stats.end_offset
-
-
-def test_recovery_that_cuts_a_torn_tail_zero_fills_the_segment_back_to_its_size(tmp_path: Path) -> None:
-    """A recovery that cuts (stale or torn bytes after the data) gives the segment its zeros back, up
-    to its full size: later appends overwrite written space, as in a new segment."""
-    bus = tmp_path / "bus"
-    with LogWriter(bus, segment_bytes=64 * 1024) as writer:
-        offsets = [writer.append("c", b"x" * 300) for _ in range(5)]
-        end = writer.end_offset
-    log = logs(bus)[-1]
-    full = log.stat().st_size
-    with open(log, "r+b") as file:  # a torn record after the data, and no clean-close note to trust
-        file.seek(FILE_HEADER_SIZE + end)
-        file.write(encode_record("c", 1.0, b"t" * 300)[:100])
-    with open(bus / "watermark", "r+b") as watermark:  # erase the clean-close note
-        watermark.seek(CLEAN_CLOSE_POSITION)
-        watermark.write(bytes(CLEAN_CLOSE.size))
-    with LogWriter(bus, segment_bytes=64 * 1024) as writer:
-        assert writer.end_offset == end
-        assert log.stat().st_size == full
-        data = log.read_bytes()
-        assert not any(data[FILE_HEADER_SIZE + end :]), "zeros after the recovered end, to the full size"
-        offsets.append(writer.append("c", b"after"))
-    assert [r.offset for r in read_all(bus)] == offsets
