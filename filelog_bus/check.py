@@ -24,14 +24,11 @@ from filelog_bus.errors import (
     CorruptionError,
     NotABusError,
 )
+from filelog_bus.index import OFFSET_INDEX
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
-    OFFSET_INDEX_MAGIC,
     WATERMARK_NAME,
-    LayoutError,
-    decode_file_header,
     holds_no_records,
-    offset_index_name,
     segment_name,
 )
 from filelog_bus.problem import Problem
@@ -89,12 +86,9 @@ def index_interval(path: str) -> int | None:
     if not bases:
         return None
     try:
-        _, interval = decode_file_header(
-            OFFSET_INDEX_MAGIC, fs.read_file(os.path.join(path, offset_index_name(bases[-1])))
-        )
-    except (OSError, LayoutError):
+        return OFFSET_INDEX.recorded_interval(path, bases[-1])
+    except OSError:
         return None
-    return interval or None
 
 
 # -- a consistent view of the segments ----------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from filelog_bus import fs
 from filelog_bus.errors import FilelogBusError
 
 OFFSET_KEYS = ("initstartoffset", "initstopoffset", "nextoffset")
@@ -339,7 +340,8 @@ def set_offsets(cache: ClientCache, offset: int, *, check_running: bool = True) 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    _fsync_directory(directory)
+    with contextlib.suppress(OSError):  # the rename is done; its durability is best effort here
+        fs.fsync_directory(directory)
     return backup
 
 
@@ -347,15 +349,6 @@ def _stat(path: str) -> os.stat_result:
     status = os.stat(path)
     # st_atime changes on reads: compare what a writer changes.
     return os.stat_result((*status[:7], 0, *status[8:10]))
-
-
-def _fsync_directory(directory: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def describe(values: Sequence[int | None]) -> str:

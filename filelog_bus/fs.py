@@ -13,10 +13,12 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import stat
+import tempfile
 from typing import Protocol
 
 from filelog_bus.errors import BusPermissionError
@@ -184,3 +186,21 @@ def stat_or_explain(path: str, purpose: str) -> os.stat_result | None:
 
 def is_directory(status: os.stat_result | None) -> bool:
     return status is not None and stat.S_ISDIR(status.st_mode)
+
+
+def replace_outside_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace a file that is not part of a bus (a Hermes plugin file, a metrics textfile) in one
+    step, so that nobody reads half of it: written under a unique temporary name beside it, made
+    readable by all (0644), then renamed over it. Not through the seam, and not fsync'd: such a
+    file is simply written again if a crash loses it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

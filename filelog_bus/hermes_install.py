@@ -8,8 +8,6 @@ the plugins. Idempotent; a file that differs from ours is only replaced with `--
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -64,17 +62,3 @@ def plan_install(root: Path) -> list[PlannedFile]:
                 state = "differs"
             plan.append(PlannedFile(path, content, state))
     return plan
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Replace `path` in one step, so Hermes never loads a half-written plugin file."""
-    path.parent.mkdir(exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(content)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

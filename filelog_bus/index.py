@@ -385,20 +385,33 @@ class IndexKind:
 
     def header_sound(self, directory: str, base: int) -> bool:
         """Cheap check: present, right header, whole entries (what opening a bus checks)."""
+        found = self._header(directory, base)
+        if found is None:
+            return False
+        (recorded_base, interval), size = found
+        return recorded_base == base and interval > 0 and not (size - FILE_HEADER_SIZE) % self.entry.size
+
+    def recorded_interval(self, directory: str, base: int) -> int | None:
+        """The index block size the file's header records; None if the file is missing or its header
+        unreadable."""
+        found = self._header(directory, base)
+        return None if found is None else found[0][1] or None
+
+    def _header(self, directory: str, base: int) -> tuple[tuple[int, int], int] | None:
+        """((base, interval) from the file's header, the file's size); None if missing or misshapen."""
         try:
             fd = fs.open(os.path.join(directory, self.file_name(base)), os.O_RDONLY)
         except FileNotFoundError:
-            return False
+            return None
         try:
             header = os.pread(fd, FILE_HEADER_SIZE, 0)
             size = os.fstat(fd).st_size
         finally:
             fs.close(fd)
         try:
-            recorded_base, interval = decode_file_header(self.magic, header)
+            return decode_file_header(self.magic, header), size
         except LayoutError:
-            return False
-        return recorded_base == base and interval > 0 and not (size - FILE_HEADER_SIZE) % self.entry.size
+            return None
 
     def start_check(self, directory: str, base: int) -> IndexCheck:
         """Read the file and its header; the check is finished once its segment's records are fed."""

@@ -291,7 +291,7 @@ class LogSegment:
             if end - self._deferred_at >= DEFERRED_WRITE_BYTES:
                 self._write_deferred()
         else:
-            if self._deferred:
+            if self._deferred:  # (checked here: this is the hot path)
                 self._write_deferred()
             fs.pwrite_all(self.fd, data, offset - self.base + FILE_HEADER_SIZE)
         self._index(offset, timestamp, key)
@@ -299,7 +299,9 @@ class LogSegment:
             fs.fdatasync(self.fd)
 
     def _write_deferred(self) -> None:
-        """Write the deferred records waiting in memory, in one write."""
+        """Write the deferred records waiting in memory, if any, in one write."""
+        if not self._deferred:
+            return
         data = b"".join(self._deferred)
         fs.pwrite_all(self.fd, data, self.file_position(self._deferred_at))
         self._deferred.clear()
@@ -312,8 +314,7 @@ class LogSegment:
         if new_block:
             self._offsets.append(offset, timestamp)
             if offset >= self._index_flush_at:
-                if self._deferred:
-                    self._write_deferred()  # an index never runs ahead of its records
+                self._write_deferred()  # an index never runs ahead of its records
                 self._offsets.flush()
                 self._categories.flush()
                 self._index_flush_at = offset + INDEX_LAG_BLOCKS * self._blocks.interval
@@ -342,15 +343,13 @@ class LogSegment:
 
     def sync_data(self) -> None:
         """Make the appended records durable (the indexes can be rebuilt from them)."""
-        if self._deferred:
-            self._write_deferred()
+        self._write_deferred()
         fs.fdatasync(self.fd)
 
     def write_pending(self) -> None:
         """Write what waits in memory (deferred records, index entries) to the files; no sync."""
         assert self._offsets is not None and self._categories is not None
-        if self._deferred:
-            self._write_deferred()
+        self._write_deferred()
         self._offsets.flush()
         self._categories.flush()
 
@@ -368,8 +367,7 @@ class LogSegment:
     def seal(self, end: int) -> None:
         """Close the segment for good at ``end`` (a roll): cut its preallocated tail, sync everything
         (the new size too), then write its summary."""
-        if self._deferred:
-            self._write_deferred()
+        self._write_deferred()
         if self.file_end() != end:
             fs.ftruncate(self.fd, self.file_position(end))
         self.sync()  # fdatasync flushes the new size too: later reads depend on it
@@ -535,7 +533,7 @@ class LogSegment:
         """
         if not closed:
             self.write_pending()  # compare files that hold everything appended, not lagging ones
-        interval = self._recorded_interval() or default_interval
+        interval = OFFSET_INDEX.recorded_interval(self.directory, self.base) or default_interval
         expected = self.rebuilt_files(end, interval)
         if not closed:
             del expected[CATEGORY_SUMMARY.file_name(self.base)]
@@ -547,16 +545,6 @@ class LogSegment:
         else:
             self.reindex(end)
         return sorted(differing)
-
-    def _recorded_interval(self) -> int | None:
-        """The index block size the offset index's header records, if it is readable."""
-        try:
-            _, interval = decode_file_header(
-                OFFSET_INDEX.magic, self._read_derived(OFFSET_INDEX.file_name(self.base)) or b""
-            )
-        except LayoutError:
-            return None
-        return interval or None
 
     def _read_derived(self, name: str) -> bytes | None:
         try:

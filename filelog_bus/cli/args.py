@@ -10,11 +10,15 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import TypeVar
 
 from filelog_bus.cli.exits import EXIT_USAGE
 from filelog_bus.errors import InvalidRecordError
 from filelog_bus.record import validate_category
+
+Number = TypeVar("Number", int, float)
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,28 +34,23 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def offset_arg(text: str) -> int | str:
-    """--from: a non-negative integer, or "end"."""
+    """--from: a non-negative integer (decimal, or hexadecimal with 0x), or "end"."""
     if text == "end":
         return text
-    try:
-        value = int(text, 16) if text[:2].lower() == "0x" else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid offset {text!r}: give a byte offset such as 4096 (or 'end')"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid offset {text}: offsets are >= 0")
-    return value
+    return _checked(
+        text,
+        lambda t: int(t, 16) if t[:2].lower() == "0x" else int(t),
+        "offset",
+        "a byte offset such as 4096 (or 'end')",
+        lambda value: value >= 0,
+        "offsets are >= 0",
+    )
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a whole number such as 10") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid number {text}: it must be at least 1")
-    return value
+    return _checked(
+        text, int, "number", "a whole number such as 10", lambda v: v >= 1, "it must be at least 1"
+    )
 
 
 def category_arg(text: str) -> str:
@@ -119,27 +118,25 @@ def byte_count(text: str) -> int:
 
 
 def days_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid number of days {text!r}: give a number such as 7 or 0.5"
-        ) from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"invalid number of days {text}: it must be more than 0")
-    return value
+    return _checked(
+        text,
+        float,
+        "number of days",
+        "a number such as 7 or 0.5",
+        lambda value: math.isfinite(value) and value > 0,
+        "it must be more than 0",
+    )
 
 
 def seconds_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid number of seconds {text!r}: give a number such as 30"
-        ) from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text}: it must be 0 or more")
-    return value
+    return _checked(
+        text,
+        float,
+        "number of seconds",
+        "a number such as 30",
+        lambda value: math.isfinite(value) and value >= 0,
+        "it must be 0 or more",
+    )
 
 
 def duration_arg(text: str) -> float:
@@ -160,27 +157,34 @@ def duration_arg(text: str) -> float:
 
 def count_arg(text: str) -> int:
     """A whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid number {text!r}: give a whole number such as 1000"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid number {text}: it must be 0 or more")
-    return value
+    return _checked(
+        text, int, "number", "a whole number such as 1000", lambda v: v >= 0, "it must be 0 or more"
+    )
 
 
 def target_offset_arg(text: str) -> int | str:
     """--set-offsets: "start", "end" or an offset >= 0."""
     if text in ("start", "end"):
         return text
+    return _checked(
+        text, int, "offset", "start, end or an offset such as 0", lambda value: value >= 0, "offsets are >= 0"
+    )
+
+
+def _checked(
+    text: str,
+    convert: Callable[[str], Number],
+    what: str,
+    example: str,
+    accept: Callable[[Number], bool],
+    rule: str,
+) -> Number:
+    """``convert(text)``, refused with "invalid WHAT: give EXAMPLE" when it is not a number, and
+    with "invalid WHAT: RULE" when ``accept`` refuses it."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid offset {text!r}: give start, end or an offset such as 0"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid offset {text}: offsets are >= 0")
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: give {example}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"invalid {what} {text}: {rule}")
     return value

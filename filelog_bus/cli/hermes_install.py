@@ -9,7 +9,8 @@ from pathlib import Path
 from filelog_bus.cli.args import Parser, help_formatter
 from filelog_bus.cli.exits import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROBLEMS, EXIT_STATUSES
 from filelog_bus.cli.run import fail
-from filelog_bus.hermes_install import missing_hermes_parts, plan_install, write_atomically
+from filelog_bus.fs import replace_outside_file
+from filelog_bus.hermes_install import missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
 
@@ -79,7 +80,8 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
     try:
         for item in plan:
             if item.state != "unchanged":
-                write_atomically(item.path, item.content)
+                item.path.parent.mkdir(exist_ok=True)
+                replace_outside_file(item.path, item.content)
     except OSError as exc:
         return fail(
             PROG,

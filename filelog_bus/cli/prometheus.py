@@ -6,12 +6,10 @@ replaced in one step (a temporary file renamed over it): a scrape never sees hal
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 
 from filelog_bus.clients import STATES, BusPositions, ClientReport
+from filelog_bus.fs import replace_outside_file
 
 _PREFIX = "filelog_bus"
 
@@ -71,14 +69,4 @@ def render(bus_path: str, bus: BusPositions | None, reports: Sequence[ClientRepo
 
 def write_textfile(path: str, text: str) -> None:
     """Replace `path` with `text` in one step, readable by node_exporter (mode 0644)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    replace_outside_file(path, text.encode("utf-8"))
