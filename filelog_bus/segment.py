@@ -299,27 +299,34 @@ class LogSegment:
             fs.fdatasync(self.fd)
 
     def _write_deferred(self) -> None:
-        """Write the deferred records waiting in memory, if any, in one write."""
+        """Write the deferred records waiting in memory, if any, in one write, then the index entries
+        that waited with them."""
         if not self._deferred:
             return
         data = b"".join(self._deferred)
         fs.pwrite_all(self.fd, data, self.file_position(self._deferred_at))
         self._deferred.clear()
+        self._flush_index(self._deferred_at + len(data))
 
     def _index(self, offset: int, timestamp: float, key: int) -> None:
         """Note the index entries a record at ``offset`` needs (IndexBlocks decides which); they are
-        written every INDEX_LAG_BLOCKS blocks."""
+        written every INDEX_LAG_BLOCKS blocks, or with the deferred records when some wait (an index
+        never runs ahead of its records in the file)."""
         assert self._offsets is not None and self._categories is not None and self._blocks is not None
         new_block, new_key = self._blocks.admit(offset, key)
         if new_block:
             self._offsets.append(offset, timestamp)
-            if offset >= self._index_flush_at:
-                self._write_deferred()  # an index never runs ahead of its records
-                self._offsets.flush()
-                self._categories.flush()
-                self._index_flush_at = offset + INDEX_LAG_BLOCKS * self._blocks.interval
+            if offset >= self._index_flush_at and not self._deferred:
+                self._flush_index(offset)
         if new_key:
             self._categories.append(offset, key)
+
+    def _flush_index(self, written_to: int) -> None:
+        """Write the index entries waiting in memory (their records are in the file below ``written_to``)."""
+        assert self._offsets is not None and self._categories is not None and self._blocks is not None
+        self._offsets.flush()
+        self._categories.flush()
+        self._index_flush_at = written_to + INDEX_LAG_BLOCKS * self._blocks.interval
 
     def _allocate_ahead(self, needed: int) -> None:
         """Preallocate the next step of the file (never past the segment's size, unless a record is)."""

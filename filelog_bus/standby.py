@@ -36,6 +36,8 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: Zeros are written this much at a time: the page cache then keeps the file in folios this small,
 #: and a small append dirties no more than one. (After 1 MiB writes, fdatasync ran ~5 % slower.)
 _CHUNK = 64 * 1024
+#: How long a new thread waits to be adopted by ``start`` (an interrupt in between) before giving up.
+_ADOPTION_SECONDS = 5.0
 _ZEROS = memoryview(bytes(_CHUNK))
 
 
@@ -142,14 +144,25 @@ class StandbyPreparer:
         if disk.f_bavail * disk.f_frsize < RESERVE_FACTOR * self.size:
             return
         self.failure = None
-        self._done = threading.Event()
-        threading.Thread(
-            target=self._run, args=(self._done,), name="filelog-bus standby", daemon=True
-        ).start()
-
-    def _run(self, done: threading.Event) -> None:
+        done, adopted = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(done, adopted), name="filelog-bus standby", daemon=True
+        )
         try:
-            prepare(self.directory, self.size)
+            thread.start()
+        except Exception as exc:  # no thread to be had (a limit reached): only speed is lost
+            self.failure = exc
+            return
+        # An interrupt landing from here on leaves a thread that either is waited for, or gives up
+        # without writing anything (not adopted), but never one that writes unwatched or that
+        # nobody ever wakes.
+        self._done = done
+        adopted.set()
+
+    def _run(self, done: threading.Event, adopted: threading.Event) -> None:
+        try:
+            if adopted.wait(_ADOPTION_SECONDS):
+                prepare(self.directory, self.size)
         except BaseException as exc:  # only speed is lost: the roll zero-fills inline
             self.failure = exc
         finally:

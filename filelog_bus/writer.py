@@ -123,8 +123,10 @@ class LogWriter:
             if self._segment is not None and self._watermark is not None and self._failure is None:
                 try:
                     self._segment.sync()
-                    self._watermark.publish(self._end, durable=True, synced=True)
+                    # The note before the publication: a close whose note cannot be written has shown
+                    # readers nothing new (deferred records stay invisible until a writer opens).
                     self._watermark.leave_clean_close(self._segment.clean_close_note(self._end))
+                    self._watermark.publish(self._end, durable=True, synced=True)
                 except OSError as exc:
                     raise _write_error(
                         exc, f"closing the bus at {self.path} failed", self._segment.path

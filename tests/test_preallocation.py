@@ -7,23 +7,27 @@ process in the middle of a run of deferred appends.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fault_support import path_faults, seam_wrapped
 from reliability_support import read_all
 from support import spawn_python
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
-from filelog_bus.errors import CorruptionError
+from filelog_bus.errors import BusWriteError, CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
-from filelog_bus.segment import PREALLOCATION_STEP, list_segment_bases
+from filelog_bus.segment import DEFERRED_WRITE_BYTES, PREALLOCATION_STEP, list_segment_bases
 
 
 def logs(bus: Path) -> list[Path]:
@@ -304,3 +308,44 @@ def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_recor
         assert all(segment.end >= segment.base for segment in stats.segments)
         plan = plan_retention_now(str(bus), max_age_days=None, max_bytes=0)
         assert plan.bytes <= stats.end_offset
+
+
+def test_deferred_records_go_in_batches_with_their_index_entries_and_a_failed_close_shows_none(
+    tmp_path: Path,
+) -> None:
+    """Deferred records are written 256 KiB at a time (index entries with them, so they never pile
+    up in memory); a close whose clean-close note cannot be written shows readers none of them,
+    and the next writer's open publishes them (they were synced)."""
+    bus = tmp_path / "bus"
+    writes: list[int] = []
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name == "pwrite" and len(args[1]) > 4096:
+                writes.append(len(args[1]))
+            return original(*args, **kwargs)
+
+        return call
+
+    armed: list[bool] = []
+
+    def decide(name: str, path: str | None, args: tuple[object, ...]) -> int | None:
+        at_watermark = path is not None and path.endswith("watermark")
+        return errno.EIO if armed and name == "pwrite" and at_watermark else None
+
+    with path_faults(decide) as fired:
+        writer = LogWriter(bus).open()
+        durable = writer.append("c", b"durable")
+        with seam_wrapped(wrap):
+            deferred = [writer.append("c", bytes(590) + b"d", deferred=True) for _ in range(1500)]
+        assert len(writes) == 3 and all(size >= DEFERRED_WRITE_BYTES for size in writes)
+        entries = (bus / "00000000000000000000.index").stat().st_size - FILE_HEADER_SIZE
+        assert entries >= (sum(writes) // 4096 - 1) * 20, "index entries of written records still in memory"
+        armed.append(True)  # now the clean-close note cannot be written
+        with pytest.raises(BusWriteError):
+            writer.close()
+    assert fired
+    assert [r.offset for r in read_all(bus)] == [durable], "a failed close published deferred records"
+    with LogWriter(bus):
+        pass
+    assert [r.offset for r in read_all(bus)] == [durable, *deferred]

@@ -279,3 +279,44 @@ def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_
     with LogWriter(bus, segment_bytes=SEGMENT, lock_timeout=0) as second:  # the lock is free
         assert second.end_offset == offsets[-1] + len(encode_record("c", 1.0, PAYLOAD))
     assert [record.offset for record in read_all(bus)] == offsets
+
+
+THREAD_REFUSED = """
+import sys, threading
+from filelog_bus import LogWriter
+from filelog_bus.segment import list_segment_bases
+bus, how = sys.argv[1], sys.argv[2]
+real_start = threading.Thread.start
+def start(thread):  # the process cannot have another thread (a limit reached), or Ctrl-C lands there
+    if thread.name == "filelog-bus standby":
+        raise RuntimeError("can't start new thread") if how == "limit" else KeyboardInterrupt()
+    real_start(thread)
+threading.Thread.start = start
+writer = LogWriter(bus, segment_bytes=4 * 2**20).open()
+try:
+    while len(list_segment_bases(bus)) < 2:
+        writer.append("c", b"x" * 30_000)
+    print("appended", writer.failure)
+except KeyboardInterrupt:
+    print("interrupted", type(writer.failure).__name__)
+writer.close()
+print("closed")
+"""
+
+
+@pytest.mark.parametrize("how", ["limit", "interrupt"])
+def test_a_standby_thread_that_cannot_start_costs_no_append_and_close_never_hangs(
+    tmp_path: Path, how: str
+) -> None:
+    """No thread to be had: the appends go on and the roll zero-fills the segment itself. Ctrl-C in
+    the thread's start: the writer stops with it, as anywhere in an append. close() returns either way
+    (it must not wait for a thread that never ran)."""
+    bus = tmp_path / "bus"
+    child = spawn_python(THREAD_REFUSED, str(bus), how)
+    output, errors = child.communicate(timeout=120)
+    assert child.returncode == 0, errors
+    assert output.split("\n")[:2] == (
+        ["appended None", "closed"] if how == "limit" else ["interrupted KeyboardInterrupt", "closed"]
+    )
+    assert verify_bus(str(bus)).healthy
+    assert leftovers(bus) == [] and not standby(bus).exists()
