@@ -51,14 +51,13 @@ sys.path.insert(0, str(ROOT))
 from filelog_bus import LogReader, LogWriter  # noqa: E402
 from filelog_bus.layout import FILE_HEADER_SIZE, parse_segment_name, segment_name  # noqa: E402
 from filelog_bus.record import decode_records, encode_record  # noqa: E402
+from filelog_bus.standby import fill_zeros  # noqa: E402
 
 T = TypeVar("T")
 
 PAYLOAD_BYTES = 600
 #: The library's default segment size: the size of the preallocated files of the ceiling loops.
 SEGMENT_BYTES = 64 * 2**20
-#: How much zeros the ceiling's zero-filled file gets per write (as filelog_bus/standby.py writes).
-ZERO_CHUNK = 64 * 1024
 COMMON_CATEGORIES = tuple(f"cat-{i}" for i in range(8))
 RARE_CATEGORY = "rare"
 ABSENT_CATEGORY = "absent"
@@ -173,15 +172,13 @@ def naive_append_rate(path: Path, record: bytes, count: int, sync: bool) -> floa
 
 
 def preallocated_file(path: Path, size: int, zero_filled: bool) -> int:
-    """A fresh file of ``size`` bytes (posix_fallocate'd, or written with zeros 64 KiB at a time as
-    the library writes a segment's), durable with its directory entry, as the library creates a
-    segment; returns an fd open for writing. Untimed."""
+    """A fresh file of ``size`` bytes (posix_fallocate'd, or written with zeros by the library's own
+    ``fill_zeros``), durable with its directory entry, as the library creates a segment; returns
+    an fd open for writing. Untimed."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         if zero_filled:
-            zeros = bytes(ZERO_CHUNK)
-            for position in range(0, size, ZERO_CHUNK):
-                os.pwrite(fd, zeros[: size - position], position)
+            assert fill_zeros(fd, 0, size), f"no room for {size} bytes of zeros in {path.parent}"
         else:
             os.posix_fallocate(fd, 0, size)
         os.fsync(fd)

@@ -43,6 +43,7 @@ SEAM = (
     "unlink",
     "mkdir",
     "store",
+    "write_zeros",
 )
 
 
@@ -71,6 +72,42 @@ def store(mapping: mmap.mmap, fd: int, data: bytes, position: int) -> None:
     append). ``fd`` names the file for the seam's observers.
     """
     mapping[position : position + len(data)] = data
+
+
+#: The fallback of ``write_zeros`` writes this much at a time (see there).
+ZERO_CHUNK = 64 * 1024
+_ZEROS = memoryview(bytes(ZERO_CHUNK))
+#: What sendfile fails with where it cannot write to the file (then: pwrite).
+_SENDFILE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def write_zeros(fd: int, length: int, position: int) -> int:
+    """Write up to ``length`` zero bytes at ``position`` (moving the file position); return how many.
+
+    One ``sendfile`` from /dev/zero, which writes them with the interpreter's lock released
+    throughout: a Python loop of pwrites must win the lock back between writes, 1,024 times
+    for a 64 MiB standby, and slowed the thread appending meanwhile by about 9 %. The kernel
+    copies at most a pipe's 64 KiB per write, so the file stays in small page-cache folios:
+    appends into it sync as fast as into zeros pwritten 64 KiB at a time (after 1 MiB writes
+    or pwritevs, 5-15 % slower). Where sendfile cannot write to the file (or /dev/zero cannot
+    be opened), a pwrite of at most ``ZERO_CHUNK`` bytes.
+    """
+    try:
+        source = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        source = -1
+    if source >= 0:
+        try:
+            os.lseek(fd, position, os.SEEK_SET)
+            written = os.sendfile(fd, source, None, length)
+            if written > 0:
+                return written
+        except OSError as exc:
+            if exc.errno not in _SENDFILE_REFUSED:
+                raise
+        finally:
+            os.close(source)
+    return os.pwrite(fd, _ZEROS[: min(length, ZERO_CHUNK)], position)
 
 
 def close_all(*parts: Closable | None) -> None:

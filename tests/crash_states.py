@@ -2,7 +2,7 @@
 
 A workload runs for real on a directory tree (the *root*, e.g. ``tmp/world`` holding
 ``bus/``) while :class:`Recorder` watches every call of the engine's I/O seam
-(``filelog_bus.fs``: open, close, write, pwrite, store (into a shared mapping), ftruncate,
+(``filelog_bus.fs``: open, close, write, pwrite, write_zeros, store (into a shared mapping), ftruncate,
 fallocate, fsync, fdatasync, link, replace, unlink, mkdir). It keeps a model of the root
 in step with the real one, and after each call a *checkpoint* of what is durable and what is not. :func:`crash_states`
 turns a checkpoint into the set of disk contents a power cut at that moment may leave,
@@ -435,6 +435,14 @@ class Recorder:
             self._after("pwrite", self._describe_fd(fd), f"{written} bytes at {position}")
         return written
 
+    def _write_zeros(self, fd: int, length: int, position: int) -> int:
+        known = self._fd(fd)
+        written = self._originals["write_zeros"](fd, length, position)
+        if known is not None:
+            self.model.write(known[0], position, bytes(written))
+            self._after("write_zeros", self._describe_fd(fd), f"{written} bytes at {position}")
+        return written
+
     def _store(self, mapping: Any, fd: int, data: Any, position: int) -> None:
         """A store into a shared mapping: for the model, a pwrite (page cache, not durable)."""
         known = self._fd(fd)
@@ -540,6 +548,7 @@ class Recorder:
             "mkdir": self._mkdir,
             "fallocate": self._fallocate,
             "store": self._store,
+            "write_zeros": self._write_zeros,
         }
         unknown = set(fs.SEAM) - set(wrappers)
         assert not unknown, f"the seam has calls the recorder does not model: {sorted(unknown)}; update it"

@@ -84,7 +84,7 @@ def injected(fault: Fault | None) -> Iterator[FaultLog]:
                 if (fault.call in ("any", name)) and number == fault.nth:
                     log.fired = True
                     log.fired_at = name
-                    log.fired_on_zeros = name == "pwrite" and not any(bytes(args[1]))  # type: ignore[call-overload]
+                    log.fired_on_zeros = name == "write_zeros"
                     fault.raise_it(name)
             return original(*args, **kwargs)
 

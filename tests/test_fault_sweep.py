@@ -631,7 +631,7 @@ def trace_calls(workload: Callable[[], object]) -> list[SeamCall]:
                 target = ""
             flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
             writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_DIRECTORY
-            zeros = name == "pwrite" and not any(bytes(args[1]))
+            zeros = name == "write_zeros"
             calls.append(SeamCall(name, target, name == "open" and not flags & writes, zeros))
             result = original(*args, **kwargs)
             if name == "open":

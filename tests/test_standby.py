@@ -24,10 +24,11 @@ from support import spawn_python
 
 from filelog_bus import LogWriter
 from filelog_bus.check import bus_state, verify_bus
+from filelog_bus.fs import ZERO_CHUNK
 from filelog_bus.layout import STANDBY_NAME, TEMPORARY_SUFFIX, segment_name
 from filelog_bus.record import encode_record
 from filelog_bus.segment import list_segment_bases, preallocated_size
-from filelog_bus.standby import BACKGROUND_BYTES
+from filelog_bus.standby import BACKGROUND_BYTES, fill_zeros
 
 #: The smallest segments whose standby is prepared in the background.
 SEGMENT = BACKGROUND_BYTES
@@ -64,6 +65,55 @@ def fill_to(writer: LogWriter, base: int, fraction: float) -> list[int]:
     while writer.end_offset - base < fraction * SEGMENT:
         offsets.append(writer.append("c", PAYLOAD))
     return offsets
+
+
+def zero_writes(fd: int, start: int, end: int) -> int:
+    """Fill [start, end) of ``fd`` with zeros as a segment is filled; return how many writes it took."""
+    calls: list[str] = []
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    with seam_wrapped(wrap):
+        assert fill_zeros(fd, start, end)
+    return calls.count("write_zeros")
+
+
+def test_zeros_go_over_exactly_the_range_in_one_sendfile(tmp_path: Path) -> None:
+    """One write (a sendfile from /dev/zero, with the interpreter's lock released) puts zeros over
+    the range and nowhere else, wherever the file position was."""
+    path = tmp_path / "file"
+    path.write_bytes(b"x" * 300_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.lseek(fd, 250_000, os.SEEK_SET)
+        assert zero_writes(fd, 1_000, 200_000) == 1
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 1_000 + bytes(199_000) + b"x" * 100_000
+
+
+def test_zeros_are_pwritten_64_kib_at_a_time_where_sendfile_is_refused(tmp_path: Path) -> None:
+    """A file sendfile cannot write to (here: open with O_APPEND, which it refuses with EINVAL)
+    gets its zeros by pwrite, 64 KiB at a time."""
+    path = tmp_path / "file"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        zero = os.open("/dev/zero", os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as refused:
+                os.sendfile(fd, zero, None, 10)
+            assert refused.value.errno == errno.EINVAL
+        finally:
+            os.close(zero)
+        assert zero_writes(fd, 0, 200_000) == -(-200_000 // ZERO_CHUNK)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(200_000)
 
 
 def test_the_next_segment_is_prepared_from_half_full_and_the_roll_takes_that_file(tmp_path: Path) -> None:
@@ -113,7 +163,7 @@ def test_small_segments_and_small_buses_get_no_standby(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC])
-@pytest.mark.parametrize("call", ["open", "pwrite", "fsync", "replace"])
+@pytest.mark.parametrize("call", ["open", "write_zeros", "fsync", "replace"])
 def test_a_failed_preparation_costs_only_speed(tmp_path: Path, call: str, error: int) -> None:
     """A failing call of the background preparation (EIO, a full disk) neither stops the writer nor
     costs a record: the roll zero-fills the new segment itself, and no temporary file is left."""
@@ -246,7 +296,7 @@ def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_
 
     def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if name == "pwrite" and paths.get(args[0]) == temporary:
+            if name == "write_zeros" and paths.get(args[0]) == temporary:
                 may_finish.wait(60)  # the preparation is slow: close() has to wait for it
             result = original(*args, **kwargs)
             if name == "open":
