@@ -16,7 +16,9 @@ Issue 9's send measurements run first, each event going through what hermes-serv
 an initsync sequence (init-start, N `added`, init-stop; N = 100,000, or 20,000 with --quick) with
 the producer's default `initsync_durable_once: true` against the same events with `false` (one
 durable send each); and durable base-event `send()` against a naive loop that writes the same
-JSON to an O_APPEND file and fdatasyncs after each event.
+JSON to an O_APPEND file and fdatasyncs after each event. A bound row shows the least any plugin
+does without the library (`to_json()` again, pwrite + fdatasync into a zero-filled file) against
+that naive loop: a target above it is out of reach of any plugin on the machine.
 
 Latency (send() returning -> event yielded in another process) and the CPU of an idle waiting
 consumer are measured in consumer subprocesses (getrusage); so is the consumers' peak RSS

@@ -19,6 +19,7 @@ import mmap
 import os
 import stat
 import tempfile
+import threading
 from typing import Protocol
 
 from filelog_bus.errors import BusPermissionError
@@ -77,8 +78,6 @@ def store(mapping: mmap.mmap, fd: int, data: bytes, position: int) -> None:
 #: The fallback of ``write_zeros`` writes this much at a time (see there).
 ZERO_CHUNK = 64 * 1024
 _ZEROS = memoryview(bytes(ZERO_CHUNK))
-#: What sendfile fails with where it cannot write to the file (then: pwrite).
-_SENDFILE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 def write_zeros(fd: int, length: int, position: int) -> int:
@@ -89,25 +88,69 @@ def write_zeros(fd: int, length: int, position: int) -> int:
     for a 64 MiB standby, and slowed the thread appending meanwhile by about 9 %. The kernel
     copies at most a pipe's 64 KiB per write, so the file stays in small page-cache folios:
     appends into it sync as fast as into zeros pwritten 64 KiB at a time (after 1 MiB writes
-    or pwritevs, 5-15 % slower). Where sendfile cannot write to the file (or /dev/zero cannot
-    be opened), a pwrite of at most ``ZERO_CHUNK`` bytes.
+    or pwritevs, 5-15 % slower). Where sendfile fails (refused for this file, or by a seccomp
+    policy; a full disk then fails the pwrite too), or /dev/zero cannot be opened, a pwrite
+    of at most ``ZERO_CHUNK`` bytes.
     """
-    try:
-        source = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        source = -1
+    source = _ZERO_SOURCE.fd()
     if source >= 0:
         try:
             os.lseek(fd, position, os.SEEK_SET)
             written = os.sendfile(fd, source, None, length)
             if written > 0:
                 return written
-        except OSError as exc:
-            if exc.errno not in _SENDFILE_REFUSED:
-                raise
-        finally:
-            os.close(source)
+        except OSError:
+            pass
     return os.pwrite(fd, _ZEROS[: min(length, ZERO_CHUNK)], position)
+
+
+class _DevZero:
+    """/dev/zero, opened once and kept open for the life of the process.
+
+    Not once per call: an interrupt landing between an open and its close (a signal handler
+    raising right after the open returned) would leak the descriptor. Checked before each
+    use: a program may close every descriptor (a daemon detaching), and the number may then
+    name another file, whose bytes must never be copied into a segment.
+    """
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._rdev = -1
+        self._lock = threading.Lock()
+
+    def fd(self) -> int:
+        """The descriptor, (re)opened when needed; -1 if /dev/zero cannot be opened."""
+        with self._lock:
+            if self._fd >= 0 and self._still_open():
+                return self._fd
+            self._fd = -1
+            try:
+                fd = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return -1
+            self._fd = fd
+            try:
+                self._rdev = os.fstat(fd).st_rdev
+            except OSError:
+                self._fd = -1
+                os.close(fd)
+                return -1
+            return fd
+
+    def after_fork(self) -> None:
+        """In a child: a new lock (one another thread held at the fork would never be released)."""
+        self._lock = threading.Lock()
+
+    def _still_open(self) -> bool:
+        try:
+            status = os.fstat(self._fd)
+        except OSError:
+            return False
+        return stat.S_ISCHR(status.st_mode) and status.st_rdev == self._rdev
+
+
+_ZERO_SOURCE = _DevZero()
+os.register_at_fork(after_in_child=_ZERO_SOURCE.after_fork)
 
 
 def close_all(*parts: Closable | None) -> None:

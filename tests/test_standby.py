@@ -8,21 +8,24 @@ another size) costs a record or stops the writer.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import platform
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
-from fault_support import path_faults, seam_wrapped
+from fault_support import Interrupt, path_faults, seam_wrapped
 from reliability_support import read_all
-from support import spawn_python
+from support import run_python, spawn_python
 
-from filelog_bus import LogWriter
+from filelog_bus import LogWriter, fs
 from filelog_bus.check import bus_state, verify_bus
 from filelog_bus.fs import ZERO_CHUNK
 from filelog_bus.layout import STANDBY_NAME, TEMPORARY_SUFFIX, segment_name
@@ -114,6 +117,127 @@ def test_zeros_are_pwritten_64_kib_at_a_time_where_sendfile_is_refused(tmp_path:
     finally:
         os.close(fd)
     assert path.read_bytes() == bytes(200_000)
+
+
+def dev_zero_descriptors() -> list[int]:
+    """This process's descriptors open on /dev/zero."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own descriptor is gone by now)
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/zero":
+                found.append(int(name))
+    return found
+
+
+def test_interrupts_landing_while_zeros_are_written_leak_no_descriptor(tmp_path: Path) -> None:
+    """A real SIGALRM every 200 µs whose handler raises (as Ctrl-C does) when it lands inside the
+    zero fill, anywhere in it: /dev/zero stays open once for the process, no more."""
+    fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+    interrupts = 0
+    filling = {fill_zeros.__code__, fs.write_zeros.__code__}
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if frame is not None and frame.f_code in filling:
+            raise Interrupt
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        assert fill_zeros(fd, 0, 4096)
+        before = dev_zero_descriptors()
+        assert len(before) <= 1
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        for _ in range(20_000):
+            try:
+                fill_zeros(fd, 0, 4096)
+            except Interrupt:
+                interrupts += 1
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(fd)
+    assert interrupts > 100, "the interrupts did not land: the test proved nothing"
+    assert dev_zero_descriptors() == before
+
+
+def test_a_closed_dev_zero_whose_number_names_another_file_is_reopened_not_copied(tmp_path: Path) -> None:
+    """A program may close every descriptor (a daemon detaching) and reuse the numbers: the
+    descriptor /dev/zero had now names another file, whose bytes must not become a segment's."""
+    target = tmp_path / "target"
+    target.write_bytes(b"t" * 100_000)
+    other = tmp_path / "other"
+    other.write_bytes(b"x" * 100_000)
+    fd = os.open(target, os.O_RDWR)
+    try:
+        assert fill_zeros(fd, 0, 10)
+        (zero,) = dev_zero_descriptors()
+        impostor = os.open(other, os.O_RDONLY)
+        os.dup2(impostor, zero)  # /dev/zero's number now names `other`
+        os.close(impostor)
+        try:
+            assert fill_zeros(fd, 0, 100_000)
+            assert os.lseek(zero, 0, os.SEEK_CUR) == 0, "the other file was read"
+        finally:
+            os.close(zero)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == bytes(100_000)
+    assert other.read_bytes() == b"x" * 100_000
+    assert len(dev_zero_descriptors()) == 1  # reopened
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter below names x86_64's sendfile")
+def test_a_bus_rolls_where_a_seccomp_policy_refuses_sendfile_with_eperm(tmp_path: Path) -> None:
+    """A process whose seccomp policy denies sendfile with EPERM (systemd's SystemCallFilter= with
+    SystemCallErrorNumber=EPERM, a container profile) still creates segments and rolls: its
+    zeros are pwritten."""
+    result = run_python(
+        """
+        import ctypes, errno, os, struct, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def instruction(code, k, jump_true=0, jump_false=0):
+            return struct.pack("HBBI", code, jump_true, jump_false, k)
+
+        LOAD, JUMP_IF_EQUAL, RETURN = 0x20, 0x15, 0x06
+        AUDIT_ARCH_X86_64, SENDFILE = 0xC000003E, 40
+        program = b"".join([
+            instruction(LOAD, 4), instruction(JUMP_IF_EQUAL, AUDIT_ARCH_X86_64, 0, 3),
+            instruction(LOAD, 0), instruction(JUMP_IF_EQUAL, SENDFILE, 0, 1),
+            instruction(RETURN, 0x00050000 | errno.EPERM), instruction(RETURN, 0x7FFF0000),
+        ])
+        buffer = ctypes.create_string_buffer(program)
+
+        class Program(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+        filter_ = Program(len(program) // 8, ctypes.addressof(buffer))
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) or libc.prctl(
+            PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(filter_), 0, 0
+        ):
+            print("no seccomp here", errno.errorcode[ctypes.get_errno()])
+            sys.exit(3)
+        zero, null = os.open("/dev/zero", os.O_RDONLY), os.open("/dev/null", os.O_WRONLY)
+        try:
+            os.sendfile(null, zero, None, 1)
+            sys.exit("sendfile was not refused")
+        except PermissionError:
+            pass
+        from filelog_bus import LogWriter, fs
+        with LogWriter(sys.argv[1], segment_bytes=2**20) as writer:
+            offsets = [writer.append("c", bytes([n % 251 + 1]) * 4000) for n in range(600)]
+        print(len(offsets))
+        """,
+        str(tmp_path / "bus"),
+    )
+    if result.returncode == 3:
+        pytest.skip(result.stdout.strip())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["600"]
+    assert len(list_segment_bases(str(tmp_path / "bus"))) > 2
+    assert len(read_all(tmp_path / "bus")) == 600
+    assert verify_bus(str(tmp_path / "bus")).healthy
 
 
 def test_the_next_segment_is_prepared_from_half_full_and_the_roll_takes_that_file(tmp_path: Path) -> None:
@@ -215,7 +339,7 @@ def test_a_standby_of_another_size_and_a_half_written_one_are_not_used(tmp_path:
 
 CHILD = """
 import os, signal, sys
-from filelog_bus import LogWriter
+from filelog_bus import LogWriter, fs
 bus, segment, durability = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 writer = LogWriter(bus, segment_bytes=segment, durability=durability).open()
 payload = bytes(range(256)) * 4
@@ -333,7 +457,7 @@ def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_
 
 THREAD_REFUSED = """
 import sys, threading
-from filelog_bus import LogWriter
+from filelog_bus import LogWriter, fs
 from filelog_bus.segment import list_segment_bases
 bus, how = sys.argv[1], sys.argv[2]
 real_start = threading.Thread.start
