@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import cProfile
 import dataclasses
+import errno
 import io
 import itertools
 import json
@@ -178,7 +179,8 @@ def preallocated_file(path: Path, size: int, zero_filled: bool) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         if zero_filled:
-            assert fill_zeros(fd, 0, size), f"no room for {size} bytes of zeros in {path.parent}"
+            if not fill_zeros(fd, 0, size):
+                raise OSError(errno.ENOSPC, f"no room for {size} bytes of zeros", str(path))
         else:
             os.posix_fallocate(fd, 0, size)
         os.fsync(fd)
