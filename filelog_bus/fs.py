@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import mmap
 import os
 import stat
 import tempfile
-import threading
 from typing import Protocol
 
 from filelog_bus.errors import BusPermissionError
@@ -92,65 +92,28 @@ def write_zeros(fd: int, length: int, position: int) -> int:
     policy; a full disk then fails the pwrite too), or /dev/zero cannot be opened, a pwrite
     of at most ``ZERO_CHUNK`` bytes.
     """
-    source = _ZERO_SOURCE.fd()
-    if source >= 0:
-        try:
-            os.lseek(fd, position, os.SEEK_SET)
-            written = os.sendfile(fd, source, None, length)
-            if written > 0:
-                return written
-        except OSError:
-            pass
+    written = _sendfile_zeros(fd, length, position)
+    if written > 0:
+        return written
     return os.pwrite(fd, _ZEROS[: min(length, ZERO_CHUNK)], position)
 
 
-class _DevZero:
-    """/dev/zero, opened once and kept open for the life of the process.
+def _sendfile_zeros(fd: int, length: int, position: int) -> int:
+    """``write_zeros``'s sendfile; 0 where it cannot be done.
 
-    Not once per call: an interrupt landing between an open and its close (a signal handler
-    raising right after the open returned) would leak the descriptor. Checked before each
-    use: a program may close every descriptor (a daemon detaching), and the number may then
-    name another file, whose bytes must never be copied into a segment.
+    /dev/zero is opened as a file object, not a bare descriptor: should a signal handler raise
+    between the open and the ``with``, dropping the object closes it, where a descriptor would
+    leak. What a handler raises reaches the caller: a failing system call's OSError has an
+    errno, a handler's ``TimeoutError`` has none.
     """
-
-    def __init__(self) -> None:
-        self._fd = -1
-        self._rdev = -1
-        self._lock = threading.Lock()
-
-    def fd(self) -> int:
-        """The descriptor, (re)opened when needed; -1 if /dev/zero cannot be opened."""
-        with self._lock:
-            if self._fd >= 0 and self._still_open():
-                return self._fd
-            self._fd = -1
-            try:
-                fd = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return -1
-            self._fd = fd
-            try:
-                self._rdev = os.fstat(fd).st_rdev
-            except OSError:
-                self._fd = -1
-                os.close(fd)
-                return -1
-            return fd
-
-    def after_fork(self) -> None:
-        """In a child: a new lock (one another thread held at the fork would never be released)."""
-        self._lock = threading.Lock()
-
-    def _still_open(self) -> bool:
-        try:
-            status = os.fstat(self._fd)
-        except OSError:
-            return False
-        return stat.S_ISCHR(status.st_mode) and status.st_rdev == self._rdev
-
-
-_ZERO_SOURCE = _DevZero()
-os.register_at_fork(after_in_child=_ZERO_SOURCE.after_fork)
+    try:
+        with io.FileIO("/dev/zero", "r") as source:
+            os.lseek(fd, position, os.SEEK_SET)
+            return os.sendfile(fd, source.fileno(), None, length)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        return 0
 
 
 def close_all(*parts: Closable | None) -> None:
