@@ -119,8 +119,9 @@ def _sendfile_zeros(fd: int, length: int, position: int) -> int:
 def close_all(*parts: Closable | None) -> None:
     """Close every part, even when closing one fails or is interrupted.
 
-    OSErrors from close are ignored (the data was synced before, or the caller is already
-    failing); any other exception (an interrupt) is raised once every part was closed.
+    A failed close is ignored (the data was synced before, or the caller is already failing);
+    any other exception (an interrupt, or an OSError without an errno: what a signal handler
+    raised) is raised once every part was closed.
     """
     interrupted: BaseException | None = None
     for part in parts:
@@ -128,10 +129,9 @@ def close_all(*parts: Closable | None) -> None:
             continue
         try:
             part.close()
-        except OSError:
-            pass
         except BaseException as exc:
-            interrupted = interrupted or exc
+            if not (isinstance(exc, OSError) and exc.errno is not None):
+                interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted
 

@@ -65,7 +65,9 @@ class IndexView:
         """Entries for offsets below ``end`` if the file is intact; None if missing or damaged."""
         try:
             data = fs.read_file(path)
-        except OSError:
+        except OSError as exc:
+            if exc.errno is None:  # not a failed read: what a signal handler raised (a TimeoutError)
+                raise
             return None
         try:
             recorded_base, interval = decode_file_header(magic, data)

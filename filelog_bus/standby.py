@@ -133,7 +133,9 @@ class StandbyPreparer:
             if self._done is not None or _ready(standby_path(self.directory), self.size):
                 return
             disk = os.statvfs(self.directory)
-        except OSError:
+        except OSError as exc:
+            if exc.errno is None:  # not a failed call: what a signal handler raised (a TimeoutError)
+                raise
             return  # a speed-up only: never a reason for an append to fail
         if disk.f_bavail * disk.f_frsize < RESERVE_FACTOR * self.size:
             return

@@ -107,11 +107,7 @@ class LogWriter:
             self._load()
         except BaseException as exc:
             self._release()
-            if isinstance(exc, OSError) and not isinstance(exc, FilelogBusError):
-                raise _write_error(
-                    exc, f"could not open the bus at {self.path} for writing", self.path
-                ) from exc
-            raise
+            _raise_as(_write_error(exc, f"could not open the bus at {self.path} for writing", self.path), exc)
         return self
 
     def close(self) -> None:
@@ -128,9 +124,9 @@ class LogWriter:
                     self._watermark.leave_clean_close(self._segment.clean_close_note(self._end))
                     self._watermark.publish(self._end, durable=True, synced=True)
                 except OSError as exc:
-                    raise _write_error(
-                        exc, f"closing the bus at {self.path} failed", self._segment.path
-                    ) from exc
+                    _raise_as(
+                        _write_error(exc, f"closing the bus at {self.path} failed", self._segment.path), exc
+                    )
         finally:
             self._release()
             self._failure = None
@@ -399,9 +395,7 @@ class LogWriter:
         segment = self._segment
         if offset is not None and segment is not None and self._end == offset and offset >= segment.base:
             segment.discard_from(offset)
-        if failure is exc:
-            raise exc
-        raise failure from exc
+        _raise_as(failure, exc)
 
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""
@@ -479,6 +473,8 @@ class LogWriter:
                 keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
+            if exc.errno is None:  # not a failed read: what a signal handler raised (a TimeoutError)
+                raise
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         deleted: list[str] = []
         try:
@@ -494,8 +490,12 @@ class LogWriter:
 
 
 def _write_error(exc: BaseException, failed: str, path: str, offset: int | None = None) -> BaseException:
-    """The typed error for a failed write-side call (exceptions that are not OSErrors are kept as they are)."""
-    if not isinstance(exc, OSError) or isinstance(exc, FilelogBusError):
+    """The typed error for a failed write-side call.
+
+    What did not come from a failed system call is kept as it is: an interrupt, and an OSError
+    without an errno (what a signal handler raises, a TimeoutError say: not a disk error).
+    """
+    if not isinstance(exc, OSError) or isinstance(exc, FilelogBusError) or exc.errno is None:
         return exc
     error_number = exc.errno or errno.EIO
     return BusWriteError(
@@ -510,6 +510,13 @@ def _write_error(exc: BaseException, failed: str, path: str, offset: int | None 
         + _advice(error_number),
         errno=error_number,
     )
+
+
+def _raise_as(failure: BaseException, exc: BaseException) -> NoReturn:
+    """Raise ``failure`` (``_write_error``'s for ``exc``), caused by ``exc``, or ``exc`` kept as it is."""
+    if failure is exc:
+        raise exc
+    raise failure from exc
 
 
 def _io_error(exc: OSError, failed: str, path: str) -> FilelogBusError:

@@ -262,6 +262,37 @@ def test_bug1_interrupt_during_append_stops_the_writer(tmp_path: Path, kind: str
         after_failed_append(bus, writer, acks, Interrupt)
 
 
+@pytest.mark.parametrize("kind", ["plain", "rolls"])
+def test_a_signal_handlers_timeout_error_reaches_the_caller_as_it_is(tmp_path: Path, kind: str) -> None:
+    """A signal handler raising TimeoutError (an OSError without an errno: a deadline, not a disk
+    error) at any seam call of an append, or of an open: the caller gets that TimeoutError, not a
+    BusWriteError saying "Input/output error, check the disk"; the writer stops as for an interrupt.
+    """
+    total = count_target_calls(tmp_path, kind)["any"]
+    for n in range(1, total + 1):
+        bus = tmp_path / f"bus-{n}"
+        writer, acks, target = prepare(bus, kind)
+        with injected(Fault("any", n, TimeoutError)) as log, pytest.raises(TimeoutError) as raised:
+            writer.append(*target)
+        assert log.fired and type(raised.value) is TimeoutError and raised.value.errno is None
+        after_failed_append(bus, writer, acks, TimeoutError)
+    bus = tmp_path / "bus-1"
+    with injected(None) as log:
+        opened = LogWriter(str(bus)).open()
+    opened.close()
+    for n in range(1, log.total + 1):
+        with injected(Fault("any", n, TimeoutError)) as fault:
+            try:
+                opened = LogWriter(str(bus)).open()
+            except TimeoutError as exc:  # a BusWriteError would fail the test here
+                assert type(exc) is TimeoutError
+                continue
+        assert not fault.fired, f"a best-effort step of open took the TimeoutError at fs.{fault.fired_at}"
+        opened.close()
+    with LogWriter(str(bus)) as writer:
+        writer.append("after", b"opens")
+
+
 def test_bug1_keyboard_interrupt_during_a_roll_stops_the_writer(tmp_path: Path) -> None:
     """Bug 1: "A KeyboardInterrupt landing during a roll does the same" (the next append reuses an
     offset, readers hit CorruptionError, the bus does not reopen after the next roll).

@@ -135,35 +135,41 @@ def dev_zero_descriptors() -> list[int]:
 def test_interrupts_landing_while_zeros_are_written_leak_no_descriptor_and_reach_the_caller(
     tmp_path: Path,
 ) -> None:
-    """A real SIGALRM every 200 µs whose handler raises when it lands inside the zero fill: every
-    exception reaches the caller, even an OSError such as TimeoutError (not taken for sendfile
-    refusing), and no descriptor of /dev/zero is left open."""
+    """A real SIGALRM every 200 µs whose handler raises when it lands inside the zero fill: no
+    fill during which it raised returns as if nothing happened, even when it raised an OSError
+    such as TimeoutError (not to be taken for sendfile refusing), and no descriptor of
+    /dev/zero is left open. (Two landing in one fill raise one exception: the second one
+    replaces the first, or, raised in the finaliser of the file object, is only printed.)"""
     fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
     filling = {fill_zeros.__code__, fs.write_zeros.__code__, fs._sendfile_zeros.__code__}
-    raised: list[type[BaseException]] = []
-    caught: list[type[BaseException]] = []
+    landed = 0
+    interrupted = swallowed = 0
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
+        nonlocal landed
         if frame is not None and frame.f_code in filling:
-            raised.append(Interrupt if len(raised) % 2 else TimeoutError)
-            raise raised[-1]
+            landed += 1
+            raise Interrupt if landed % 2 else TimeoutError
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     before = dev_zero_descriptors()
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
         for _ in range(10_000):
+            landed_before = landed
             try:
                 fill_zeros(fd, 0, 4096)
-            except (Interrupt, TimeoutError) as exc:
-                caught.append(type(exc))
+            except (Interrupt, TimeoutError):
+                interrupted += 1
+                continue
+            swallowed += landed != landed_before
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, previous)
         os.close(fd)
-    assert len(raised) > 5, "the interrupts did not land: the test proved nothing"
-    assert caught == raised
+    assert interrupted > 5, "the interrupts did not land: the test proved nothing"
+    assert swallowed == 0
     assert dev_zero_descriptors() == before
 
 
