@@ -20,7 +20,7 @@ import mmap
 import os
 import stat
 import tempfile
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from filelog_bus.errors import BusPermissionError
 
@@ -75,6 +75,13 @@ def store(mapping: mmap.mmap, fd: int, data: bytes, position: int) -> None:
     mapping[position : position + len(data)] = data
 
 
+def failed_call(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is a system call's failure: an OSError with an errno. An OSError without
+    one (a TimeoutError a signal handler raised in the middle) is not, and a step that shrugs
+    off failed calls (a best-effort read, a close) must let it through, as an interrupt."""
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
 #: The fallback of ``write_zeros`` writes this much at a time (see there).
 ZERO_CHUNK = 64 * 1024
 _ZEROS = memoryview(bytes(ZERO_CHUNK))
@@ -103,15 +110,14 @@ def _sendfile_zeros(fd: int, length: int, position: int) -> int:
 
     /dev/zero is opened as a file object, not a bare descriptor: should a signal handler raise
     between the open and the ``with``, dropping the object closes it, where a descriptor would
-    leak. What a handler raises reaches the caller: a failing system call's OSError has an
-    errno, a handler's ``TimeoutError`` has none.
+    leak. What a handler raises reaches the caller (``failed_call``).
     """
     try:
         with io.FileIO("/dev/zero", "r") as source:
             os.lseek(fd, position, os.SEEK_SET)
             return os.sendfile(fd, source.fileno(), None, length)
     except OSError as exc:
-        if exc.errno is None:
+        if not failed_call(exc):
             raise
         return 0
 
@@ -130,7 +136,7 @@ def close_all(*parts: Closable | None) -> None:
         try:
             part.close()
         except BaseException as exc:
-            if not (isinstance(exc, OSError) and exc.errno is not None):
+            if not failed_call(exc):
                 interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted

@@ -66,7 +66,7 @@ class IndexView:
         try:
             data = fs.read_file(path)
         except OSError as exc:
-            if exc.errno is None:  # not a failed read: what a signal handler raised (a TimeoutError)
+            if not fs.failed_call(exc):
                 raise
             return None
         try:

@@ -451,9 +451,9 @@ class LogSegment:
     def _refill(self) -> None:
         """Zero-fill a version 2 segment back to its size after a cut (a recovery's, or a failed
         append's), so that appends there stay overwrites of written space."""
-        size = os.fstat(self.fd).st_size
-        if self.version >= 2 and size < preallocated_size(self._segment_bytes):
-            standby.fill_zeros(self.fd, size, preallocated_size(self._segment_bytes))
+        size, full = os.fstat(self.fd).st_size, preallocated_size(self._segment_bytes)
+        if self.version >= 2 and size < full:
+            standby.fill_zeros(self.fd, size, full)
             self._allocated_end = self.file_end()
 
     def _only_zeros(self, start: int, end: int) -> bool:

@@ -134,7 +134,7 @@ class StandbyPreparer:
                 return
             disk = os.statvfs(self.directory)
         except OSError as exc:
-            if exc.errno is None:  # not a failed call: what a signal handler raised (a TimeoutError)
+            if not fs.failed_call(exc):
                 raise
             return  # a speed-up only: never a reason for an append to fail
         if disk.f_bavail * disk.f_frsize < RESERVE_FACTOR * self.size:

@@ -473,7 +473,7 @@ class LogWriter:
                 keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
-            if exc.errno is None:  # not a failed read: what a signal handler raised (a TimeoutError)
+            if not fs.failed_call(exc):
                 raise
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         deleted: list[str] = []
@@ -495,7 +495,7 @@ def _write_error(exc: BaseException, failed: str, path: str, offset: int | None 
     What did not come from a failed system call is kept as it is: an interrupt, and an OSError
     without an errno (what a signal handler raises, a TimeoutError say: not a disk error).
     """
-    if not isinstance(exc, OSError) or isinstance(exc, FilelogBusError) or exc.errno is None:
+    if not fs.failed_call(exc) or isinstance(exc, FilelogBusError):
         return exc
     error_number = exc.errno or errno.EIO
     return BusWriteError(
