@@ -193,3 +193,71 @@ class OffsetOutOfRangeError(FilelogBusError, IndexError):
 
 class RecordsExpiredError(OffsetOutOfRangeError):
     """The reader's position was deleted by retention before it was read."""
+
+
+class KafkaError(FilelogBusError):
+    """The Kafka side of an export or a client migration failed.
+
+    ``bootstrap_servers`` and ``topic`` name the Kafka side (None where not known yet).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, offset=offset, advice=advice)
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+
+
+class KafkaMissingError(KafkaError):
+    """kafka-python, which the Kafka commands need, is not installed (an optional extra)."""
+
+
+class BrokerUnavailableError(KafkaError):
+    """The Kafka broker cannot be reached, or did not acknowledge a request in time."""
+
+
+class TopicMismatchError(KafkaError):
+    """The topic cannot hold this bus: several partitions, messages that did not come from this
+    bus, or a gap between what it holds and what the bus still has.
+
+    ``kafka_offset`` is the message concerned, when there is one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        kafka_offset: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, bootstrap_servers=bootstrap_servers, topic=topic, advice=advice)
+        self.kafka_offset = kafka_offset
+
+
+class RecordTooLargeError(KafkaError):
+    """A record is larger than one Kafka request may carry (``offset`` says which)."""
+
+
+class ClientOffsetError(FilelogBusError):
+    """A hermes-client's bus offset has no counterpart in the topic, so it cannot be migrated.
+
+    ``path`` is the client's cache file, ``key`` the cache entry (``nextoffset`` ...), ``offset``
+    the bus offset it holds.
+    """
+
+    def __init__(self, reason: str, *, path: str, key: str, offset: int, advice: str | None = None) -> None:
+        super().__init__(reason, path=path, offset=offset, advice=advice)
+        self.key = key
+
+
+class NotExportedYetError(ClientOffsetError):
+    """The client's next event is on the bus but not in the topic yet: finish the export first."""

@@ -1,0 +1,122 @@
+"""hermes-client offsets translated from the bus to the topic the bus was exported to.
+
+A client keeps three bus offsets: ``initstartoffset`` and ``initstopoffset``, the offsets of its
+initsync sequence's first and last events, and ``nextoffset``, the offset of the last event it
+handled + 1. On Hermes's Kafka bus the same three are message numbers. Each offset ``p`` becomes the
+Kafka offset of the first message whose record is at or after ``p``: the same event for the first
+two, the next unread event for the third, so the client goes on from Kafka where it stopped. The
+order of the three is kept, so Hermes's own tests on them (``nextoffset >= initstopoffset``...)
+give the same answers. An offset that is unset stays unset.
+
+Refused (nothing written for any client): an offset whose event is on the bus but not yet in the
+topic (finish the export first), one past the end of the bus (another bus's offsets), and one whose
+events retention deleted before they were exported (re-initialise the client). One exception: the
+initsync offsets of an initialised client, whose sequence it no longer reads, go to the topic's
+first message when their events were deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from filelog_bus.client_cache import OFFSET_KEYS, ClientCache
+from filelog_bus.errors import ClientOffsetError, NotExportedYetError
+from filelog_bus.kafka_bus.copy import Copy, check_message, read_copy
+from filelog_bus.kafka_bus.marks import Message
+from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.reader import LogReader
+
+Offsets = dict[str, int | None]
+
+
+def translate(
+    cache: ClientCache, key: str, position: int, copy: Copy, first_at_or_after: Callable[[int], int]
+) -> int:
+    """The Kafka offset for the bus offset ``position`` in ``cache``'s entry ``key`` (pure but for
+    ``first_at_or_after``, which finds the first message whose record is at or after an offset)."""
+
+    def refuse(why: str, advice: str, kind: type[ClientOffsetError] = ClientOffsetError) -> ClientOffsetError:
+        return kind(
+            f"cannot translate {cache.appname}'s {key} {position}: {why}",
+            path=cache.path,
+            key=key,
+            offset=position,
+            advice=advice,
+        )
+
+    if position > copy.bus_end:
+        raise refuse(
+            f"it is past the end of the bus ({copy.bus_end}): its offsets come from another bus",
+            "check the bus path; a client with offsets of another bus must be re-initialised",
+        )
+    last = copy.last
+    if last is None or last.mark is None or position > last.mark.offset:
+        if copy.complete:
+            return copy.kafka_end
+        exported = (
+            "nothing" if last is None or last.mark is None else f"up to bus offset {last.mark.next_offset}"
+        )
+        raise refuse(
+            f"its next event is on the bus but not in the topic yet (the topic holds {exported}, the bus "
+            f"ends at {copy.bus_end})",
+            "finish the export first: stop hermes-server and let filelog-bus kafka-export (or its --follow "
+            "service) copy the rest, then run this again",
+            NotExportedYetError,
+        )
+    assert copy.first is not None and copy.first.mark is not None
+    if position >= copy.first.mark.offset:
+        return first_at_or_after(position)
+    if key != "nextoffset" and cache.initialised:
+        return copy.first.kafka_offset  # a sequence it has read, gone from the bus and the topic
+    raise refuse(
+        f"the topic starts at bus offset {copy.first.mark.offset}: retention deleted the events before it, "
+        "which this client has not read, before they were exported",
+        "re-initialise the client (empty its cache and have hermes-server send an initsync sequence)",
+    )
+
+
+def _binary_search(topic: KafkaTopic, copy: Copy, reader: LogReader) -> Callable[[int], int]:
+    """first_at_or_after for ``translate``, reading as few messages as a binary search needs."""
+    assert copy.first is not None and copy.last is not None
+    seen: dict[int, Message] = {copy.first.kafka_offset: copy.first, copy.last.kafka_offset: copy.last}
+
+    def bus_offset_at(kafka_offset: int) -> int:
+        message = seen.get(kafka_offset)
+        if message is None:
+            message = seen[kafka_offset] = topic.message_at(kafka_offset)
+            check_message(reader, topic, message, copy.bus_begin, copy.bus_end)
+        assert message.mark is not None  # check_message refuses a message without one
+        return message.mark.offset
+
+    def first_at_or_after(position: int) -> int:
+        low, high = copy.first.kafka_offset, copy.last.kafka_offset  # type: ignore[union-attr]
+        while low < high:  # the answer is in [low, high]
+            middle = (low + high) // 2
+            if bus_offset_at(middle) >= position:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    return first_at_or_after
+
+
+def kafka_offsets(
+    caches: Sequence[ClientCache], reader: LogReader, topic: KafkaTopic
+) -> list[tuple[ClientCache, Offsets]]:
+    """Each client's three offsets on the topic, or the first ClientOffsetError among them."""
+    copy = read_copy(reader, topic)
+    first_at_or_after = _binary_search(topic, copy, reader) if copy.last is not None else (lambda _: 0)
+    planned = []
+    for cache in caches:
+        current = (cache.initstartoffset, cache.initstopoffset, cache.nextoffset)
+        planned.append(
+            (
+                cache,
+                {
+                    key: None if value is None else translate(cache, key, value, copy, first_at_or_after)
+                    for key, value in zip(OFFSET_KEYS, current, strict=True)
+                },
+            )
+        )
+    return planned

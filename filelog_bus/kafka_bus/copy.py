@@ -1,0 +1,98 @@
+"""What a topic holds of a bus: a prefix of its records, checked against the bus.
+
+Both the export (where to resume) and the client migration (which Kafka offset is which bus offset)
+start here, so both refuse the same topics: one whose first or last message is not the export's copy
+of this bus's record at the offset its mark names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filelog_bus.errors import OffsetOutOfRangeError, TopicMismatchError
+from filelog_bus.kafka_bus.marks import Message, is_copy_of
+from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.reader import LogReader
+from filelog_bus.record import Record
+
+
+@dataclass(frozen=True)
+class Copy:
+    """What the topic holds of the bus: messages ``first`` to ``last`` (None when empty), then the
+    Kafka offset the next message gets; and the bus's range now."""
+
+    first: Message | None
+    last: Message | None
+    kafka_end: int
+    bus_begin: int
+    bus_end: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether every record on the bus is in the topic."""
+        if self.last is None:
+            return self.bus_begin == self.bus_end
+        assert self.last.mark is not None
+        return self.last.mark.next_offset == self.bus_end
+
+
+def _foreign(topic: KafkaTopic, message: Message, reader: LogReader, why: str) -> TopicMismatchError:
+    return TopicMismatchError(
+        f"the Kafka topic {topic.topic} holds messages that did not come from the bus at {reader.path}: "
+        f"the message at Kafka offset {message.kafka_offset} {why}",
+        bootstrap_servers=topic.bootstrap_servers,
+        topic=topic.topic,
+        kafka_offset=message.kafka_offset,
+        advice="export each bus to a topic of its own (a topic that does not exist is created with one partition)",
+    )
+
+
+def record_at(reader: LogReader, offset: int) -> Record | None:
+    """The record that starts exactly at ``offset``, or None (no record starts there, or it is gone)."""
+    try:
+        reader.seek(offset)
+    except OffsetOutOfRangeError:
+        return None
+    record = reader.read_next()
+    return record if record is not None and record.offset == offset else None
+
+
+def check_message(reader: LogReader, topic: KafkaTopic, message: Message, begin: int, end: int) -> None:
+    """Refuse (TopicMismatchError) a message that is not the export's copy of this bus's record.
+
+    A message whose record retention has deleted since cannot be compared: it is taken on its mark.
+    """
+    mark = message.mark
+    if mark is None:
+        raise _foreign(
+            topic, message, reader, "has no filelog-offset header (it was not written by kafka-export)"
+        )
+    if mark.offset >= end:
+        raise _foreign(
+            topic, message, reader, f"copies bus offset {mark.offset}, past this bus's end ({end})"
+        )
+    if mark.offset < begin < mark.next_offset:
+        raise _foreign(
+            topic,
+            message,
+            reader,
+            f"copies bus offsets {mark.offset} to {mark.next_offset}, across this bus's start",
+        )
+    if mark.offset >= begin:
+        record = record_at(reader, mark.offset)
+        if record is not None and not is_copy_of(message, record):
+            raise _foreign(topic, message, reader, f"differs from this bus's record at offset {mark.offset}")
+        if record is None and mark.offset >= reader.begin_offset:  # not deleted meanwhile: no record there
+            raise _foreign(topic, message, reader, f"copies bus offset {mark.offset}, where no record starts")
+
+
+def read_copy(reader: LogReader, topic: KafkaTopic) -> Copy:
+    """What the topic holds of the bus at ``reader``, after checking it came from this bus."""
+    begin, end = reader.begin_offset, reader.end_offset
+    first_kafka, end_kafka, last = topic.true_end()
+    first = None
+    if last is not None:
+        first = last if first_kafka == last.kafka_offset else topic.message_at(first_kafka)
+        for message in (first, last):
+            check_message(reader, topic, message, begin, end)
+    return Copy(first, last, end_kafka, begin, end)

@@ -1,0 +1,196 @@
+"""Copying a bus into partition 0 of a Kafka topic, exactly once across interruptions.
+
+Invariants (each run keeps them, so any interruption leaves them true):
+1. The topic holds a gap-free run of the bus's records, in bus order, from its first message on;
+   each message is marked with the offsets of the record it copies (marks.py).
+2. A run appends only after the topic's true last message, once that message has been checked
+   against the bus (and so has the first): a topic holding anything else is refused.
+3. A batch goes to the broker only once the one before it is acknowledged, and a failed batch is
+   never sent again by the same run: the topic grows by whole batches, a prefix of what was sent.
+So a run killed anywhere, or failing on the broker or on the bus, leaves a prefix of the bus in the
+topic, and the next run resumes right after its last message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from filelog_bus.errors import FilelogBusError, RecordsExpiredError, RecordTooLargeError, TopicMismatchError
+from filelog_bus.kafka_bus.copy import Copy, read_copy
+from filelog_bus.kafka_bus.marks import Message, Outgoing, outgoing
+from filelog_bus.kafka_bus.topic import KafkaTopic, message_size
+from filelog_bus.reader import LogReader
+from filelog_bus.record import Record
+
+#: How long a --follow export waits for the bus at a time before it looks at its stop flag.
+_FOLLOW_WAIT_SECONDS = 0.5
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run starts: the first bus record it copies and the Kafka offset it will get."""
+
+    bus_offset: int
+    kafka_offset: int
+    #: The topic's last message before this run (None: the topic was empty).
+    last: Message | None
+    #: The bus's first offset when the topic was empty and retention had already deleted the
+    #: records before it (None when the bus still starts at offset 0 or the topic was not empty).
+    retention_cut: int | None
+
+
+@dataclass
+class ExportSummary:
+    """What one run did."""
+
+    resume: Resume
+    records: int = 0
+    bytes: int = 0
+    #: The bus offset after the last record in the topic, and the Kafka offset after its message.
+    bus_offset: int = 0
+    kafka_offset: int = 0
+    seconds: float = 0.0
+
+
+def plan_resume(copy: Copy, topic: KafkaTopic) -> Resume:
+    """Where this run starts: right after the topic's last message, or at the bus's first record."""
+    last = copy.last
+    if last is None:
+        return Resume(copy.bus_begin, copy.kafka_end, None, copy.bus_begin if copy.bus_begin > 0 else None)
+    assert last.mark is not None  # read_copy refuses a last message without a mark
+    resume_at = last.mark.next_offset
+    if resume_at < copy.bus_begin:
+        raise TopicMismatchError(
+            f"retention deleted the bus's records from offset {resume_at} to {copy.bus_begin} before they "
+            f"were copied into {topic.topic}: the topic cannot go on without a gap",
+            bootstrap_servers=topic.bootstrap_servers,
+            topic=topic.topic,
+            kafka_offset=last.kafka_offset,
+            advice="export the bus to a new topic (clients that read this one must be re-initialised)",
+        )
+    return Resume(resume_at, copy.kafka_end, last, None)
+
+
+class _Batch:
+    """Records read and not sent yet, with their messages: at most one request's worth."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.messages: list[Outgoing] = []
+        self.size = 0
+
+    def add(self, record: Record, message: Outgoing, size: int) -> None:
+        self.records.append(record)
+        self.messages.append(message)
+        self.size += size
+
+
+class BusExport:
+    """One run of the copy: ``run`` appends the records after ``resume`` in batches."""
+
+    def __init__(self, reader: LogReader, topic: KafkaTopic, *, progress: Progress | None = None) -> None:
+        self.reader = reader
+        self.topic = topic
+        self.progress = progress
+        self.resume = plan_resume(read_copy(reader, topic), topic)
+        self.summary = ExportSummary(
+            self.resume, bus_offset=self.resume.bus_offset, kafka_offset=self.resume.kafka_offset
+        )
+
+    def run(self, *, follow: bool = False, should_stop: Callable[[], bool] = lambda: False) -> ExportSummary:
+        """Copy up to the end of the bus (``follow``: and then what the writer appends), or until
+        ``should_stop()`` is true after a batch. Returns the summary; on an error, what was read
+        before it is still sent, and ``self.summary`` says what reached the topic."""
+        started = time.monotonic()
+        summary = self.summary
+        total = max(self.reader.end_offset - summary.bus_offset, 0)
+        batch = _Batch()
+        try:
+            self._seek(summary.bus_offset)
+            while True:
+                try:
+                    found = self._next_message()
+                except FilelogBusError:
+                    self._append(batch)  # what was read before the failure goes to the topic
+                    raise
+                if found is None or batch.size + found[2] > self.topic.max_request_bytes:
+                    self._append(batch)
+                    batch = _Batch()
+                    if self.progress is not None:
+                        self.progress(summary.bus_offset - self.resume.bus_offset, total)
+                    if should_stop() or (found is None and not follow):
+                        return summary
+                if found is None:
+                    self._wait(should_stop)
+                    continue
+                batch.add(*found)
+        finally:
+            summary.seconds = time.monotonic() - started
+
+    def _seek(self, offset: int) -> None:
+        try:
+            self.reader.seek(offset)
+        except RecordsExpiredError:
+            raise self._overtaken() from None
+
+    def _next_message(self) -> tuple[Record, Outgoing, int] | None:
+        """The next record on the bus now, its message and the message's size; None at the end."""
+        try:
+            record = self.reader.read_next()
+        except RecordsExpiredError:
+            raise self._overtaken() from None
+        if record is None:
+            return None
+        message = outgoing(record)
+        size = message_size(message)
+        if size > self.topic.max_request_bytes:
+            raise RecordTooLargeError(
+                f"the record at bus offset {record.offset} takes {size} bytes as a Kafka message, "
+                f"more than one request may carry ({self.topic.max_request_bytes} bytes)",
+                bootstrap_servers=self.topic.bootstrap_servers,
+                topic=self.topic.topic,
+                offset=record.offset,
+                advice="raise the topic's max.message.bytes and give --max-request-size to match",
+            )
+        return record, message, size
+
+    def _append(self, batch: _Batch) -> None:
+        if not batch.records:
+            return
+        summary = self.summary
+        records = batch.records
+        first = self.topic.append_batch(batch.messages, records[0].offset)
+        if first != summary.kafka_offset:
+            raise TopicMismatchError(
+                f"the records from bus offset {records[0].offset} landed at Kafka offset {first}, not at "
+                f"{summary.kafka_offset} right after the last copy: another producer writes to {self.topic.topic}",
+                bootstrap_servers=self.topic.bootstrap_servers,
+                topic=self.topic.topic,
+                kafka_offset=first,
+                advice="stop the other producer (the topic must be written by the export alone), then export "
+                "to a new topic",
+            )
+        summary.records += len(records)
+        summary.bytes += sum(record.size for record in records)
+        summary.bus_offset = records[-1].next_offset
+        summary.kafka_offset = first + len(records)
+
+    def _wait(self, should_stop: Callable[[], bool]) -> None:
+        reader = self.reader
+        reader.set_timeout(_FOLLOW_WAIT_SECONDS)
+        while not should_stop() and not reader.wait_for_records():
+            pass
+
+    def _overtaken(self) -> TopicMismatchError:
+        begin = self.reader.begin_offset
+        return TopicMismatchError(
+            f"retention deleted the bus's records from offset {self.summary.bus_offset} to {begin} before they "
+            f"were copied into {self.topic.topic}: the topic cannot go on without a gap",
+            bootstrap_servers=self.topic.bootstrap_servers,
+            topic=self.topic.topic,
+            advice="export the bus to a new topic; keep the export running (--follow) ahead of retention",
+        )
