@@ -341,8 +341,11 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
     for note in notes:
         write_line(f"note: {note}")
     for cache, offsets in planned:
-        backup = set_offsets(cache, offsets, check_running=not args.force)
         old = describe([cache.initstartoffset, cache.initstopoffset, cache.nextoffset])
+        if list(offsets.values()) == [cache.initstartoffset, cache.initstopoffset, cache.nextoffset]:
+            write_line(f"{cache.appname} ({cache.path}): {old}; unchanged")
+            continue
+        backup = set_offsets(cache, offsets, check_running=not args.force)
         values = set(offsets.values())
         new = f"all three {values.pop()}" if len(values) == 1 else describe(list(offsets.values()))
         where = f" (Kafka offsets in {args.topic})" if args.set_offsets == "kafka" else ""
