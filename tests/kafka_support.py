@@ -72,7 +72,7 @@ class Broker:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the tansu broker did not start on {self.bootstrap}")
+                    raise RuntimeError(f"the tansu broker did not start on {self.bootstrap}") from None
                 time.sleep(0.01)
 
     def stop(self) -> None:

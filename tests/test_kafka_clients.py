@@ -8,7 +8,9 @@ handled had it stayed on the filelog bus.
 
 from __future__ import annotations
 
+import bisect
 import datetime
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from test_cli_support import SMALL, T0, assert_error_line, bus, sample, write_bu
 from test_hermes_processes import handled_events, run
 
 from filelog_bus import LogReader, LogWriter
+from filelog_bus.client_cache import ClientCache
+from filelog_bus.kafka_bus.client_offsets import kafka_offsets
+from filelog_bus.kafka_bus.topic import KafkaTopic
 
 PROG = "filelog-bus clients"
 LAST_KEY = "late-4"
@@ -278,3 +283,31 @@ def test_kafka_options_go_together(tmp_path: Path) -> None:
 
     assert "--set-offsets kafka needs --bootstrap-server and --topic" in assert_error_line(missing, PROG, 2)
     assert "only apply to --set-offsets kafka" in assert_error_line(stray, PROG, 2)
+
+
+def test_the_kafka_offset_of_any_bus_offset_is_the_first_message_at_or_after_it(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    """Thousands of records of very different sizes, so that finding a message takes several probes."""
+    chooser = random.Random(17)
+    path = tmp_path / "bus"
+    written = write_bus(path, [("base", b"x" * chooser.choice([5, 50, 500, 5000]), T0) for _ in range(6000)])
+    export(path, broker, topic)
+    positions = [chooser.randrange(0, written[-1].offset + 1) for _ in range(60)]
+    positions += [written[0].offset, written[-1].offset, written[-1].offset + 1, written[-1].next_offset]
+    caches = [
+        ClientCache(f"/nowhere/_c{i}.json", f"c{i}", "1.0.9", None, None, position)
+        for i, position in enumerate(positions)
+    ]
+    starts = [record.offset for record in written]
+
+    with LogReader(path) as reader, KafkaTopic(broker.bootstrap, topic) as kafka:
+        kafka.open()
+        planned = kafka_offsets(caches, reader, kafka)
+
+    for (cache, new), position in zip(planned, positions, strict=True):
+        assert new == {
+            "initstartoffset": None,
+            "initstopoffset": None,
+            "nextoffset": bisect.bisect_left(starts, position),
+        }, cache

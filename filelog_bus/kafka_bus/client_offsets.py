@@ -17,12 +17,13 @@ first message when their events were deleted.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Sequence
 
 from filelog_bus.client_cache import OFFSET_KEYS, ClientCache
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
 from filelog_bus.kafka_bus.copy import Copy, check_message, read_copy
-from filelog_bus.kafka_bus.marks import Message
 from filelog_bus.kafka_bus.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 
@@ -75,30 +76,52 @@ def translate(
     )
 
 
-def _binary_search(topic: KafkaTopic, copy: Copy, reader: LogReader) -> Callable[[int], int]:
-    """first_at_or_after for ``translate``, reading as few messages as a binary search needs."""
-    assert copy.first is not None and copy.last is not None
-    seen: dict[int, Message] = {copy.first.kafka_offset: copy.first, copy.last.kafka_offset: copy.last}
+class _MarkSearch:
+    """``first_at_or_after`` for ``translate``: the Kafka offset of the first message whose record is at
+    or after a bus offset, in few round trips (a broker may take tens of milliseconds for each).
 
-    def bus_offset_at(kafka_offset: int) -> int:
-        message = seen.get(kafka_offset)
-        if message is None:
-            message = seen[kafka_offset] = topic.message_at(kafka_offset)
-            check_message(reader, topic, message, copy.bus_begin, copy.bus_end)
-        assert message.mark is not None  # check_message refuses a message without one
-        return message.mark.offset
+    Bus offsets grow with Kafka offsets at about a record's size per message, so a probe guesses by
+    interpolation between the closest messages known on each side (every other probe bisects, so
+    there are at most twice as many as a binary search's), and each fetch brings a window of
+    consecutive messages, all remembered.
+    """
 
-    def first_at_or_after(position: int) -> int:
-        low, high = copy.first.kafka_offset, copy.last.kafka_offset  # type: ignore[union-attr]
-        while low < high:  # the answer is in [low, high]
-            middle = (low + high) // 2
-            if bus_offset_at(middle) >= position:
-                high = middle
+    def __init__(self, topic: KafkaTopic, copy: Copy, reader: LogReader) -> None:
+        assert copy.first is not None and copy.last is not None
+        assert copy.first.mark is not None and copy.last.mark is not None
+        self.topic, self.copy, self.reader = topic, copy, reader
+        self.kafka_offsets = [copy.first.kafka_offset, copy.last.kafka_offset]
+        self.bus_offsets = [copy.first.mark.offset, copy.last.mark.offset]
+
+    def _probe(self, kafka_offset: int) -> None:
+        window = self.topic.messages_from(kafka_offset)
+        check_message(self.reader, self.topic, window[0], self.copy.bus_begin, self.copy.bus_end)
+        for message in window:
+            if message.mark is None:  # not the export's: check_message says so
+                check_message(self.reader, self.topic, message, self.copy.bus_begin, self.copy.bus_end)
+            assert message.mark is not None
+            slot = bisect.bisect_left(self.kafka_offsets, message.kafka_offset)
+            if slot == len(self.kafka_offsets) or self.kafka_offsets[slot] != message.kafka_offset:
+                self.kafka_offsets.insert(slot, message.kafka_offset)
+                self.bus_offsets.insert(slot, message.mark.offset)
+
+    def __call__(self, position: int) -> int:
+        """For ``first.mark.offset <= position <= last.mark.offset``."""
+        for step in itertools.count():
+            high_slot = bisect.bisect_left(self.bus_offsets, position)  # the first known at or after it
+            high = self.kafka_offsets[high_slot]
+            if high_slot == 0:
+                return high
+            low = self.kafka_offsets[high_slot - 1]
+            if high == low + 1:
+                return high
+            if step % 2:
+                guess = (low + high) // 2
             else:
-                low = middle + 1
-        return low
-
-    return first_at_or_after
+                low_bus, high_bus = self.bus_offsets[high_slot - 1], self.bus_offsets[high_slot]
+                guess = low + (position - low_bus) * (high - low) // (high_bus - low_bus)
+            self._probe(min(max(guess, low + 1), high - 1))
+        raise AssertionError("unreachable")
 
 
 def kafka_offsets(
@@ -106,7 +129,7 @@ def kafka_offsets(
 ) -> list[tuple[ClientCache, Offsets]]:
     """Each client's three offsets on the topic, or the first ClientOffsetError among them."""
     copy = read_copy(reader, topic)
-    first_at_or_after = _binary_search(topic, copy, reader) if copy.last is not None else (lambda _: 0)
+    first_at_or_after = _MarkSearch(topic, copy, reader) if copy.last is not None else (lambda _: 0)
     planned = []
     for cache in caches:
         current = (cache.initstartoffset, cache.initstopoffset, cache.nextoffset)

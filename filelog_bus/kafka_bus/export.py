@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from filelog_bus.errors import FilelogBusError, RecordsExpiredError, RecordTooLargeError, TopicMismatchError
 from filelog_bus.kafka_bus.copy import Copy, read_copy
-from filelog_bus.kafka_bus.marks import Message, Outgoing, outgoing
-from filelog_bus.kafka_bus.topic import KafkaTopic, message_size
+from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
+from filelog_bus.kafka_bus.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
@@ -96,6 +96,8 @@ class BusExport:
         self.reader = reader
         self.topic = topic
         self.progress = progress
+        #: The messages of one batch, so that the batch fits in one request.
+        self._batch_bytes = topic.max_request_bytes - BATCH_HEADER_BYTES
         self.resume = plan_resume(read_copy(reader, topic), topic)
         self.summary = ExportSummary(
             self.resume, bus_offset=self.resume.bus_offset, kafka_offset=self.resume.kafka_offset
@@ -117,7 +119,7 @@ class BusExport:
                 except FilelogBusError:
                     self._append(batch)  # what was read before the failure goes to the topic
                     raise
-                if found is None or batch.size + found[2] > self.topic.max_request_bytes:
+                if found is None or batch.size + found[2] > self._batch_bytes:
                     self._append(batch)
                     batch = _Batch()
                     if self.progress is not None:
@@ -146,11 +148,11 @@ class BusExport:
         if record is None:
             return None
         message = outgoing(record)
-        size = message_size(message)
-        if size > self.topic.max_request_bytes:
+        size = message.size_bound()
+        if size > self._batch_bytes:
             raise RecordTooLargeError(
                 f"the record at bus offset {record.offset} takes {size} bytes as a Kafka message, "
-                f"more than one request may carry ({self.topic.max_request_bytes} bytes)",
+                f"more than one request may carry ({self._batch_bytes} bytes and a batch header)",
                 bootstrap_servers=self.topic.bootstrap_servers,
                 topic=self.topic.topic,
                 offset=record.offset,

@@ -44,6 +44,14 @@ def timestamp_ms(seconds: float) -> int:
     return round(seconds * 1_000_000) // 1000
 
 
+#: Kafka's record batch (format v2): the batch's own header, and the most a marked record takes besides
+#: its key and value: its varint fields (length, attributes, timestamp and offset deltas, key and value
+#: lengths, header count: 36 bytes) and the mark's two headers (two lengths, a name and at most 20
+#: digits each).
+BATCH_HEADER_BYTES = 61
+_MARKED_RECORD_BYTES = 36 + sum(10 + len(name) + 20 for name in (OFFSET_HEADER, NEXT_OFFSET_HEADER))
+
+
 class Outgoing(NamedTuple):
     """The message the export sends for a record: Hermes's key, value and timestamp, and the mark."""
 
@@ -51,6 +59,10 @@ class Outgoing(NamedTuple):
     value: bytes
     timestamp_ms: int
     headers: list[tuple[str, bytes]]
+
+    def size_bound(self) -> int:
+        """At least the bytes this message takes in a record batch."""
+        return _MARKED_RECORD_BYTES + len(self.key) + len(self.value)
 
 
 def outgoing(record: Record) -> Outgoing:

@@ -76,13 +76,6 @@ def check_topic_name(name: str) -> str:
     return name
 
 
-def message_size(message: Outgoing) -> int:
-    """An upper bound of the bytes one message adds to a batch (kafka-python's own estimate)."""
-    from kafka.record.default_records import DefaultRecordBatchBuilder
-
-    return DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, message.headers)
-
-
 class KafkaTopic:
     """Partition 0 of ``topic`` on the brokers ``bootstrap_servers``: reads by offset, finds the
     true end, and appends batches that land whole or not at all.
@@ -267,18 +260,23 @@ class KafkaTopic:
                 pass
         return (begin, begin, None) if last is None else (begin, last.kafka_offset + 1, last)
 
-    def message_at(self, kafka_offset: int) -> Message:
-        """The message at ``kafka_offset``, which must be below the end."""
+    def messages_from(self, kafka_offset: int) -> list[Message]:
+        """The message at ``kafka_offset`` (which must be below the end) and those right after it
+        that the same fetch brought: one round trip, however many."""
         consumer, partition = self._consumer, self._partition
         with self._broker("reading the topic"):
             consumer.seek(partition, kafka_offset)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             with self._broker("reading the topic"):
-                polled = consumer.poll(timeout_ms=100, max_records=1).get(partition, [])
+                polled = consumer.poll(timeout_ms=100).get(partition, [])
             if polled:
-                return self._message(polled[0])
+                return [self._message(raw) for raw in polled]
         raise self._timed_out(f"reading the message at Kafka offset {kafka_offset}")
+
+    def message_at(self, kafka_offset: int) -> Message:
+        """The message at ``kafka_offset``, which must be below the end."""
+        return self.messages_from(kafka_offset)[0]
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -286,8 +284,8 @@ class KafkaTopic:
         """Append ``messages`` as one batch, waiting for every
         in-sync replica to have it; returns the Kafka offset of the first (the others follow it).
 
-        The caller keeps the batch under ``max_request_bytes`` (``message_size``), so that
-        kafka-python sends it as one batch in one request. ``bus_offset`` (of the first message's
+        The caller keeps the batch within ``max_request_bytes`` (``Outgoing.size_bound``, and the batch
+        header), so that kafka-python sends it as one batch in one request. ``bus_offset`` (of the first message's
         record) is for the error messages.
         """
         kafka = self._kafka
