@@ -311,3 +311,43 @@ def test_the_kafka_offset_of_any_bus_offset_is_the_first_message_at_or_after_it(
             "initstopoffset": None,
             "nextoffset": bisect.bisect_left(starts, position),
         }, cache
+
+
+def test_the_way_back_a_client_that_read_kafka_goes_on_from_the_bus_where_it_stopped(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    """Bridge mode rolled back: hermes-server kept writing the bus; the client read part of the topic."""
+    path = tmp_path / "bus"
+    status, _, err = run("fake_server.py", path, "--initsync", 3, "--base", 20, "--loops", 2)
+    assert status == 0, err
+    export(path, broker, topic)
+    cache = tmp_path / "caches" / "_hermes-client-ldap.json"
+    cache.parent.mkdir()
+    hermes_cache.save(cache, hermes_cache.new_content())
+    kafka = ("--kafka", broker.bootstrap, "--topic", topic, "--timeout-ms", "500")
+    status, on_kafka, err = run("fake_client.py", "-", cache, "--stop-after", 12, *kafka)
+    assert status == 0, err
+    kafka_offsets = offsets(cache)
+    reference = tmp_path / "reference.json"
+    hermes_cache.save(reference, hermes_cache.new_content())
+    status, everything, err = run("fake_client.py", path, reference, "--stop-at", "base-19")
+    assert status == 0, err
+
+    back = bus(
+        "clients",
+        path,
+        cache,
+        "--set-offsets",
+        "from-kafka",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+    )
+    status, on_bus, err = run("fake_client.py", path, cache, "--stop-at", "base-19")
+
+    assert back.returncode == 0, back.stderr
+    assert offsets(cache) != kafka_offsets
+    assert status == 0, err
+    assert seen(handled_events(on_kafka) + handled_events(on_bus)) == seen(handled_events(everything))
+    assert len(handled_events(everything)) == 25

@@ -163,8 +163,8 @@ def count_arg(text: str) -> int:
 
 
 def target_offset_arg(text: str) -> int | str:
-    """--set-offsets: "start", "end", "kafka" or an offset >= 0."""
-    if text in ("start", "end", "kafka"):
+    """--set-offsets: "start", "end", "kafka", "from-kafka" or an offset >= 0."""
+    if text in ("start", "end", "kafka", "from-kafka"):
         return text
     return _checked(
         text,

@@ -88,7 +88,10 @@ the Kafka offset of the same event in TOPIC, which filelog-bus kafka-export fill
 client then goes on from Kafka at its next unread event (an unset offset stays unset). Every
 client is checked before any file is written: one whose next event is not in the topic yet
 (exit status {EXIT_OUT_OF_RANGE}: finish the export first), whose events were deleted before the export, or
-whose offsets are not on BUS, is refused, and nothing is written. The client must be stopped: a process whose command line names the client is refused (exit status {EXIT_BUSY}; --force
+whose offsets are not on BUS, is refused, and nothing is written.
+--set-offsets from-kafka (same options) is the way back, while hermes-server still writes BUS:
+each Kafka offset becomes the bus offset of the record its message copies. The client must be
+stopped: a process whose command line names the client is refused (exit status {EXIT_BUSY}; --force
 overrides). Each file is first copied to FILE.bak-<UTC time>, then replaced in one step,
 compressed as before, with its mode and owner. A cache that cannot be read changes nothing
 (exit status {EXIT_BAD_CACHE}).
@@ -162,9 +165,9 @@ def add_command(commands: Any) -> None:
         metavar="WHERE",
         type=target_offset_arg,
         help="set the three offsets of each (stopped) client to start, end or OFFSET, or translate them "
-        "to the topic kafka-export filled (kafka), keeping a backup (e.g. --set-offsets start)",
+        "to the topic kafka-export filled (kafka) or back (from-kafka), keeping a backup (e.g. --set-offsets start)",
     )
-    kafka = clients.add_argument_group("with --set-offsets kafka")
+    kafka = clients.add_argument_group("with --set-offsets kafka or from-kafka")
     kafka.add_argument(
         "--bootstrap-server",
         metavar="HOST:PORT[,HOST:PORT...]",
@@ -186,14 +189,22 @@ def add_command(commands: Any) -> None:
     clients.set_defaults(handler=_clients)
 
 
+#: --set-offsets values that read a Kafka topic: to it, and back from it.
+_KAFKA_WAYS = ("kafka", "from-kafka")
+
+
 def _clients(prog: str, args: argparse.Namespace) -> int:
     if args.force and args.set_offsets is None:
         return fail(prog, "--force only applies to --set-offsets", EXIT_USAGE)
-    kafka = args.set_offsets == "kafka"
+    kafka = args.set_offsets in _KAFKA_WAYS
     if kafka and not (args.bootstrap_server and args.topic):
-        return fail(prog, "--set-offsets kafka needs --bootstrap-server and --topic", EXIT_USAGE)
+        return fail(
+            prog, f"--set-offsets {args.set_offsets} needs --bootstrap-server and --topic", EXIT_USAGE
+        )
     if not kafka and (args.bootstrap_server or args.topic):
-        return fail(prog, "--bootstrap-server and --topic only apply to --set-offsets kafka", EXIT_USAGE)
+        return fail(
+            prog, "--bootstrap-server and --topic only apply to --set-offsets kafka or from-kafka", EXIT_USAGE
+        )
     if args.set_offsets is not None:
         return _set_offsets(prog, args)
     thresholds = Thresholds(
@@ -332,7 +343,7 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
     found = find_clients(args.caches)
     if found.errors:
         return fail(prog, f"nothing was changed: {found.errors[0]}", EXIT_BAD_CACHE)
-    if args.set_offsets == "kafka":
+    if args.set_offsets in _KAFKA_WAYS:
         planned, notes = _kafka_offsets(args, found.clients), found.notes
     else:
         target, why = _target(args.path, args.set_offsets)
@@ -356,16 +367,17 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
 def _kafka_offsets(
     args: argparse.Namespace, caches: list[ClientCache]
 ) -> list[tuple[ClientCache, dict[str, int | None]]]:
-    """Every client's offsets in the topic, all computed before any cache is written."""
-    from filelog_bus.kafka_bus.client_offsets import kafka_offsets
+    """Every client's offsets in the topic (or back on the bus), all computed before any cache is written."""
+    from filelog_bus.kafka_bus.client_offsets import bus_offsets, kafka_offsets
     from filelog_bus.kafka_bus.topic import KafkaTopic
 
+    translate = kafka_offsets if args.set_offsets == "kafka" else bus_offsets
     with (
         KafkaTopic(args.bootstrap_server, args.topic, timeout=args.timeout) as topic,
         LogReader(args.path) as reader,
     ):
         topic.open()
-        return kafka_offsets(caches, reader, topic)
+        return translate(caches, reader, topic)
 
 
 def _target(path: str, where: int | str) -> tuple[int, str]:

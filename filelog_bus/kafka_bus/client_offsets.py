@@ -13,6 +13,9 @@ topic (finish the export first), one past the end of the bus (another bus's offs
 events retention deleted before they were exported (re-initialise the client). One exception: the
 initsync offsets of an initialised client, whose sequence it no longer reads, go to the topic's
 first message when their events were deleted.
+
+The way back (``bus_offsets``, while hermes-server still writes the bus) reads the marks the other
+way: a Kafka offset becomes the bus offset of the record its message copies.
 """
 
 from __future__ import annotations
@@ -124,22 +127,79 @@ class _MarkSearch:
         raise AssertionError("unreachable")
 
 
-def kafka_offsets(
-    caches: Sequence[ClientCache], reader: LogReader, topic: KafkaTopic
-) -> list[tuple[ClientCache, Offsets]]:
-    """Each client's three offsets on the topic, or the first ClientOffsetError among them."""
-    copy = read_copy(reader, topic)
-    first_at_or_after = _MarkSearch(topic, copy, reader) if copy.last is not None else (lambda _: 0)
+def translate_back(
+    cache: ClientCache, key: str, kafka_offset: int, copy: Copy, topic: KafkaTopic, reader: LogReader
+) -> int:
+    """The bus offset for the Kafka offset ``kafka_offset`` in ``cache``'s entry ``key``: the offset
+    of the record the message copies (for ``nextoffset``, the next unread one), or, past the last
+    message, the bus offset after the last record the topic holds."""
+
+    def refuse(why: str, advice: str) -> ClientOffsetError:
+        return ClientOffsetError(
+            f"cannot translate {cache.appname}'s {key} {kafka_offset} back to the bus: {why}",
+            path=cache.path,
+            key=key,
+            offset=kafka_offset,
+            advice=advice,
+        )
+
+    if kafka_offset > copy.kafka_end:
+        raise refuse(
+            f"it is past the end of the topic ({copy.kafka_end}): its offsets come from another topic",
+            "check the topic's name",
+        )
+    if copy.last is None or copy.first is None:
+        return copy.bus_begin
+    assert copy.last.mark is not None
+    if kafka_offset == copy.kafka_end:
+        return copy.last.mark.next_offset
+    if kafka_offset < copy.first.kafka_offset:
+        raise refuse(
+            f"Kafka's retention deleted the topic's messages before offset {copy.first.kafka_offset}",
+            "re-initialise the client",
+        )
+    message = topic.message_at(kafka_offset)
+    check_message(reader, topic, message, copy.bus_begin, copy.bus_end)
+    assert message.mark is not None
+    if message.mark.offset >= copy.bus_begin:
+        return message.mark.offset
+    if key != "nextoffset" and cache.initialised:
+        return copy.bus_begin  # a sequence it has read, gone from the bus
+    raise refuse(
+        f"retention deleted its next event (bus offset {message.mark.offset}) from the bus, which now starts "
+        f"at {copy.bus_begin}",
+        "re-initialise the client (empty its cache and have hermes-server send an initsync sequence)",
+    )
+
+
+Translation = Callable[[ClientCache, str, int], int]
+
+
+def _plan(caches: Sequence[ClientCache], translation: Translation) -> list[tuple[ClientCache, Offsets]]:
+    """Every client's offsets translated (unset ones stay unset), or the first ClientOffsetError."""
     planned = []
     for cache in caches:
         current = (cache.initstartoffset, cache.initstopoffset, cache.nextoffset)
-        planned.append(
-            (
-                cache,
-                {
-                    key: None if value is None else translate(cache, key, value, copy, first_at_or_after)
-                    for key, value in zip(OFFSET_KEYS, current, strict=True)
-                },
-            )
-        )
+        offsets: Offsets = {
+            key: None if value is None else translation(cache, key, value)
+            for key, value in zip(OFFSET_KEYS, current, strict=True)
+        }
+        planned.append((cache, offsets))
     return planned
+
+
+def kafka_offsets(
+    caches: Sequence[ClientCache], reader: LogReader, topic: KafkaTopic
+) -> list[tuple[ClientCache, Offsets]]:
+    """Each client's three offsets on the topic, from its bus offsets."""
+    copy = read_copy(reader, topic)
+    first_at_or_after = _MarkSearch(topic, copy, reader) if copy.last is not None else (lambda _: 0)
+    return _plan(caches, lambda cache, key, value: translate(cache, key, value, copy, first_at_or_after))
+
+
+def bus_offsets(
+    caches: Sequence[ClientCache], reader: LogReader, topic: KafkaTopic
+) -> list[tuple[ClientCache, Offsets]]:
+    """Each client's three offsets on the bus, from its offsets on the topic (the way back)."""
+    copy = read_copy(reader, topic)
+    return _plan(caches, lambda cache, key, value: translate_back(cache, key, value, copy, topic, reader))
