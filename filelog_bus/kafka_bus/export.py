@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from filelog_bus.errors import FilelogBusError, RecordsExpiredError, RecordTooLargeError, TopicMismatchError
 from filelog_bus.kafka_bus.copy import Copy, read_copy
 from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.kafka_bus.topic import InFlight, KafkaTopic
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
@@ -82,6 +82,8 @@ class _Batch:
         self.records: list[Record] = []
         self.messages: list[Outgoing] = []
         self.size = 0
+        #: Whether the next record did not fit (the bus holds more now).
+        self.full = False
 
     def add(self, record: Record, message: Outgoing, size: int) -> None:
         self.records.append(record)
@@ -98,6 +100,8 @@ class BusExport:
         self.progress = progress
         #: The messages of one batch, so that the batch fits in one request.
         self._batch_bytes = topic.max_request_bytes - BATCH_HEADER_BYTES
+        #: A record read that did not fit in the last batch: the first of the next.
+        self._held: tuple[Record, Outgoing, int] | None = None
         self.resume = plan_resume(read_copy(reader, topic), topic)
         self.summary = ExportSummary(
             self.resume, bus_offset=self.resume.bus_offset, kafka_offset=self.resume.kafka_offset
@@ -106,30 +110,35 @@ class BusExport:
     def run(self, *, follow: bool = False, should_stop: Callable[[], bool] = lambda: False) -> ExportSummary:
         """Copy up to the end of the bus (``follow``: and then what the writer appends), or until
         ``should_stop()`` is true after a batch. Returns the summary; on an error, what was read
-        before it is still sent, and ``self.summary`` says what reached the topic."""
+        before it is still sent, and ``self.summary`` says what reached the topic.
+
+        While a batch is in flight the next one is read from the bus; it is sent once the first is
+        acknowledged (invariant 3)."""
         started = time.monotonic()
         summary = self.summary
         total = max(self.reader.end_offset - summary.bus_offset, 0)
-        batch = _Batch()
+        in_flight: tuple[_Batch, InFlight] | None = None
         try:
             self._seek(summary.bus_offset)
             while True:
-                try:
-                    found = self._next_message()
-                except FilelogBusError:
-                    self._append(batch)  # what was read before the failure goes to the topic
-                    raise
-                if found is None or batch.size + found[2] > self._batch_bytes:
-                    self._append(batch)
-                    batch = _Batch()
-                    if self.progress is not None:
-                        self.progress(summary.bus_offset - self.resume.bus_offset, total)
-                    if should_stop() or (found is None and not follow):
-                        return summary
-                if found is None:
+                batch, failure = self._read_batch()  # while the batch before it is in flight
+                self._acknowledged(in_flight)
+                in_flight = (
+                    (batch, self.topic.send_batch(batch.messages, batch.records[0].offset))
+                    if batch.records
+                    else None
+                )
+                if failure is not None or not batch.full or should_stop():
+                    self._acknowledged(in_flight)  # with a failure: what was read before it
+                    in_flight = None
+                if self.progress is not None:
+                    self.progress(summary.bus_offset - self.resume.bus_offset, total)
+                if failure is not None:
+                    raise failure
+                if should_stop() or not (batch.full or follow):
+                    return summary
+                if not batch.full:
                     self._wait(should_stop)
-                    continue
-                batch.add(*found)
         finally:
             summary.seconds = time.monotonic() - started
 
@@ -138,6 +147,24 @@ class BusExport:
             self.reader.seek(offset)
         except RecordsExpiredError:
             raise self._overtaken() from None
+
+    def _read_batch(self) -> tuple[_Batch, FilelogBusError | None]:
+        """The records on the bus now, up to one request's worth (``full`` when more wait), and the
+        error that stopped the reading, if one did."""
+        batch = _Batch()
+        try:
+            while True:
+                if self._held is None:
+                    self._held = self._next_message()
+                    if self._held is None:
+                        return batch, None
+                if batch.size + self._held[2] > self._batch_bytes:
+                    batch.full = True
+                    return batch, None
+                batch.add(*self._held)
+                self._held = None
+        except FilelogBusError as exc:
+            return batch, exc
 
     def _next_message(self) -> tuple[Record, Outgoing, int] | None:
         """The next record on the bus now, its message and the message's size; None at the end."""
@@ -160,12 +187,14 @@ class BusExport:
             )
         return record, message, size
 
-    def _append(self, batch: _Batch) -> None:
-        if not batch.records:
+    def _acknowledged(self, in_flight: tuple[_Batch, InFlight] | None) -> None:
+        """Wait for the batch in flight, and count it."""
+        if in_flight is None:
             return
+        batch, sent = in_flight
         summary = self.summary
         records = batch.records
-        first = self.topic.append_batch(batch.messages, records[0].offset)
+        first = sent.wait()
         if first != summary.kafka_offset:
             raise TopicMismatchError(
                 f"the records from bus offset {records[0].offset} landed at Kafka offset {first}, not at "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -280,18 +281,10 @@ class KafkaTopic:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append_batch(self, messages: Sequence[Outgoing], bus_offset: int) -> int:
-        """Append ``messages`` as one batch, waiting for every
-        in-sync replica to have it; returns the Kafka offset of the first (the others follow it).
-
-        The caller keeps the batch within ``max_request_bytes`` (``Outgoing.size_bound``, and the batch
-        header), so that kafka-python sends it as one batch in one request. ``bus_offset`` (of the first message's
-        record) is for the error messages.
-        """
-        kafka = self._kafka
+    def _sending_producer(self) -> Any:
         if self._producer is None:
             with self._broker("connecting a producer"):
-                self._producer = kafka.KafkaProducer(
+                self._producer = self._kafka.KafkaProducer(
                     bootstrap_servers=self.servers,
                     acks="all",
                     allow_auto_create_topics=False,
@@ -305,25 +298,42 @@ class KafkaTopic:
                     request_timeout_ms=int(self.timeout * 1000),
                     api_version_auto_timeout_ms=int(self.timeout * 1000),
                 )
-        producer = self._producer
+        return self._producer
+
+    def send_batch(self, messages: Sequence[Outgoing], bus_offset: int) -> InFlight:
+        """Start appending ``messages`` as one batch; ``InFlight.wait()`` waits until every in-sync
+        replica has it and returns the Kafka offset of the first (the others follow it).
+
+        Send the next batch only once ``wait()`` has returned: then the topic grows by whole batches,
+        in order. The caller keeps a batch within ``max_request_bytes`` (``Outgoing.size_bound``, and
+        the batch header), so that kafka-python sends it as one batch in one request. ``bus_offset``
+        (of the first message's record) is for the error messages.
+        """
+        producer = self._sending_producer()
+        with self._sending(bus_offset):
+            futures = [
+                producer.send(
+                    self.topic,
+                    key=key,
+                    value=value,
+                    partition=_PARTITION,
+                    timestamp_ms=timestamp,
+                    headers=headers,
+                )
+                for key, value, timestamp, headers in messages
+            ]
+        return InFlight(self, producer, futures, bus_offset)
+
+    @contextmanager
+    def _sending(self, bus_offset: int) -> Iterator[None]:
+        """Broker failures while sending a batch: the producer is dropped (it never sends the rest
+        later), and a batch the broker finds too large says what to change."""
         try:
             with self._broker(f"sending the records from bus offset {bus_offset}"):
-                futures = [
-                    producer.send(
-                        self.topic,
-                        key=key,
-                        value=value,
-                        partition=_PARTITION,
-                        timestamp_ms=timestamp,
-                        headers=headers,
-                    )
-                    for key, value, timestamp, headers in messages
-                ]
-                producer.flush(timeout=self.timeout)
-                offsets = [future.get(timeout=0).offset for future in futures]
+                yield
         except BrokerUnavailableError as exc:
             self._close_producer()
-            if isinstance(exc.__cause__, kafka.errors.MessageSizeTooLargeError):
+            if isinstance(exc.__cause__, self._kafka.errors.MessageSizeTooLargeError):
                 raise RecordTooLargeError(
                     f"the broker refused a batch from bus offset {bus_offset} as too large ({exc.__cause__})",
                     offset=bus_offset,
@@ -331,4 +341,37 @@ class KafkaTopic:
                     **self._fields(),
                 ) from exc.__cause__
             raise
-        return offsets[0]
+
+
+class InFlight:
+    """A batch sent and not yet acknowledged: its flush runs in a thread of its own, so that the
+    caller reads the next batch meanwhile."""
+
+    def __init__(self, topic: KafkaTopic, producer: Any, futures: list[Any], bus_offset: int) -> None:
+        self.topic, self.producer, self.futures, self.bus_offset = topic, producer, futures, bus_offset
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._flush, name="kafka-export-flush", daemon=True)
+        self._thread.start()
+
+    def _flush(self) -> None:
+        try:
+            self.producer.flush(timeout=self.topic.timeout)
+        except BaseException as exc:  # handed to wait(), in the caller's thread
+            self._failure = exc
+
+    def wait(self) -> int:
+        """The Kafka offset of the batch's first message, once all of it is acknowledged."""
+        self._thread.join()
+        with self.topic._sending(self.bus_offset):
+            if self._failure is not None:
+                raise self._failure
+            first, last = (future.get(timeout=0).offset for future in (self.futures[0], self.futures[-1]))
+        if last != first + len(self.futures) - 1:  # kafka-python split the batch: never expected
+            raise TopicMismatchError(
+                f"the records from bus offset {self.bus_offset} landed at Kafka offsets {first} to {last}, "
+                f"not {len(self.futures)} consecutive ones",
+                kafka_offset=first,
+                advice="report this; run the export again: it goes on from the topic's last message",
+                **self.topic._fields(),
+            )
+        return first
