@@ -243,6 +243,15 @@ class TopicMismatchError(KafkaError):
         self.kafka_offset = kafka_offset
 
 
+class ExportRunningError(KafkaError):
+    """Another export of the same bus into the same topic runs; ``holder`` is its pid (as text,
+    "unknown" when it cannot be told)."""
+
+    def __init__(self, reason: str, *, holder: str, topic: str, advice: str | None = None) -> None:
+        super().__init__(reason, topic=topic, advice=advice)
+        self.holder = holder
+
+
 class RecordTooLargeError(KafkaError):
     """A record is larger than one Kafka request may carry (``offset`` says which)."""
 

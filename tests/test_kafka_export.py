@@ -444,3 +444,31 @@ def test_follow_killed_and_restarted_while_a_writer_appends_loses_and_repeats_no
         last.wait(timeout=HANG_GUARD)
     assert last.returncode == 0, last.stderr.read()
     assert len(assert_topic_is_bus(broker, topic, path)) == 240
+
+
+def test_a_second_export_of_the_bus_into_the_same_topic_is_refused_while_one_runs(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    path = tmp_path / "bus"
+    write_bus(path, sample(10))
+    follower = start(
+        BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow"
+    )
+    try:
+        Lines(follower.stdout).wait_for(lambda line: line.startswith("created the topic"))
+
+        second = export(path, broker, topic)
+        elsewhere = export(path, broker, topic + "-other")  # another topic: no conflict
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=HANG_GUARD)
+
+    message = assert_error_line(second, PROG, 6)
+    assert (
+        f"another kafka-export of the bus at {path} into the topic {topic} is running (pid {follower.pid})"
+        in message
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    after = export(path, broker, topic)
+    assert after.returncode == 0 and "exported 0 records" in after.stdout, after.stderr
+    assert len(assert_topic_is_bus(broker, topic, path)) == 10

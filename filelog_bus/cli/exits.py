@@ -43,7 +43,8 @@ exit status: (one table for every filelog-bus command)
        kafka: a client's offset is not in the topic (not exported yet, or deleted before)
   {EXIT_DAMAGED}    a damaged segment or watermark (run filelog-bus verify for every problem)
   {EXIT_LOCKED}    busy: a writer (the server) holds the bus's writer lock (retention, verify --repair),
-       or a client seems to be running (clients --set-offsets)
+       a client seems to be running (clients --set-offsets), or another kafka-export of the
+       bus into the topic runs
   {EXIT_FAILED}    operating-system error (permission denied, I/O error, disk full)
   {EXIT_BAD_CACHE}    a hermes-client cache file cannot be used (unreadable, not a hermes-client cache,
        damaged): clients --set-offsets, retention --clients

@@ -109,7 +109,7 @@ def _stop_requests() -> Iterator[list[bool]]:
 
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
-    from filelog_bus.kafka_bus.export import BusExport
+    from filelog_bus.kafka_bus.export import BusExport, one_export_at_a_time
     from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, KafkaTopic
     from filelog_bus.reader import LogReader
 
@@ -120,7 +120,12 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_size or DEFAULT_MAX_REQUEST_BYTES,
     )
     bar = None if args.follow else progress_bar("kafka-export")
-    with _stop_requests() as stop, topic, LogReader(args.path) as reader:
+    with (
+        _stop_requests() as stop,
+        topic,
+        LogReader(args.path) as reader,
+        one_export_at_a_time(args.path, args.topic),
+    ):
         if topic.open(create=True, replication_factor=args.replication_factor):
             write_line(f"created the topic {args.topic} with one partition")
         export = BusExport(reader, topic, progress=bar)

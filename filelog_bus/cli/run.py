@@ -28,6 +28,7 @@ from filelog_bus.errors import (
     ClientOffsetError,
     ConfigError,
     CorruptionError,
+    ExportRunningError,
     FilelogBusError,
     InvalidOffsetError,
     InvalidRecordError,
@@ -79,6 +80,8 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         return fail(prog, str(exc), EXIT_OUT_OF_RANGE)
     except TopicMismatchError as exc:
         return fail(prog, str(exc), EXIT_NOT_A_BUS)
+    except ExportRunningError as exc:
+        return fail(prog, str(exc), EXIT_BUSY)
     except KafkaError as exc:
         return fail(prog, str(exc), EXIT_KAFKA)
     except CorruptionError as exc:

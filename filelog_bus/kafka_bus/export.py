@@ -13,11 +13,24 @@ topic, and the next run resumes right after its last message.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import socket
+import struct
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from filelog_bus.errors import FilelogBusError, RecordsExpiredError, RecordTooLargeError, TopicMismatchError
+from filelog_bus.errors import (
+    ExportRunningError,
+    FilelogBusError,
+    RecordsExpiredError,
+    RecordTooLargeError,
+    TopicMismatchError,
+)
 from filelog_bus.kafka_bus.copy import Copy, read_copy
 from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
 from filelog_bus.kafka_bus.topic import InFlight, KafkaTopic
@@ -225,3 +238,54 @@ class BusExport:
             topic=self.topic.topic,
             advice="export the bus to a new topic; keep the export running (--follow) ahead of retention",
         )
+
+
+@contextmanager
+def one_export_at_a_time(bus_path: str, topic: str) -> Iterator[None]:
+    """Refuse (ExportRunningError) to run beside another export of the same bus into the same topic:
+    both would append after the same last message.
+
+    The lock is an abstract Unix socket named after the bus directory's identity and the topic: it
+    needs no file (a reader of the bus may write nowhere near it), and the kernel releases it when
+    the process ends, however it ends. Linux only; elsewhere nothing is locked.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    status = os.stat(bus_path)
+    key = hashlib.sha256(f"{status.st_dev}/{status.st_ino}/{topic}".encode()).hexdigest()[:40]
+    name = f"\0filelog-bus-kafka-export-{key}"
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(name)
+        lock.listen(1)
+    except OSError as exc:
+        lock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        holder = _holder(name)
+        raise ExportRunningError(
+            f"another kafka-export of the bus at {bus_path} into the topic {topic} is running "
+            f"(pid {holder}): both would append after the same last message",
+            holder=holder,
+            topic=topic,
+            advice="stop it first (a --follow service: systemctl stop), or let it finish",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _holder(name: str) -> str:
+    """The pid of the process listening on the abstract socket ``name``, or "unknown"."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(name)
+        credentials = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return str(struct.unpack("3i", credentials)[0])
+    except OSError:
+        return "unknown"
+    finally:
+        probe.close()
