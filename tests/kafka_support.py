@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
+from filelog_bus import LogWriter
 from filelog_bus.kafka_bus.marks import Mark, Message, mark_of
 
 
@@ -159,6 +160,13 @@ def partitions_of(bootstrap: str, name: str) -> set[int]:
         return consumer.partitions_for_topic(name) or set()
     finally:
         consumer.close()
+
+
+def cut_by_retention(path: Path, max_bytes: int) -> int:
+    """Apply retention by size to the bus at ``path`` (small segments); return its new first offset."""
+    with LogWriter(path, segment_bytes=1024, index_interval_bytes=128) as writer:
+        writer.apply_retention(max_bytes=max_bytes)
+        return writer.begin_offset
 
 
 def marks(messages: list[Message]) -> list[Mark | None]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clients_support import hermes_cache, write_cache
-from kafka_support import Broker
+from kafka_support import Broker, cut_by_retention
 from lib.datamodel.event import Event
 from test_cli_support import SMALL, T0, assert_error_line, bus, sample, write_bus
 from test_hermes_processes import handled_events, run
@@ -220,9 +220,7 @@ def test_a_client_whose_unread_events_retention_deleted_before_the_export_is_ref
 ) -> None:
     path = tmp_path / "bus"
     written = write_bus(path, sample(60), **SMALL)
-    with LogWriter(path, **SMALL) as writer:
-        writer.apply_retention(max_bytes=2048)
-        begin = writer.begin_offset
+    begin = cut_by_retention(path, 2048)
     export(path, broker, topic)
     caches = tmp_path / "caches"
     expired = write_cache(caches, "hermes-client-slow", compressed=False, nextoffset=written[2].offset + 1)

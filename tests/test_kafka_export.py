@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka_support import Broker, create_topic, marks, partitions_of, produce, topic_messages
+from kafka_support import (
+    Broker,
+    create_topic,
+    cut_by_retention,
+    marks,
+    partitions_of,
+    produce,
+    topic_messages,
+)
 from test_cli_support import (
     BUS,
     HANG_GUARD,
@@ -110,9 +118,7 @@ def test_a_bus_whose_start_retention_deleted_is_exported_from_its_first_record_a
 ) -> None:
     path = tmp_path / "bus"
     written = write_bus(path, sample(60), **SMALL)
-    with LogWriter(path, **SMALL) as writer:
-        writer.apply_retention(max_bytes=2048)
-        begin = writer.begin_offset
+    begin = cut_by_retention(path, 2048)
     assert begin > 0
 
     result = export(path, broker, topic)
@@ -123,7 +129,7 @@ def test_a_bus_whose_start_retention_deleted_is_exported_from_its_first_record_a
     assert messages[0].mark == Mark(begin, next(r.next_offset for r in written if r.offset == begin))
 
 
-def test_retention_deleting_what_was_exported_does_not_stop_the_next_run(
+def test_retention_deleting_records_not_yet_exported_stops_the_next_run_with_a_gap_error(
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
     path = tmp_path / "bus"
@@ -131,9 +137,8 @@ def test_retention_deleting_what_was_exported_does_not_stop_the_next_run(
     assert export(path, broker, topic).returncode == 0
     exported = bus_records(path)
     write_bus(path, sample(60)[30:], **SMALL)
-    with LogWriter(path, **SMALL) as writer:
-        writer.apply_retention(max_bytes=1500)  # deletes the whole exported part, and a little more
-        assert writer.begin_offset > exported[-1].next_offset
+    # deletes the whole exported part, and a little more
+    assert cut_by_retention(path, 1500) > exported[-1].next_offset
 
     result = export(path, broker, topic)
 
@@ -151,9 +156,7 @@ def test_retention_that_deleted_only_exported_records_is_resumed_after(
     assert export(path, broker, topic).returncode == 0
     before = bus_records(path)
     write_bus(path, sample(50)[40:], **SMALL)
-    with LogWriter(path, **SMALL) as writer:
-        writer.apply_retention(max_bytes=1500)
-        begin = writer.begin_offset
+    begin = cut_by_retention(path, 1500)
     assert before[0].offset < begin <= before[-1].offset  # the topic's first and last messages are gone
 
     result = export(path, broker, topic)

@@ -33,6 +33,12 @@ from filelog_bus.reader import LogReader
 Offsets = dict[str, int | None]
 
 
+def _refusal(
+    kind: type[ClientOffsetError], cache: ClientCache, key: str, offset: int, reason: str, advice: str
+) -> ClientOffsetError:
+    return kind(reason, path=cache.path, key=key, offset=offset, advice=advice)
+
+
 def translate(
     cache: ClientCache, key: str, position: int, copy: Copy, first_at_or_after: Callable[[int], int]
 ) -> int:
@@ -40,12 +46,8 @@ def translate(
     ``first_at_or_after``, which finds the first message whose record is at or after an offset)."""
 
     def refuse(why: str, advice: str, kind: type[ClientOffsetError] = ClientOffsetError) -> ClientOffsetError:
-        return kind(
-            f"cannot translate {cache.appname}'s {key} {position}: {why}",
-            path=cache.path,
-            key=key,
-            offset=position,
-            advice=advice,
+        return _refusal(
+            kind, cache, key, position, f"cannot translate {cache.appname}'s {key} {position}: {why}", advice
         )
 
     if position > copy.bus_end:
@@ -135,13 +137,8 @@ def translate_back(
     message, the bus offset after the last record the topic holds."""
 
     def refuse(why: str, advice: str) -> ClientOffsetError:
-        return ClientOffsetError(
-            f"cannot translate {cache.appname}'s {key} {kafka_offset} back to the bus: {why}",
-            path=cache.path,
-            key=key,
-            offset=kafka_offset,
-            advice=advice,
-        )
+        reason = f"cannot translate {cache.appname}'s {key} {kafka_offset} back to the bus: {why}"
+        return _refusal(ClientOffsetError, cache, key, kafka_offset, reason, advice)
 
     if kafka_offset > copy.kafka_end:
         raise refuse(

@@ -47,6 +47,18 @@ def _foreign(topic: KafkaTopic, message: Message, reader: LogReader, why: str) -
     )
 
 
+def overtaken(topic: KafkaTopic, copied_to: int, begin: int) -> TopicMismatchError:
+    """Retention deleted records of the bus from ``copied_to`` (where the copy stops) to ``begin``."""
+    return TopicMismatchError(
+        f"retention deleted the bus's records from offset {copied_to} to {begin} before they were copied "
+        f"into {topic.topic}: the topic cannot go on without a gap",
+        bootstrap_servers=topic.bootstrap_servers,
+        topic=topic.topic,
+        advice="export the bus to a new topic (clients that read this one must be re-initialised); keep "
+        "the export running (--follow) ahead of the bus's retention",
+    )
+
+
 def record_at(reader: LogReader, offset: int) -> Record | None:
     """The record that starts exactly at ``offset``, or None (no record starts there, or it is gone)."""
     try:

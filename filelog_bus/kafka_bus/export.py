@@ -31,7 +31,7 @@ from filelog_bus.errors import (
     RecordTooLargeError,
     TopicMismatchError,
 )
-from filelog_bus.kafka_bus.copy import Copy, read_copy
+from filelog_bus.kafka_bus.copy import Copy, overtaken, read_copy
 from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
 from filelog_bus.kafka_bus.topic import InFlight, KafkaTopic
 from filelog_bus.reader import LogReader
@@ -77,14 +77,7 @@ def plan_resume(copy: Copy, topic: KafkaTopic) -> Resume:
     assert last.mark is not None  # read_copy refuses a last message without a mark
     resume_at = last.mark.next_offset
     if resume_at < copy.bus_begin:
-        raise TopicMismatchError(
-            f"retention deleted the bus's records from offset {resume_at} to {copy.bus_begin} before they "
-            f"were copied into {topic.topic}: the topic cannot go on without a gap",
-            bootstrap_servers=topic.bootstrap_servers,
-            topic=topic.topic,
-            kafka_offset=last.kafka_offset,
-            advice="export the bus to a new topic (clients that read this one must be re-initialised)",
-        )
+        raise overtaken(topic, resume_at, copy.bus_begin)
     return Resume(resume_at, copy.kafka_end, last, None)
 
 
@@ -230,14 +223,7 @@ class BusExport:
             pass
 
     def _overtaken(self) -> TopicMismatchError:
-        begin = self.reader.begin_offset
-        return TopicMismatchError(
-            f"retention deleted the bus's records from offset {self.summary.bus_offset} to {begin} before they "
-            f"were copied into {self.topic.topic}: the topic cannot go on without a gap",
-            bootstrap_servers=self.topic.bootstrap_servers,
-            topic=self.topic.topic,
-            advice="export the bus to a new topic; keep the export running (--follow) ahead of retention",
-        )
+        return overtaken(self.topic, self.summary.bus_offset, self.reader.begin_offset)
 
 
 @contextmanager
