@@ -60,7 +60,8 @@ def add_command(commands: Any) -> None:
     command.add_argument(
         "--follow",
         action="store_true",
-        help="after the end of the bus, keep copying new records until SIGTERM or Ctrl-C",
+        help="after the end of the bus, keep copying new records until SIGTERM or Ctrl-C (e.g. --follow, "
+        "as a service)",
     )
     command.add_argument(
         "--replication-factor",
