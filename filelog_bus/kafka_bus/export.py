@@ -33,7 +33,7 @@ from filelog_bus.errors import (
 )
 from filelog_bus.kafka_bus.copy import Copy, overtaken, read_copy
 from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
-from filelog_bus.kafka_bus.topic import InFlight, KafkaTopic
+from filelog_bus.kafka_bus.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
@@ -116,27 +116,15 @@ class BusExport:
     def run(self, *, follow: bool = False, should_stop: Callable[[], bool] = lambda: False) -> ExportSummary:
         """Copy up to the end of the bus (``follow``: and then what the writer appends), or until
         ``should_stop()`` is true after a batch. Returns the summary; on an error, what was read
-        before it is still sent, and ``self.summary`` says what reached the topic.
-
-        While a batch is in flight the next one is read from the bus; it is sent once the first is
-        acknowledged (invariant 3)."""
+        before it is still sent, and ``self.summary`` says what reached the topic."""
         started = time.monotonic()
         summary = self.summary
         total = max(self.reader.end_offset - summary.bus_offset, 0)
-        in_flight: tuple[_Batch, InFlight] | None = None
         try:
             self._seek(summary.bus_offset)
             while True:
-                batch, failure = self._read_batch()  # while the batch before it is in flight
-                self._acknowledged(in_flight)
-                in_flight = (
-                    (batch, self.topic.send_batch(batch.messages, batch.records[0].offset))
-                    if batch.records
-                    else None
-                )
-                if failure is not None or not batch.full or should_stop():
-                    self._acknowledged(in_flight)  # with a failure: what was read before it
-                    in_flight = None
+                batch, failure = self._read_batch()
+                self._append(batch)  # with a failure: what was read before it
                 if self.progress is not None:
                     self.progress(summary.bus_offset - self.resume.bus_offset, total)
                 if failure is not None:
@@ -193,14 +181,13 @@ class BusExport:
             )
         return record, message, size
 
-    def _acknowledged(self, in_flight: tuple[_Batch, InFlight] | None) -> None:
-        """Wait for the batch in flight, and count it."""
-        if in_flight is None:
+    def _append(self, batch: _Batch) -> None:
+        """Send a batch, wait for its acknowledgement, and count it."""
+        if not batch.records:
             return
-        batch, sent = in_flight
         summary = self.summary
         records = batch.records
-        first = sent.wait()
+        first = self.topic.append_batch(batch.messages, records[0].offset)
         if first != summary.kafka_offset:
             raise TopicMismatchError(
                 f"the records from bus offset {records[0].offset} landed at Kafka offset {first}, not at "

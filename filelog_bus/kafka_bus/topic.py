@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -300,13 +299,13 @@ class KafkaTopic:
                 )
         return self._producer
 
-    def send_batch(self, messages: Sequence[Outgoing], bus_offset: int) -> InFlight:
-        """Start appending ``messages`` as one batch; ``InFlight.wait()`` waits until every in-sync
-        replica has it and returns the Kafka offset of the first (the others follow it).
+    def append_batch(self, messages: Sequence[Outgoing], bus_offset: int) -> int:
+        """Append ``messages`` as one batch and wait until every in-sync replica has it; return the
+        Kafka offset of the first (the others follow it).
 
-        Send the next batch only once ``wait()`` has returned: then the topic grows by whole batches,
-        in order. The caller keeps a batch within ``max_request_bytes`` (``Outgoing.size_bound``, and
-        the batch header), so that kafka-python sends it as one batch in one request. ``bus_offset``
+        The caller keeps a batch within ``max_request_bytes`` (``Outgoing.size_bound``, and the batch
+        header), so that kafka-python sends it as one batch in one request, and sends the next one
+        only once this one has returned: the topic grows by whole batches, in order. ``bus_offset``
         (of the first message's record) is for the error messages.
         """
         producer = self._sending_producer()
@@ -322,7 +321,17 @@ class KafkaTopic:
                 )
                 for key, value, timestamp, headers in messages
             ]
-        return InFlight(self, producer, futures, bus_offset)
+            producer.flush(timeout=self.timeout)
+            first, last = (future.get(timeout=0).offset for future in (futures[0], futures[-1]))
+        if last != first + len(futures) - 1:  # kafka-python split the batch: never expected
+            raise TopicMismatchError(
+                f"the records from bus offset {bus_offset} landed at Kafka offsets {first} to {last}, "
+                f"not {len(futures)} consecutive ones",
+                kafka_offset=first,
+                advice="report this; run the export again: it goes on from the topic's last message",
+                **self._fields(),
+            )
+        return first
 
     @contextmanager
     def _sending(self, bus_offset: int) -> Iterator[None]:
@@ -341,37 +350,3 @@ class KafkaTopic:
                     **self._fields(),
                 ) from exc.__cause__
             raise
-
-
-class InFlight:
-    """A batch sent and not yet acknowledged: its flush runs in a thread of its own, so that the
-    caller reads the next batch meanwhile."""
-
-    def __init__(self, topic: KafkaTopic, producer: Any, futures: list[Any], bus_offset: int) -> None:
-        self.topic, self.producer, self.futures, self.bus_offset = topic, producer, futures, bus_offset
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._flush, name="kafka-export-flush", daemon=True)
-        self._thread.start()
-
-    def _flush(self) -> None:
-        try:
-            self.producer.flush(timeout=self.topic.timeout)
-        except BaseException as exc:  # handed to wait(), in the caller's thread
-            self._failure = exc
-
-    def wait(self) -> int:
-        """The Kafka offset of the batch's first message, once all of it is acknowledged."""
-        self._thread.join()
-        with self.topic._sending(self.bus_offset):
-            if self._failure is not None:
-                raise self._failure
-            first, last = (future.get(timeout=0).offset for future in (self.futures[0], self.futures[-1]))
-        if last != first + len(self.futures) - 1:  # kafka-python split the batch: never expected
-            raise TopicMismatchError(
-                f"the records from bus offset {self.bus_offset} landed at Kafka offsets {first} to {last}, "
-                f"not {len(self.futures)} consecutive ones",
-                kafka_offset=first,
-                advice="report this; run the export again: it goes on from the topic's last message",
-                **self.topic._fields(),
-            )
-        return first
