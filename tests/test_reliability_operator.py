@@ -1,0 +1,149 @@
+"""What an operator (or a tmp cleaner) deletes, replaces or truncates under running processes.
+
+* One writer, whatever is deleted: with ``writer.lock`` deleted, replaced (by a file naming
+  another pid) or truncated under a live writer, a second writer process is refused with
+  BusLockedError naming the first, and the first goes on; a process holding writer.lock the
+  way older versions lock it keeps a new writer out too.
+* No death by signal: the watermark truncated, removed or replaced under a writer process or a
+  reader process kills neither; the writer stops with a typed error at its next durable
+  publication, and the next writer's open repairs the bus.
+
+Real processes, real files; no timing assertions (processes are sequenced through their output).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from reliability_support import (
+    CHILD_TIMEOUT,
+    Expected,
+    LineReader,
+    kill_and_collect,
+    read_all,
+    start_writer,
+)
+from support import run_python, spawn_python
+
+from filelog_bus import LogWriter
+from filelog_bus.check import verify_bus
+from filelog_bus.errors import BusLockedError
+from filelog_bus.layout import LOCK_NAME
+
+#: Tries to open the bus for writing; prints "acquired", or "BusLockedError <holder> <message>".
+LOCK_ATTEMPT = """
+import sys
+from filelog_bus import LogWriter
+from filelog_bus.errors import BusLockedError
+
+try:
+    LogWriter(sys.argv[1], lock_timeout=float(sys.argv[2])).open().close()
+    print("acquired")
+except BusLockedError as exc:
+    print("BusLockedError", exc.holder, exc)
+"""
+
+
+def hold_bus(bus: Path, count: int = 3) -> tuple[subprocess.Popen[bytes], LineReader]:
+    """A writer process that appended ``count`` records and now holds the bus, waiting for a line."""
+    holder = start_writer(bus, "holder", count=count, then="hold")
+    lines = LineReader(holder)
+    while (line := lines.readline()) and line != "holding\n":
+        pass
+    assert line == "holding\n", f"the holder could not open the bus: {kill_and_collect(holder, lines)}"
+    return holder, lines
+
+
+def release(holder: subprocess.Popen[bytes], lines: LineReader) -> str:
+    """Let a ``hold_bus`` writer close the bus; return what it printed then."""
+    assert holder.stdin is not None
+    holder.stdin.write(b"\n")
+    holder.stdin.close()
+    rest = lines.rest()
+    holder.wait(timeout=CHILD_TIMEOUT)
+    return rest
+
+
+def delete(lock: Path) -> None:
+    lock.unlink()
+
+
+def delete_and_create_again(lock: Path) -> None:
+    lock.unlink()
+    lock.touch()
+
+
+def replace_naming_another_pid(lock: Path) -> None:
+    replacement = lock.with_name("writer.lock.by-operator")
+    replacement.write_text("1\n")
+    replacement.replace(lock)
+
+
+def truncate(lock: Path) -> None:
+    os.truncate(lock, 0)
+
+
+@pytest.mark.parametrize(
+    "intrusion",
+    [delete, delete_and_create_again, replace_naming_another_pid, truncate],
+    ids=lambda f: f.__name__,
+)
+def test_whatever_happens_to_writer_lock_a_second_writer_is_refused_naming_the_first(
+    bus_dir: Path, intrusion: Callable[[Path], None]
+) -> None:
+    holder, lines = hold_bus(bus_dir)
+    try:
+        intrusion(bus_dir / LOCK_NAME)
+        for timeout in ("0", "0.2"):
+            attempt = run_python(LOCK_ATTEMPT, str(bus_dir), timeout)
+            assert attempt.returncode == 0, attempt.stderr
+            assert attempt.stdout.startswith("BusLockedError "), f"a second writer got in: {attempt.stdout}"
+            _, named, message = attempt.stdout.split(" ", 2)
+            assert named == str(holder.pid), attempt.stdout
+            assert f"pid {holder.pid}" in message and str(bus_dir) in message and "lock_timeout" in message
+        with pytest.raises(BusLockedError) as refused:  # in this process too
+            LogWriter(bus_dir).open()
+        assert refused.value.holder == str(holder.pid)
+    finally:
+        rest = release(holder, lines)
+    assert (holder.returncode, rest) == (0, "closed\n")
+    records = read_all(bus_dir)
+    assert len(records) == 3 and all(Expected("holder", seq).matches(r) for seq, r in enumerate(records))
+    with LogWriter(bus_dir) as writer:  # the lock was released with the holder, whatever its file became
+        assert writer.append("after", b"x") == records[-1].next_offset
+    assert verify_bus(str(bus_dir)).healthy
+
+
+#: Locks writer.lock exactly as writers before the directory lock did (portalocker's flock on the
+#: file, its pid written into it), prints "locked", and holds it until stdin closes.
+OLDER_VERSION_WRITER = """
+import os, sys
+import portalocker
+
+with open(sys.argv[1], "r+" if os.path.exists(sys.argv[1]) else "w+", encoding="ascii") as lock_file:
+    portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    lock_file.truncate(0)
+    lock_file.write(f"{os.getpid()}\\n")
+    lock_file.flush()
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_writer_of_an_older_version_locking_only_writer_lock_keeps_a_new_writer_out(bus_dir: Path) -> None:
+    LogWriter(bus_dir).open().close()
+    older = spawn_python(OLDER_VERSION_WRITER, str(bus_dir / LOCK_NAME), stdin=subprocess.PIPE)
+    try:
+        assert older.stdout is not None and older.stdout.readline() == "locked\n"
+        with pytest.raises(BusLockedError) as refused:
+            LogWriter(bus_dir, lock_timeout=0.1).open()
+        assert refused.value.holder == str(older.pid), refused.value
+    finally:
+        older.communicate("", timeout=CHILD_TIMEOUT)
+    assert older.returncode == 0
+    with LogWriter(bus_dir) as writer:  # neither lock is left behind by the refused open
+        writer.append("after", b"x")
