@@ -361,7 +361,8 @@ class LogWriter:
 
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""
-        assert self._segment is not None
+        assert self._segment is not None and self._watermark is not None
+        self._watermark.check_in_place()  # also for a durability="never" writer, whose appends do not
         old = self._segment
         old.seal(self._end)
         if self._standby is not None:

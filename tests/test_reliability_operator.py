@@ -32,7 +32,7 @@ from support import run_python, spawn_python
 from filelog_bus import LogWriter
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import BusLockedError
-from filelog_bus.layout import LOCK_NAME
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME
 
 #: Tries to open the bus for writing; prints "acquired", or "BusLockedError <holder> <message>".
 LOCK_ATTEMPT = """
@@ -147,3 +147,114 @@ def test_a_writer_of_an_older_version_locking_only_writer_lock_keeps_a_new_write
     assert older.returncode == 0
     with LogWriter(bus_dir) as writer:  # neither lock is left behind by the refused open
         writer.append("after", b"x")
+
+
+# -- the watermark deleted, replaced or truncated: no death by SIGBUS ------------------------------------------
+
+#: Opens a writer, appends 3 records, prints "holding" and waits for a line; then appends 10 more
+#: and syncs, printing "stopped <error type> <change> <message>" if that raises, then "refused
+#: <type of .failure>" if the next append raises BusClosedError, then closes and prints "closed".
+WATERMARK_VICTIM = """
+import sys
+from filelog_bus import LogWriter
+from filelog_bus.errors import BusClosedError, FilelogBusError
+
+writer = LogWriter(sys.argv[1], durability=sys.argv[2], segment_bytes=1024)
+writer.open()
+for i in range(3):
+    writer.append("before", b"%d" % i)
+print("holding", flush=True)
+sys.stdin.readline()
+try:
+    for i in range(10):
+        writer.append("after", b"%d" % i)
+    writer.sync()
+    print("no error", flush=True)
+except FilelogBusError as exc:
+    print("stopped", type(exc).__name__, getattr(exc, "change", None), exc, flush=True)
+try:
+    writer.append("later", b"x")
+except BusClosedError as exc:
+    print("refused", type(exc.failure).__name__, flush=True)
+writer.close()
+print("closed", flush=True)
+"""
+
+
+def truncate_watermark(watermark: Path) -> None:
+    os.truncate(watermark, 0)
+
+
+def delete_watermark(watermark: Path) -> None:
+    watermark.unlink()
+
+
+def restore_an_old_copy_of_the_watermark(watermark: Path) -> None:
+    copy = watermark.with_name("watermark.backup")
+    copy.write_bytes(watermark.read_bytes())
+    copy.replace(watermark)
+
+
+WATERMARK_INTRUSIONS = {
+    "truncated": truncate_watermark,
+    "deleted": delete_watermark,
+    "replaced": restore_an_old_copy_of_the_watermark,
+}
+
+
+@pytest.mark.parametrize("durability", ["always", "never"])
+@pytest.mark.parametrize("change", WATERMARK_INTRUSIONS)
+def test_watermark_changed_under_a_writer_process_stops_it_with_a_typed_error_not_sigbus(
+    bus_dir: Path, change: str, durability: str
+) -> None:
+    writer = spawn_python(WATERMARK_VICTIM, str(bus_dir), durability, stdin=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == "holding\n", writer.communicate()
+    WATERMARK_INTRUSIONS[change](bus_dir / WATERMARK_NAME)
+    out, err = writer.communicate("go\n", timeout=CHILD_TIMEOUT)
+    assert writer.returncode == 0, f"the writer died (status {writer.returncode}): {err}"
+    stopped, refused, closed = out.splitlines()
+    assert stopped.startswith(f"stopped BusFileChangedError {change} the watermark file was {change}"), out
+    assert "open a new writer" in stopped, out
+    assert (refused, closed) == ("refused BusFileChangedError", "closed"), out
+
+    with LogWriter(bus_dir) as repairer:  # the next open repairs the bus
+        end = repairer.append("repaired", b"r")
+    records = read_all(bus_dir)
+    assert [(r.category, r.payload) for r in records[:3]] == [("before", b"%d" % i) for i in range(3)]
+    after = records[3:-1]  # what the stopped writer wrote past its last publication: a prefix, or nothing
+    assert [(r.category, r.payload) for r in after] == [("after", b"%d" % i) for i in range(len(after))]
+    assert (records[-1].category, records[-1].offset) == ("repaired", end)
+    assert verify_bus(str(bus_dir)).healthy
+
+
+#: Reads every record (waiting up to 1 s at the end) after printing "reading"; prints each one's
+#: payload, then "end", or "error <type> <damage>" for a FilelogBusError.
+WAITING_READER = """
+import sys
+from filelog_bus import LogReader
+from filelog_bus.errors import FilelogBusError
+
+with LogReader(sys.argv[1], timeout=1.0) as reader:
+    print("reading", flush=True)
+    try:
+        for record in reader:
+            print(record.payload.decode(), flush=True)
+        print("end", flush=True)
+    except FilelogBusError as exc:
+        print("error", type(exc).__name__, getattr(exc, "damage", None), flush=True)
+"""
+
+
+@pytest.mark.parametrize("change", WATERMARK_INTRUSIONS)
+def test_watermark_changed_under_a_waiting_reader_process_never_kills_it(bus_dir: Path, change: str) -> None:
+    with LogWriter(bus_dir) as writer:
+        for i in range(3):
+            writer.append("c", b"%d" % i)
+    reader = spawn_python(WAITING_READER, str(bus_dir))
+    assert reader.stdout is not None
+    assert [reader.stdout.readline() for _ in range(4)] == ["reading\n", "0\n", "1\n", "2\n"]
+    WATERMARK_INTRUSIONS[change](bus_dir / WATERMARK_NAME)  # while it waits at the end
+    out, err = reader.communicate(timeout=CHILD_TIMEOUT)
+    assert reader.returncode == 0, f"the reader died (status {reader.returncode}): {err}"
+    # A truncated slot reads as damaged; a deleted or replaced file leaves the reader the one it opened.
+    assert out == ("error CorruptionError watermark\n" if change == "truncated" else "end\n"), out
