@@ -340,6 +340,7 @@ class LogWriter:
         self._check_open()
         assert self._segment is not None and self._watermark is not None
         try:
+            self._watermark.check_in_place()
             self._segment.sync_data()
             self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
@@ -362,7 +363,7 @@ class LogWriter:
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""
         assert self._segment is not None and self._watermark is not None
-        self._watermark.check_in_place()  # also for a durability="never" writer, whose appends do not
+        self._watermark.check_in_place()
         old = self._segment
         old.seal(self._end)
         if self._standby is not None:
