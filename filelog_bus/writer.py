@@ -340,12 +340,20 @@ class LogWriter:
         self._check_open()
         assert self._segment is not None and self._watermark is not None
         try:
-            self._watermark.check_in_place()
+            self._check_in_place()
             self._segment.sync_data()
             self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
             self._stop(exc, "sync failed", self._segment.path)
         return self._end
+
+    def _check_in_place(self) -> None:
+        """BusFileChangedError if the bus directory or the watermark was deleted, replaced or truncated
+        under the writer: before it creates, renames or deletes files by name (a roll, retention,
+        repairs), which it must not do in another writer's bus created at the same path."""
+        assert self._lock is not None and self._watermark is not None
+        self._lock.check_held()
+        self._watermark.check_in_place()
 
     def _stop(self, exc: BaseException, what: str, path: str, offset: int | None = None) -> NoReturn:
         """Fail-stop: remember the failure, cut back a record that was not published, raise.
@@ -362,8 +370,8 @@ class LogWriter:
 
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""
-        assert self._segment is not None and self._watermark is not None
-        self._watermark.check_in_place()
+        assert self._segment is not None
+        self._check_in_place()
         old = self._segment
         old.seal(self._end)
         if self._standby is not None:
@@ -392,6 +400,7 @@ class LogWriter:
         interval = self.config.index_interval_bytes
         repaired: list[str] = []
         try:
+            self._check_in_place()
             self._before_first_write()
             for span in segment_spans(self._bases, self._end):
                 if span.base == self._segment.base:
@@ -443,6 +452,7 @@ class LogWriter:
         deleted: list[str] = []
         try:
             if doomed:
+                self._check_in_place()
                 self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one

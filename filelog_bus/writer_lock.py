@@ -29,7 +29,13 @@ from typing import IO
 import portalocker
 
 from filelog_bus import fs
-from filelog_bus.errors import BusLockedError
+from filelog_bus.errors import (
+    FILE_DELETED,
+    FILE_REPLACED,
+    MISSING_SEGMENTS,
+    BusFileChangedError,
+    BusLockedError,
+)
 from filelog_bus.layout import LOCK_NAME
 
 _RETRY_SECONDS = 0.05
@@ -39,7 +45,8 @@ _PROC_LOCKS = "/proc/locks"
 class WriterLock:
     """Both locks of one writer; ``close()`` releases them (the directory's last)."""
 
-    def __init__(self, directory_fd: int, lock_file: IO[str]) -> None:
+    def __init__(self, directory: str, directory_fd: int, lock_file: IO[str]) -> None:
+        self.directory = directory
         self._directory_fd = directory_fd
         self._lock_file: IO[str] | None = lock_file
 
@@ -68,7 +75,29 @@ class WriterLock:
         except BaseException:
             fs.close(directory_fd)
             raise
-        return cls(directory_fd, lock_file)
+        return cls(directory, directory_fd, lock_file)
+
+    def check_held(self) -> None:
+        """BusFileChangedError if the bus's path no longer names the directory this lock holds: the
+        bus was deleted (and maybe created again, by another writer) under this writer, which must
+        then create, rename or delete nothing by that path."""
+        held = os.fstat(self._directory_fd)
+        try:
+            named = os.stat(self.directory)
+        except FileNotFoundError:
+            change = FILE_DELETED
+        else:
+            if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                return
+            change = FILE_REPLACED
+        raise BusFileChangedError(
+            f"the bus directory was {change} under the writer (by another process: the writer never does it)",
+            path=self.directory,
+            change=change,
+            damage=MISSING_SEGMENTS,
+            advice="the writer stopped and writes nothing more there; what the bus held is gone with the "
+            "directory (see docs/RELIABILITY.md, 'What an operator may delete')",
+        )
 
     def close(self) -> None:
         """Release both locks. Idempotent; the directory's lock is released even if the other fails."""

@@ -14,6 +14,7 @@ Real processes, real files; no timing assertions (processes are sequenced throug
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -258,3 +259,42 @@ def test_watermark_changed_under_a_waiting_reader_process_never_kills_it(bus_dir
     assert reader.returncode == 0, f"the reader died (status {reader.returncode}): {err}"
     # A truncated slot reads as damaged; a deleted or replaced file leaves the reader the one it opened.
     assert out == ("error CorruptionError watermark\n" if change == "truncated" else "end\n"), out
+
+
+#: Opens a writer (small segments), appends 3 records, prints "holding" and waits for a line; then
+#: appends until a roll must create a segment, printing "stopped <type> <change>" when that raises.
+ROLLING_WRITER = """
+import sys
+from filelog_bus import LogWriter
+from filelog_bus.errors import FilelogBusError
+
+with LogWriter(sys.argv[1], segment_bytes=1024) as writer:
+    for i in range(3):
+        writer.append("first", b"%d" % i)
+    print("holding", flush=True)
+    sys.stdin.readline()
+    try:
+        for i in range(1000):
+            writer.append("first", bytes(100))
+        print("no error", flush=True)
+    except FilelogBusError as exc:
+        print("stopped", type(exc).__name__, getattr(exc, "change", None), flush=True)
+"""
+
+
+def test_a_writer_whose_bus_was_deleted_and_created_again_writes_nothing_into_the_new_bus(
+    bus_dir: Path,
+) -> None:
+    first = spawn_python(ROLLING_WRITER, str(bus_dir), stdin=subprocess.PIPE)
+    assert first.stdout is not None and first.stdout.readline() == "holding\n", first.communicate()
+    shutil.rmtree(bus_dir)
+    with LogWriter(bus_dir) as second:  # a new bus at the same path: its own directory, its own lock
+        second.append("second", b"mine")
+        out, err = first.communicate("go\n", timeout=CHILD_TIMEOUT)
+        second.append("second", b"still mine")
+    assert (first.returncode, out) == (0, "stopped BusFileChangedError replaced\n"), err
+    assert [(r.category, r.payload) for r in read_all(bus_dir)] == [
+        ("second", b"mine"),
+        ("second", b"still mine"),
+    ]
+    assert verify_bus(str(bus_dir)).healthy
