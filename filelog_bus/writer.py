@@ -349,8 +349,9 @@ class LogWriter:
 
     def _check_in_place(self) -> None:
         """BusFileChangedError if the bus directory or the watermark was deleted, replaced or truncated
-        under the writer: before it creates, renames or deletes files by name (a roll, retention,
-        repairs), which it must not do in another writer's bus created at the same path."""
+        under the writer. Checked before the writer creates, renames or deletes files by name (a
+        roll, retention, repairs), which it must not do in another writer's bus created at the same
+        path, and before ``sync()`` promises anything; not per append (see ``check_in_place``)."""
         assert self._lock is not None and self._watermark is not None
         self._lock.check_held()
         self._watermark.check_in_place()

@@ -114,10 +114,10 @@ class WriterLock:
                     fs.close(directory_fd)
 
     def __del__(self) -> None:
-        # Dropped without close() (with a LogWriter dropped open): release the bus, as the lock
-        # file's object does when it is dropped.
+        # Dropped without close() (with a LogWriter dropped open): closing the descriptor releases
+        # the bus, as dropping the lock file's object releases writer.lock.
         if self._directory_fd >= 0:
-            self.close()
+            os.close(self._directory_fd)
 
 
 def _wait_for(try_lock: Callable[[], object], deadline: float | None) -> bool:
