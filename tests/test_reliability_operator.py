@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fault_support import Fault, Interrupt, injected
 from reliability_support import (
     CHILD_TIMEOUT,
     Expected,
@@ -298,3 +299,24 @@ def test_a_writer_whose_bus_was_deleted_and_created_again_writes_nothing_into_th
         ("second", b"still mine"),
     ]
     assert verify_bus(str(bus_dir)).healthy
+
+
+def test_an_interrupt_at_any_close_of_a_writers_files_never_keeps_the_bus_locked(bus_dir: Path) -> None:
+    """Regression (found by the fault sweep): an interrupt landing before the close of the bus
+    directory's descriptor left the directory locked, and no writer could open the bus again."""
+
+    def open_and_append() -> LogWriter:
+        writer = LogWriter(bus_dir).open()
+        writer.append("c", b"x")
+        return writer
+
+    writer = open_and_append()
+    with injected(None) as log:
+        writer.close()
+    assert log.counts["close"] >= 3, "close() closes the segment, the watermark and the directory"
+    for nth in range(1, log.counts["close"] + 1):
+        writer = open_and_append()
+        with injected(Fault("close", nth, Interrupt)), pytest.raises(Interrupt):
+            writer.close()
+        with LogWriter(bus_dir, lock_timeout=0) as again:  # BusLockedError if the bus were left locked
+            again.append("c", b"after")
