@@ -88,7 +88,9 @@ def main() -> None:
     parser.add_argument("--change", type=Path, default=ROOT, help="the checkout measured (default: this one)")
     parser.add_argument("--rounds-never", type=int, default=21)
     parser.add_argument("--rounds-always", type=int, default=15)
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".benchwork", help="on the disk to measure")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/filelog-bench"), help="on the disk to measure"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
