@@ -3,10 +3,12 @@
 * One writer, whatever is deleted: with ``writer.lock`` deleted, replaced (by a file naming
   another pid) or truncated under a live writer, a second writer process is refused with
   BusLockedError naming the first, and the first goes on; a process holding writer.lock the
-  way older versions lock it keeps a new writer out too.
+  way older versions lock it keeps a new writer out too; a writer whose bus directory was
+  deleted and created again writes nothing into the new bus; an interrupt at any close of a
+  writer's files never keeps the bus locked.
 * No death by signal: the watermark truncated, removed or replaced under a writer process or a
-  reader process kills neither; the writer stops with a typed error at its next durable
-  publication, and the next writer's open repairs the bus.
+  reader process kills neither; the writer stops with a typed error (BusFileChangedError), and
+  the next writer's open repairs the bus.
 
 Real processes, real files; no timing assertions (processes are sequenced through their output).
 """
@@ -21,14 +23,7 @@ from pathlib import Path
 
 import pytest
 from fault_support import Fault, Interrupt, injected
-from reliability_support import (
-    CHILD_TIMEOUT,
-    Expected,
-    LineReader,
-    kill_and_collect,
-    read_all,
-    start_writer,
-)
+from reliability_support import CHILD_TIMEOUT, Expected, LineReader, hold_bus, read_all
 from support import run_python, spawn_python
 
 from filelog_bus import LogWriter
@@ -48,16 +43,6 @@ try:
 except BusLockedError as exc:
     print("BusLockedError", exc.holder, exc)
 """
-
-
-def hold_bus(bus: Path, count: int = 3) -> tuple[subprocess.Popen[bytes], LineReader]:
-    """A writer process that appended ``count`` records and now holds the bus, waiting for a line."""
-    holder = start_writer(bus, "holder", count=count, then="hold")
-    lines = LineReader(holder)
-    while (line := lines.readline()) and line != "holding\n":
-        pass
-    assert line == "holding\n", f"the holder could not open the bus: {kill_and_collect(holder, lines)}"
-    return holder, lines
 
 
 def release(holder: subprocess.Popen[bytes], lines: LineReader) -> str:
