@@ -164,6 +164,24 @@ class CorruptionError(FilelogBusError):
         self.damage = damage
 
 
+#: What happened to a file under a running process (``BusFileChangedError.change``).
+FILE_DELETED = "deleted"
+FILE_REPLACED = "replaced"
+FILE_TRUNCATED = "truncated"
+
+
+class BusFileChangedError(CorruptionError):
+    """A file the process holds open was deleted, replaced or truncated (or grown) by someone
+    else: an operator, a clean-up job. ``change`` says which (one of the ``FILE_*`` names above);
+    ``path`` is the file."""
+
+    def __init__(
+        self, reason: str, *, path: str, change: str, damage: str, advice: str | None = None
+    ) -> None:
+        super().__init__(reason, path=path, damage=damage, advice=advice)
+        self.change = change
+
+
 class UnsupportedFormatError(CorruptionError):
     """A file has a wrong magic number or a format version we cannot read."""
 
