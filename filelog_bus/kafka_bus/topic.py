@@ -33,6 +33,14 @@ from filelog_bus.kafka_bus.marks import Message, Outgoing, mark_of
 #: Kafka's own limit on a request (and Hermes's producer's ``max_request_size``): 1 MiB.
 DEFAULT_MAX_REQUEST_BYTES = 1048576
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: The longest --timeout: beyond an hour a broker that does not answer is down, not slow.
+MAX_TIMEOUT_SECONDS = 3600.0
+#: The smallest request that carries a marked message with a small event, with room to spare.
+MIN_REQUEST_BYTES = 1024
+#: Kafka's protocol carries a replication factor as a 16-bit signed integer.
+_MAX_REPLICATION_FACTOR = 32767
+#: kafka-python's default: a consumer's request timeout must stay below it.
+_DEFAULT_CONNECTIONS_MAX_IDLE_MS = 540_000
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PARTITION = 0
 #: The producer sends a batch when told to (flush), never on its own: one batch per request.
@@ -95,8 +103,15 @@ class KafkaTopic:
         self.bootstrap_servers = bootstrap_servers
         self.servers = parse_bootstrap_servers(bootstrap_servers)
         self.topic = check_topic_name(topic)
-        if not timeout >= 1:
-            raise ConfigError(f"the Kafka timeout must be at least 1 second, got {timeout!r}")
+        if not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"the Kafka timeout must be between 1 second and {MAX_TIMEOUT_SECONDS:g} seconds, got {timeout!r}"
+            )
+        if max_request_bytes < MIN_REQUEST_BYTES:
+            raise ConfigError(
+                f"the Kafka request size must be at least {MIN_REQUEST_BYTES} bytes, got {max_request_bytes}",
+                advice="give --max-request-size as large as the topic's max.message.bytes (Kafka's default: 1M)",
+            )
         self.timeout = float(timeout)
         self.max_request_bytes = max_request_bytes
         self._kafka = _kafka()
@@ -158,6 +173,12 @@ class KafkaTopic:
         TopicMismatchError, as is a topic with several partitions.
         """
         kafka = self._kafka
+        if not 1 <= replication_factor <= _MAX_REPLICATION_FACTOR:
+            raise ConfigError(
+                f"a Kafka replication factor is 1 to {_MAX_REPLICATION_FACTOR}, got {replication_factor}",
+                advice="give --replication-factor as many as the brokers that should hold the topic (e.g. 3)",
+            )
+        request_timeout_ms = int(self.timeout * 1000)
         with self._broker("connecting"):
             self._consumer = kafka.KafkaConsumer(
                 bootstrap_servers=self.servers,
@@ -165,8 +186,10 @@ class KafkaTopic:
                 enable_auto_commit=False,
                 auto_offset_reset="none",
                 allow_auto_create_topics=False,  # a broker would create one with its default partitions
-                request_timeout_ms=int(self.timeout * 1000),
-                api_version_auto_timeout_ms=int(self.timeout * 1000),
+                request_timeout_ms=request_timeout_ms,
+                # kafka-python refuses a request timeout that is not below it
+                connections_max_idle_ms=max(_DEFAULT_CONNECTIONS_MAX_IDLE_MS, request_timeout_ms + 60_000),
+                api_version_auto_timeout_ms=request_timeout_ms,
                 max_partition_fetch_bytes=max(self.max_request_bytes, 1048576),
             )
             partitions = self._consumer.partitions_for_topic(self.topic) or set()
