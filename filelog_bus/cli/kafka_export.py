@@ -118,7 +118,9 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
         args.bootstrap_server,
         args.topic,
         timeout=args.timeout,
-        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES if args.max_request_size is None else args.max_request_size,
+        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES
+        if args.max_request_size is None
+        else args.max_request_size,
     )
     bar = None if args.follow else progress_bar("kafka-export")
     with (
