@@ -6,9 +6,13 @@ import signal
 from pathlib import Path
 
 import pytest
-from kafka_support import Broker
+from kafka_support import Broker, topic_messages
 from test_cli_support import BUS, HANG_GUARD, SMALL, Lines, sample, start, write_bus
 from test_kafka_export import _wait_for_topic
+
+from filelog_bus import LogReader
+from filelog_bus.kafka_bus.export import BusExport
+from filelog_bus.kafka_bus.topic import KafkaTopic
 
 
 @pytest.mark.xfail(
@@ -46,3 +50,23 @@ def test_sigterm_just_after_a_broker_failure_of_a_follow_export_does_not_kill_it
 
     assert f"Kafka brokers {own_broker.bootstrap}" in error
     assert follower.returncode == 9
+
+
+def test_a_stop_asked_while_a_full_batch_is_sent_is_counted_in_the_summary(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    """run() asked should_stop() twice per batch: a stop that came between the two returned with the batch
+    sent and not acknowledged, left out of the summary the command prints."""
+    path = tmp_path / "bus"
+    write_bus(path, sample(200), **SMALL)
+    answers = iter([False])  # no at the first question, yes at every one after it
+
+    with LogReader(path) as reader, KafkaTopic(broker.bootstrap, topic, max_request_bytes=2048) as kafka:
+        kafka.open(create=True)
+        export = BusExport(reader, kafka)
+        summary = export.run(should_stop=lambda: next(answers, True))
+        held = topic_messages(broker.bootstrap, topic)
+
+    assert 0 < summary.records < 200
+    assert summary.records == len(held) and summary.kafka_offset == len(held)
+    assert summary.bus_offset == held[-1].mark.next_offset
