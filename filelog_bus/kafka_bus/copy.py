@@ -100,8 +100,11 @@ def check_message(reader: LogReader, topic: KafkaTopic, message: Message, begin:
 
 def read_copy(reader: LogReader, topic: KafkaTopic) -> Copy:
     """What the topic holds of the bus at ``reader``, after checking it came from this bus."""
-    begin, end = reader.begin_offset, reader.end_offset
     first_kafka, end_kafka, last = topic.true_end()
+    # the bus after the topic: a running export (the bridge) copies only records already on the bus,
+    # so every message found is before this end; the other way round, records appended and copied
+    # meanwhile would make the last message look past the bus's end (another bus's)
+    begin, end = reader.begin_offset, reader.end_offset
     first = None
     if last is not None:
         first = last if first_kafka == last.kafka_offset else topic.message_at(first_kafka)
