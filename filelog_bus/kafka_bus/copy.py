@@ -110,4 +110,15 @@ def read_copy(reader: LogReader, topic: KafkaTopic) -> Copy:
         first = last if first_kafka == last.kafka_offset else topic.message_at(first_kafka)
         for message in (first, last):
             check_message(reader, topic, message, begin, end)
+        assert first.mark is not None
+        if first.kafka_offset == 0 and first.mark.offset > begin:
+            # the bus's start only moves forward: when the topic's first message was written, the bus's
+            # records from `begin` to it were there already, and an export starts at the bus's start
+            raise _foreign(
+                topic,
+                first,
+                reader,
+                f"is the topic's first and copies bus offset {first.mark.offset}, but this bus holds records "
+                f"from offset {begin}, which the topic never had",
+            )
     return Copy(first, last, end_kafka, begin, end)
