@@ -179,7 +179,7 @@ def add_command(commands: Any) -> None:
         metavar="SECONDS",
         type=seconds_arg,
         default=30.0,
-        help="how long to wait for the brokers' answer; default 30 (e.g. --timeout 60)",
+        help="how long to wait for the brokers' answer, 1 to 3600; default 30 (e.g. --timeout 60)",
     )
     clients.add_argument(
         "--force",

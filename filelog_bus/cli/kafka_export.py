@@ -75,7 +75,7 @@ def add_command(commands: Any) -> None:
         metavar="BYTES",
         type=byte_count,
         default=None,
-        help="the most bytes one batch (one request) may carry; default 1M, Kafka's own default "
+        help="the most bytes one batch (one request) may carry; at least 1K, default 1M, Kafka's own default "
         "(e.g. --max-request-size 4M, with the topic's max.message.bytes as large)",
     )
     command.add_argument(
@@ -83,7 +83,7 @@ def add_command(commands: Any) -> None:
         metavar="SECONDS",
         type=seconds_arg,
         default=30.0,
-        help="how long to wait for the brokers' answer before failing; default 30 (e.g. --timeout 60)",
+        help="how long to wait for the brokers' answer before failing, 1 to 3600; default 30 (e.g. --timeout 60)",
     )
     command.set_defaults(handler=_kafka_export)
 
