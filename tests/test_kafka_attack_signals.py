@@ -55,8 +55,8 @@ def test_sigterm_just_after_a_broker_failure_of_a_follow_export_does_not_kill_it
 def test_a_stop_asked_while_a_full_batch_is_sent_is_counted_in_the_summary(
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
-    """run() asked should_stop() twice per batch: a stop that came between the two returned with the batch
-    sent and not acknowledged, left out of the summary the command prints."""
+    """A stop between two questions of should_stop() must not end run() with a batch sent and not
+    acknowledged, left out of the summary (found against the export that kept one batch in flight)."""
     path = tmp_path / "bus"
     write_bus(path, sample(200), **SMALL)
     answers = iter([False])  # no at the first question, yes at every one after it
