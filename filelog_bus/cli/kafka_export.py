@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -88,12 +86,14 @@ def add_command(commands: Any) -> None:
     command.set_defaults(handler=_kafka_export)
 
 
-@contextmanager
-def _stop_requests() -> Iterator[list[bool]]:
-    """The first SIGTERM or SIGINT asks the export to stop after the current batch; a second SIGINT
-    interrupts at once."""
+def _stop_requests() -> list[bool]:
+    """The first SIGTERM or SIGINT asks the export to stop after the current batch (the list's one
+    item becomes True); a second SIGINT interrupts at once.
+
+    The handlers stay until the process ends: closing the Kafka clients after a failure may take a
+    moment, and a SIGTERM then (systemd stopping a failed service) must not kill the process.
+    """
     requested = [False]
-    previous = {}
 
     def ask(signal_number: int, _frame: FrameType | None) -> None:
         if requested[0] and signal_number == signal.SIGINT:
@@ -101,12 +101,8 @@ def _stop_requests() -> Iterator[list[bool]]:
         requested[0] = True
 
     for signal_number in (signal.SIGTERM, signal.SIGINT):
-        previous[signal_number] = signal.signal(signal_number, ask)
-    try:
-        yield requested
-    finally:
-        for signal_number, handler in previous.items():
-            signal.signal(signal_number, handler)
+        signal.signal(signal_number, ask)
+    return requested
 
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
@@ -123,8 +119,8 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
         else args.max_request_size,
     )
     bar = None if args.follow else progress_bar("kafka-export")
+    stop = _stop_requests()
     with (
-        _stop_requests() as stop,
         topic,
         LogReader(args.path) as reader,
         one_export_at_a_time(args.path, args.topic),

@@ -137,9 +137,17 @@ class KafkaTopic:
             self._consumer = None
 
     def _close_producer(self) -> None:
-        """Drop the producer and whatever it still holds: a failed batch is never sent later."""
+        """Drop the producer and whatever it still holds: a failed batch is never sent later.
+
+        kafka-python's ``close`` flushes first and gives up, leaving the producer open, when a batch
+        is not acknowledged: its sender thread (private, the one use of it) is stopped first, which
+        fails what is left.
+        """
         producer, self._producer = self._producer, None
         if producer is not None:
+            with contextlib.suppress(Exception):
+                producer._sender.force_close()
+                producer._sender.join(self.timeout)
             with contextlib.suppress(Exception):
                 producer.close(timeout=0)
 
