@@ -9,11 +9,13 @@ to an append in progress, not to damage.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,7 +23,9 @@ from filelog_bus import fs
 from filelog_bus.errors import (
     DAMAGED_WATERMARK,
     SEGMENT_GAP,
+    BusPermissionError,
     CorruptionError,
+    FilelogBusError,
     NotABusError,
 )
 from filelog_bus.index import OFFSET_INDEX
@@ -29,6 +33,7 @@ from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     WATERMARK_NAME,
     holds_no_records,
+    parse_segment_name,
     segment_name,
 )
 from filelog_bus.problem import Problem
@@ -50,19 +55,24 @@ _ACTIVE_RECHECK_DELAY = 0.2
 def bus_state(path: str) -> str:
     """``"missing"`` (a writer may create it), ``"empty"`` (an empty directory) or ``"bus"``.
 
-    Raises NotABusError for anything a writer would refuse, without creating anything.
+    Raises NotABusError for anything a writer would refuse, without creating anything, and
+    BusPermissionError when the user may not look (not "missing": the path may well exist).
     """
-    if not os.path.exists(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise NotABusError(f"{path} does not exist, nor does its parent directory {parent}", path=path)
-        return "missing"
-    if not os.path.isdir(path):
-        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
-    names = set(os.listdir(path))
+    with permission_explained(path, "look at the bus"):
+        status = fs.stat_or_explain(path, "look at the bus")
+        if status is None:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not fs.is_directory(fs.stat_or_explain(parent, "look at the bus")):
+                raise NotABusError(
+                    f"{path} does not exist, nor does its parent directory {parent}", path=path
+                )
+            return "missing"
+        if not fs.is_directory(status):
+            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
+        names = set(os.listdir(path))
     if all(holds_no_records(name) for name in names):
         return "empty"  # as a writer sees it: it would create a bus here
-    if WATERMARK_NAME in names or list_segment_bases(path):
+    if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
         return "bus"
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     raise NotABusError(
@@ -116,14 +126,38 @@ def _spans(bases: list[int], watermark: int) -> list[_Span]:
     return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
 
 
-def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
-    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
-    if not os.path.isdir(path):
-        if os.path.exists(path):
+def _require_directory(path: str, purpose: str) -> None:
+    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look."""
+    status = fs.stat_or_explain(path, purpose)
+    if not fs.is_directory(status):
+        if status is not None:
             raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
         raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+
+
+def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
+    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
+    _require_directory(path, "read the bus")
     bases = list_segment_bases(path)
     return bases, _read_watermark(path)
+
+
+@contextmanager
+def permission_explained(path: str, purpose: str) -> Iterator[None]:
+    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
+    BusPermissionError that says what the user needs, as the reader's do."""
+    try:
+        yield
+    except PermissionError as exc:
+        if isinstance(exc, FilelogBusError):
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename else path
+        raise BusPermissionError(
+            f"permission denied reading {where} to {purpose}",
+            path=where,
+            advice=fs.READ_PERMISSION_ADVICE,
+            errno=exc.errno or errno.EACCES,
+        ) from None
 
 
 def _open_segment(path: str, base: int) -> LogSegment | None:
@@ -197,6 +231,11 @@ class BusStats:
 def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
+    with permission_explained(path, "take its statistics"):
+        return _bus_stats(path, progress)
+
+
+def _bus_stats(path: str, progress: Progress | None) -> BusStats:
     bases, watermark = _list_and_read_watermark(path)
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
@@ -315,8 +354,12 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        _list_and_read_watermark(path)  # raises the right NotABusError
+    with permission_explained(path, "verify it"):
+        return _verify_bus(path, progress)
+
+
+def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
+    _require_directory(path, "verify it")
     bases = list_segment_bases(path)
     problems: list[Problem] = []
     notes: list[str] = []
@@ -493,18 +536,19 @@ def plan_retention_now(
     keep_from: int | None = None,
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
-    bases, watermark = _list_and_read_watermark(path)
-    if not bases:
-        return RetentionPlan([], 0, watermark)
-    spans = segment_spans(bases, watermark)
-    doomed = plan_retention(
-        spans,
-        now=time.time() if now is None else now,
-        max_age_days=max_age_days,
-        max_bytes=max_bytes,
-        newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
-        keep_from=keep_from,
-    )
+    with permission_explained(path, "plan retention"):
+        bases, watermark = _list_and_read_watermark(path)
+        if not bases:
+            return RetentionPlan([], 0, watermark)
+        spans = segment_spans(bases, watermark)
+        doomed = plan_retention(
+            spans,
+            now=time.time() if now is None else now,
+            max_age_days=max_age_days,
+            max_bytes=max_bytes,
+            newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
+            keep_from=keep_from,
+        )
     return RetentionPlan(
         [segment_name(span.base) for span in doomed],
         sum(span.size for span in doomed),
