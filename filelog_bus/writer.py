@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
+import warnings
 from typing import IO, NoReturn
 
 import portalocker
@@ -141,6 +143,21 @@ class LogWriter:
         finally:
             # the lock file last: closing it releases the flock
             fs.close_all(segment, watermark, lock_file)
+
+    def __del__(self) -> None:
+        """A writer dropped while open: release its lock and files, and say so with a ResourceWarning,
+        as Python's own files do. No clean-close note: the next open recovers, as after a crash."""
+        if getattr(self, "_lock_file", None) is None and getattr(self, "_segment", None) is None:
+            return  # never opened, closed, or cut short in __init__
+        if sys.is_finalizing():
+            return  # the interpreter is exiting: the system releases the lock and files
+        warnings.warn(
+            f"unclosed LogWriter of {self.path}: close() it or use it in a with block",
+            ResourceWarning,
+            source=self,
+            stacklevel=2,
+        )
+        self._release()
 
     @property
     def failure(self) -> BaseException | None:
