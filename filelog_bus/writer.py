@@ -81,6 +81,8 @@ class LogWriter:
         self._bases: list[int] = []
         self._end = 0
         self._failure: BaseException | None = None
+        #: An interrupt that landed once an append was published: raised by the next call (see append).
+        self._held_interrupt: BaseException | None = None
         #: An encoder per category appended so far (the category is checked and packed once).
         self._encoders: dict[str, CategoryEncoder] = {}
         #: Appending past this offset needs ``_before_append`` first (a roll, the standby, ...).
@@ -115,7 +117,8 @@ class LogWriter:
     def close(self) -> None:
         """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent.
 
-        A stopped writer only releases its files and lock: the next open recovers the bus.
+        A stopped writer only releases its files and lock: the next open recovers the bus. An
+        interrupt held back by an append (see there) is raised once the writer is closed.
         """
         try:
             if self._segment is not None and self._watermark is not None and self._failure is None:
@@ -132,6 +135,9 @@ class LogWriter:
         finally:
             self._release()
             self._failure = None
+        held, self._held_interrupt = self._held_interrupt, None
+        if held is not None:
+            raise held
 
     def _release(self) -> None:
         """Close every file and release the lock, whatever state they are in."""
@@ -287,6 +293,9 @@ class LogWriter:
     # -- appending -------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._held_interrupt is not None:
+            held, self._held_interrupt = self._held_interrupt, None
+            raise held
         if self._failure is not None:
             raise BusClosedError(
                 f"the writer of {self.path} stopped after a failed write ({self._failure!r})",
@@ -310,8 +319,12 @@ class LogWriter:
         ``sync()``, a later append that is not deferred, or ``close()`` makes it durable and
         publishes it with everything before it. A crash before then may lose it, and any deferred
         record after it, never a record made durable before.
+
+        An interrupt (Ctrl-C, what a signal handler raises) that lands once the record is visible
+        to readers does not make the append fail: it returns the offset, and the writer's next
+        call raises the interrupt before it changes anything (Hermes would send the event again).
         """
-        if self._failure is not None or self._segment is None:
+        if self._failure is not None or self._segment is None or self._held_interrupt is not None:
             self._check_open()
         encoder = (
             self._encoders.get(category) if type(category) is str else None
@@ -349,8 +362,30 @@ class LogWriter:
                 return offset
             watermark.publish(self._end, self._sync_each_append, synced=sync)
         except BaseException as exc:
+            durable = self._sync_each_append  # (and synced: a record that is not deferred)
+            if not deferred and self._published_despite(exc, offset + size, durable, durable):
+                return offset
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
+
+    def _published_despite(self, exc: BaseException, end: int, durable: bool, synced: bool) -> bool:
+        """Whether ``exc``, an interrupt, landed once everything up to ``end`` was published: then
+        nothing failed, and the interrupt is held for the writer's next call (``_check_open``).
+
+        The publication is repeated (the same bytes again) so that the publisher's own record of it
+        is complete too. A failed call, or anything going wrong here, is a failure as before.
+        """
+        if fs.failed_call(exc) or self._end != end or self._watermark is None:
+            return False
+        try:
+            published = self._watermark.published()
+            if published is None or published.offset < end or (durable and not published.durable):
+                return False
+            self._watermark.publish(end, durable, synced=synced)
+        except BaseException:
+            return False  # (a second interrupt: the writer stops for the first one)
+        self._held_interrupt = exc
+        return True
 
     def _encoder_for(self, category: str) -> CategoryEncoder:
         """A new category's encoder (InvalidRecordError for a bad category), remembered."""
@@ -398,7 +433,8 @@ class LogWriter:
             self._segment.sync_data()
             self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
-            self._stop(exc, "sync failed", self._segment.path)
+            if not self._published_despite(exc, self._end, durable=True, synced=True):
+                self._stop(exc, "sync failed", self._segment.path)
         return self._end
 
     def _stop(self, exc: BaseException, what: str, path: str, offset: int | None = None) -> NoReturn:

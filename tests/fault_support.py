@@ -94,6 +94,29 @@ def injected(fault: Fault | None) -> Iterator[FaultLog]:
         yield log
 
 
+@contextmanager
+def raised_after(call: str, error: type[BaseException] = Interrupt) -> Iterator[list[int]]:
+    """Within the block, the next ``fs.<call>`` is made, then ``error`` is raised, as a signal
+    handler's exception landing right after it; yields a list that gets 1 when it fired."""
+    fired: list[int] = []
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        if name != call:
+            return original
+
+        def call_then_raise(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if not fired:
+                fired.append(1)
+                raise error(f"landed after fs.{name}")
+            return result
+
+        return call_then_raise
+
+    with seam_wrapped(wrap):
+        yield fired
+
+
 def count_calls(workload: Callable[[], object]) -> Counter[str]:
     """The seam calls ``workload()`` makes, by name (and "any" for all of them)."""
     with injected(None) as log:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import gc
 import os
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import Interrupt, seam_wrapped
+from fault_support import Interrupt, raised_after, seam_wrapped
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import verify_bus
-from filelog_bus.errors import BusClosedError
 
 
 def open_files_under(path: Path) -> list[str]:
@@ -112,3 +110,62 @@ def _failing(call: str) -> Callable[[str, Callable[..., Any]], Callable[..., Any
         return fail
 
     return wrap
+
+
+# -- an interrupt once the record is visible ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [Interrupt, KeyboardInterrupt])
+@pytest.mark.parametrize("durability", ["always", "never"])
+def test_an_interrupt_after_the_record_is_visible_does_not_fail_the_append(
+    bus_dir: Path, durability: str, error: type[BaseException]
+) -> None:
+    """Regression (issue 18): an interrupt landing once the record was published (readers could
+    read it, it was durable) made append raise and stopped the writer: the caller took the record
+    for lost and sent it again, a duplicate. Now append returns its offset; the writer's next call
+    raises the interrupt before it changes anything, and the writer goes on."""
+    with LogWriter(bus_dir, durability=durability, segment_bytes=1024) as writer:
+        writer.append("users", b"before")
+        with raised_after("store", error) as fired:
+            offset = writer.append("users", b"published")
+        assert fired and writer.failure is None
+        assert payloads(bus_dir) == [b"before", b"published"]  # visible, once
+        with pytest.raises(error):
+            writer.append("users", b"refused: the held interrupt comes first")
+        assert writer.failure is None and writer.end_offset > offset
+        assert payloads(bus_dir) == [b"before", b"published"]
+        writer.append("users", b"after")
+    assert payloads(bus_dir) == [b"before", b"published", b"after"]
+    assert verify_bus(bus_dir).healthy
+
+
+def test_an_interrupt_after_syncs_publication_is_raised_by_close_once_closed(bus_dir: Path) -> None:
+    """The same for sync() after deferred appends, and the interrupt held when no call follows but
+    close(): close() closes the writer (the lock is free) and then raises it."""
+    writer = LogWriter(bus_dir).open()
+    for i in range(3):
+        writer.append("initsync", f"deferred {i}".encode(), deferred=True)
+    with raised_after("store") as fired:
+        end = writer.sync()
+    assert fired and writer.failure is None
+    with LogReader(bus_dir) as reader:
+        assert [bytes(r.payload) for r in reader] == [b"deferred 0", b"deferred 1", b"deferred 2"]
+        assert reader.end_offset == end
+    with pytest.raises(Interrupt):
+        writer.close()
+    with LogWriter(bus_dir, lock_timeout=0) as again:
+        again.append("users", b"after")
+    assert payloads(bus_dir) == [b"deferred 0", b"deferred 1", b"deferred 2", b"after"]
+
+
+def test_an_interrupt_before_the_record_is_durable_still_fails_a_sync_of_a_never_writer(
+    bus_dir: Path,
+) -> None:
+    """A durability="never" writer publishes before it syncs: an interrupt landing in sync()'s
+    fdatasync is a failed sync (the records were visible, not durable), as before."""
+    writer = LogWriter(bus_dir, durability="never").open()
+    writer.append("users", b"visible, not durable")
+    with raised_after("fdatasync") as fired, pytest.raises(Interrupt):
+        writer.sync()
+    assert fired and isinstance(writer.failure, Interrupt)
+    writer.close()
