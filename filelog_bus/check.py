@@ -37,7 +37,8 @@ from filelog_bus.layout import (
     segment_name,
 )
 from filelog_bus.problem import Problem
-from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
+from filelog_bus.record import Record
+from filelog_bus.retention import plan_retention, read_latest_timestamp, segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
@@ -180,6 +181,83 @@ def _being_created(path: str, base: int) -> bool:
         fs.close(fd)
 
 
+# -- time going backwards ---------------------------------------------------------
+
+#: How many steps back stats and verify list one by one (all of them are counted).
+LISTED_STEPS_BACK = 5
+
+
+@dataclass(frozen=True)
+class StepBack:
+    """A record stamped earlier than the record before it on the bus: the clock went back."""
+
+    #: The segment file holding the record, its offset, and the offset of the record before it.
+    segment: str
+    offset: int
+    previous_offset: int
+    #: How much earlier than the record before it (seconds, > 0).
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"the record at offset {self.offset} ({self.segment}) is stamped {self.seconds:.6f} s earlier "
+            f"than the record before it (offset {self.previous_offset})"
+        )
+
+
+@dataclass(frozen=True)
+class StepsBack:
+    """Every step back of the stamps along the bus: how many, the first few, the largest."""
+
+    count: int = 0
+    listed: tuple[StepBack, ...] = ()
+    largest: StepBack | None = None
+
+    def notes(self) -> list[str]:
+        """What stats and verify print about them (nothing when the stamps never go back)."""
+        if not self.count:
+            return []
+        notes = [
+            f"time went backwards: {step.describe()}; nothing is lost (offsets give the order), and "
+            f"retention by age keeps it as long as the later-stamped record before it "
+            f"(see docs/RELIABILITY.md, 'Time going backwards')"
+            for step in self.listed
+        ]
+        if self.count > len(self.listed) and self.largest is not None:
+            notes.append(
+                f"time went backwards {self.count - len(self.listed)} more times; the largest step: "
+                f"{self.largest.describe()}"
+            )
+        return notes
+
+
+class _StepsBackFinder:
+    """Looks at the records in bus order (a record seen again, as by a re-check, is skipped)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.listed: list[StepBack] = []
+        self.largest: StepBack | None = None
+        self._previous: tuple[int, float] | None = None
+
+    def see(self, segment: str, record: Record) -> None:
+        previous = self._previous
+        if previous is not None and record.offset <= previous[0]:
+            return
+        self._previous = (record.offset, record.timestamp)
+        if previous is None or record.timestamp >= previous[1]:
+            return
+        step = StepBack(segment, record.offset, previous[0], previous[1] - record.timestamp)
+        self.count += 1
+        if len(self.listed) < LISTED_STEPS_BACK:
+            self.listed.append(step)
+        if self.largest is None or step.seconds > self.largest.seconds:
+            self.largest = step
+
+    def found(self) -> StepsBack:
+        return StepsBack(self.count, tuple(self.listed), self.largest)
+
+
 # -- stats -------------------------------------------------------------------------
 
 
@@ -226,6 +304,8 @@ class BusStats:
     oldest_time: float | None
     newest_offset: int | None
     newest_time: float | None
+    #: Records stamped earlier than the record before them (a clock stepped back).
+    steps_back: StepsBack = StepsBack()
 
 
 def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
@@ -242,6 +322,7 @@ def _bus_stats(path: str, progress: Progress | None) -> BusStats:
     done = 0
     segments: list[SegmentStats] = []
     categories: Counter[str] = Counter()
+    steps_back = _StepsBackFinder()
     for span in spans:
         if span.newest and span.end <= span.base and _being_created(path, span.base):
             segments.append(_empty_segment_stats(path, span.base))
@@ -252,9 +333,11 @@ def _bus_stats(path: str, progress: Progress | None) -> BusStats:
         try:
             end = min(span.end, segment.file_end())
             count, first, last = 0, None, None
+            name = segment_name(span.base)
             for item in segment.records(span.base, end):
                 count += 1
                 categories[item.category] += 1
+                steps_back.see(name, item)
                 if first is None:
                     first = item
                 last = item
@@ -296,6 +379,7 @@ def _bus_stats(path: str, progress: Progress | None) -> BusStats:
         oldest_time=oldest.first_time if oldest else None,
         newest_offset=newest.last_offset if newest else None,
         newest_time=newest.last_time if newest else None,
+        steps_back=steps_back.found(),
     )
 
 
@@ -335,8 +419,10 @@ class VerifyReport:
     checked_to: int | None
     problems: list[Problem]
     #: Things worth knowing that are not damage (an index the writer has not finished, a segment that
-    #: retention deleted while it was being checked).
+    #: retention deleted while it was being checked, stamps that go back).
     notes: list[str]
+    #: Records stamped earlier than the record before them (a clock stepped back).
+    steps_back: StepsBack = StepsBack()
 
     @property
     def healthy(self) -> bool:
@@ -390,12 +476,13 @@ def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
     total = sum(max(end, base) - base for base, end in zip(bases, ends, strict=True) if end is not None)
     done = 0
     records = checked_bytes = index_files = 0
+    steps_back = _StepsBackFinder()
     for i, base in enumerate(bases):
         active = i == len(bases) - 1
-        check = _check_segment(path, base, ends[i], active, progress, done, total, notes)
+        check = _check_segment(path, base, ends[i], active, progress, done, total, notes, steps_back)
         if check is not None and active and check.problems:
             time.sleep(_ACTIVE_RECHECK_DELAY)  # a writer opening the bus rewrites the tail of its indexes
-            check = _check_segment(path, base, ends[i], active, progress, done, total, [])
+            check = _check_segment(path, base, ends[i], active, progress, done, total, [], steps_back)
         if check is None:
             continue
         done += check.bytes
@@ -415,6 +502,8 @@ def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
         problems += _check_watermark(path, bases[-1], watermark)
     if progress is not None:
         progress(total, total)
+    found = steps_back.found()
+    notes += found.notes()
     return VerifyReport(
         path=path,
         segments=len(bases),
@@ -424,6 +513,7 @@ def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
         checked_to=watermark,
         problems=problems,
         notes=notes,
+        steps_back=found,
     )
 
 
@@ -436,6 +526,7 @@ def _check_segment(
     done: int,
     total: int,
     notes: list[str],
+    steps_back: _StepsBackFinder,
 ) -> SegmentCheck | None:
     """One segment's own check; None (with a note) when there is nothing to check."""
     name = segment_name(base)
@@ -455,6 +546,7 @@ def _check_segment(
             end,
             active=active,
             progress=None if progress is None else lambda done_here: progress(done + done_here, total),
+            on_record=lambda record: steps_back.see(name, record),
         )
     finally:
         segment.close()
@@ -525,6 +617,8 @@ class RetentionPlan:
     bytes: int
     #: The oldest offset left afterwards.
     begin_offset: int
+    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
+    note: str | None = None
 
 
 def plan_retention_now(
@@ -541,16 +635,19 @@ def plan_retention_now(
         if not bases:
             return RetentionPlan([], 0, watermark)
         spans = segment_spans(bases, watermark)
-        doomed = plan_retention(
+        doomed, future_stop = plan_retention(
             spans,
             now=time.time() if now is None else now,
             max_age_days=max_age_days,
             max_bytes=max_bytes,
-            newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
+            latest_timestamp=lambda span, at_least: read_latest_timestamp(
+                path, span.base, span.end, at_least
+            ),
             keep_from=keep_from,
         )
     return RetentionPlan(
         [segment_name(span.base) for span in doomed],
         sum(span.size for span in doomed),
         spans[len(doomed)].base,
+        None if future_stop is None else future_stop.note(segment_name(future_stop.base)),
     )

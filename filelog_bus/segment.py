@@ -572,8 +572,17 @@ class LogSegment:
 
     # -- checking ---------------------------------------------------------------------
 
-    def check(self, end: int | None, *, active: bool, progress: Progress | None = None) -> SegmentCheck:
+    def check(
+        self,
+        end: int | None,
+        *,
+        active: bool,
+        progress: Progress | None = None,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> SegmentCheck:
         """Check every record below ``end`` and each derived file against a rebuild. Never raises.
+
+        ``on_record`` sees every valid record read, in order (verify looks at their stamps).
 
         ``end`` None: the watermark is unknown, so an incomplete tail of the active segment
         may be an append in progress and is not reported.
@@ -594,6 +603,8 @@ class LogSegment:
             if first_damage is None and damage.found:
                 first_damage = damage.found[0].offset
             result.records += 1
+            if on_record is not None:
+                on_record(record)
             if first_damage is None:
                 for index in indexes:
                     if index.rebuild is not None:

@@ -39,13 +39,19 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, holds_no_records, parse_segment_name
+from filelog_bus.layout import (
+    LOCK_NAME,
+    WATERMARK_NAME,
+    holds_no_records,
+    parse_segment_name,
+    segment_name,
+)
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
     plan_retention,
-    read_newest_timestamp,
+    read_latest_timestamp,
     segment_spans,
 )
 from filelog_bus.segment import LogSegment, preallocated_size
@@ -88,6 +94,7 @@ class LogWriter:
         #: Appending past this offset needs ``_before_append`` first (a roll, the standby, ...).
         self._attention_at = 0
         self._standby: StandbyPreparer | None = None
+        self._retention_note: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -164,6 +171,12 @@ class LogWriter:
             stacklevel=2,
         )
         self._release()
+
+    @property
+    def retention_note(self) -> str | None:
+        """Why the last ``apply_retention`` stopped deleting by age at a segment stamped in the future
+        (the clock was ahead when it was written), or None."""
+        return self._retention_note
 
     @property
     def failure(self) -> BaseException | None:
@@ -511,24 +524,31 @@ class LogWriter:
     ) -> list[str]:
         """Delete closed segments beyond the age or size budget, oldest first; return their file names.
 
-        With ``keep_from``, the age budget spares segments holding offsets >= keep_from.
+        With ``keep_from``, the age budget spares segments holding offsets >= keep_from. Which
+        segments the age budget deletes when the clock went back: docs/RELIABILITY.md, "Time going
+        backwards"; ``retention_note`` then says where it stopped, and why.
         """
         self._check_open()
         check_policy(max_age_days, max_bytes)
         spans = segment_spans(self._bases, self._end)
+        self._retention_note = None
         try:
-            doomed = plan_retention(
+            doomed, future_stop = plan_retention(
                 spans,
                 now=time.time() if now is None else now,
                 max_age_days=max_age_days,
                 max_bytes=max_bytes,
-                newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
+                latest_timestamp=lambda span, at_least: read_latest_timestamp(
+                    self.path, span.base, span.end, at_least
+                ),
                 keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
             if not fs.failed_call(exc):
                 raise
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
+        if future_stop is not None:
+            self._retention_note = future_stop.note(segment_name(future_stop.base))
         deleted: list[str] = []
         try:
             if doomed:
