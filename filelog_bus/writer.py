@@ -415,12 +415,11 @@ class LogWriter:
         self._before_first_write()
         segment = self._segment
         assert segment is not None
-        segment_bytes = self.config.segment_bytes
-        if offset > segment.base and offset + size > segment.base + segment_bytes:
+        if offset > segment.base and offset + size > segment.base + segment.capacity:
             segment = self._roll()
-        self._attention_at = segment.base + segment_bytes  # the roll
+        self._attention_at = segment.base + segment.capacity  # the roll
         if self._standby is not None:
-            half_full = segment.base + segment_bytes // 2
+            half_full = segment.base + segment.capacity // 2
             if offset + size > half_full:
                 self._standby.start()
             else:

@@ -27,7 +27,12 @@ from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
 from filelog_bus.errors import BusWriteError, CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
-from filelog_bus.segment import DEFERRED_WRITE_BYTES, PREALLOCATION_STEP, list_segment_bases
+from filelog_bus.segment import (
+    DEFERRED_WRITE_BYTES,
+    FIRST_SEGMENT_BYTES,
+    PREALLOCATION_STEP,
+    list_segment_bases,
+)
 
 
 def logs(bus: Path) -> list[Path]:
@@ -59,12 +64,20 @@ def test_the_active_segment_is_preallocated_and_closed_segments_are_cut_to_their
 
 
 def test_a_new_segment_takes_its_full_size_and_larger_segments_grow_a_step_ahead(tmp_path: Path) -> None:
-    with LogWriter(tmp_path / "default") as writer:  # 64 MiB segments: the full size at creation
+    default = tmp_path / "default"
+    with LogWriter(default) as writer:  # 64 MiB segments: the full size at creation ...
         writer.append("c", b"x")
-        assert logs(tmp_path / "default")[-1].stat().st_size == FILE_HEADER_SIZE + 64 * 2**20
+        # ... but for the bus's first one, small so that a new bus opens fast
+        assert logs(default)[-1].stat().st_size == FILE_HEADER_SIZE + FIRST_SEGMENT_BYTES
+        while len(logs(default)) < 2:
+            writer.append("c", b"y" * 65536)
+        assert logs(default)[-1].stat().st_size == FILE_HEADER_SIZE + 64 * 2**20
+        assert logs(default)[0].stat().st_size <= FILE_HEADER_SIZE + FIRST_SEGMENT_BYTES
     bus = tmp_path / "large"
     with LogWriter(bus, segment_bytes=3 * PREALLOCATION_STEP, max_record_bytes=2**25) as writer:
+        writer.append("c", b"x" * FIRST_SEGMENT_BYTES)  # fills the first segment
         writer.append("c", b"x")
+        assert len(logs(bus)) == 2
         assert logs(bus)[-1].stat().st_size == FILE_HEADER_SIZE + PREALLOCATION_STEP
         payload = b"z" * (PREALLOCATION_STEP // 4)
         for _ in range(5):  # past the first step: the next one is allocated ahead
