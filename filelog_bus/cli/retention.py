@@ -107,7 +107,10 @@ def _sparing(prog: str, args: argparse.Namespace, policy: str) -> int:
         return locked_failure(prog, args.path, exc, args.wait, "retention")
     with writer:
         outcome = retention_sparing(writer, args.clients, max_age_days=args.days, max_bytes=args.bytes)
-    return _sparing_report(prog, outcome, policy, dry_run=False)
+        note = writer.retention_note
+    status = _sparing_report(prog, outcome, policy, dry_run=False)
+    _note(note)
+    return status
 
 
 def _sparing_report(prog: str, outcome: SparingOutcome, policy: str, *, dry_run: bool) -> int:
