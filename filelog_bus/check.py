@@ -59,7 +59,7 @@ def bus_state(path: str) -> str:
     Raises NotABusError for anything a writer would refuse, without creating anything, and
     BusPermissionError when the user may not look (not "missing": the path may well exist).
     """
-    with permission_explained(path, "look at the bus"):
+    with _permission_explained(path, "look at the bus"):
         status = fs.stat_or_explain(path, "look at the bus")
         if status is None:
             parent = os.path.dirname(os.path.abspath(path))
@@ -144,7 +144,7 @@ def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
 
 
 @contextmanager
-def permission_explained(path: str, purpose: str) -> Iterator[None]:
+def _permission_explained(path: str, purpose: str) -> Iterator[None]:
     """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
     BusPermissionError that says what the user needs, as the reader's do."""
     try:
@@ -311,7 +311,7 @@ class BusStats:
 def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
-    with permission_explained(path, "take its statistics"):
+    with _permission_explained(path, "take its statistics"):
         return _bus_stats(path, progress)
 
 
@@ -440,7 +440,7 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    with permission_explained(path, "verify it"):
+    with _permission_explained(path, "verify it"):
         return _verify_bus(path, progress)
 
 
@@ -630,7 +630,7 @@ def plan_retention_now(
     keep_from: int | None = None,
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
-    with permission_explained(path, "plan retention"):
+    with _permission_explained(path, "plan retention"):
         bases, watermark = _list_and_read_watermark(path)
         if not bases:
             return RetentionPlan([], 0, watermark)
@@ -649,5 +649,5 @@ def plan_retention_now(
         [segment_name(span.base) for span in doomed],
         sum(span.size for span in doomed),
         spans[len(doomed)].base,
-        None if future_stop is None else future_stop.note(segment_name(future_stop.base)),
+        None if future_stop is None else future_stop.note(),
     )

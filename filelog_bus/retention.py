@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
+from filelog_bus.layout import segment_name
 from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
@@ -65,10 +66,10 @@ class FutureStop:
         """When the age budget may delete it (and let the pass go on past it)."""
         return self.stamp + self.max_age_days * SECONDS_PER_DAY
 
-    def note(self, name: str) -> str:
+    def note(self) -> str:
         ahead = self.stamp - self.now
         return (
-            f"retention by age stopped at {name}: its latest record is stamped {_iso(self.stamp)}, "
+            f"retention by age stopped at {segment_name(self.base)}: its latest record is stamped {_iso(self.stamp)}, "
             f"{ahead:.3f} s in the future (the clock was ahead when it was written, or is behind now); "
             f"it and every segment after it are kept by age until {_iso(self.deletable_at)}, "
             f"the size budget still applies (see docs/RELIABILITY.md, 'Time going backwards')"

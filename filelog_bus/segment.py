@@ -128,8 +128,9 @@ class LogSegment:
         """Create the new active segment, durably, zero-filled to its size, with empty indexes.
 
         Its file is the standby when one is ready (filelog_bus/standby.py), else zero-filled
-        here (the first segment of a bus is small: ``segment_capacity``). The header is written and fsync'd under a temporary name first, so nobody ever
-        lists a segment without its header; linking refuses to replace an existing segment.
+        here (a bus's first segment is small: ``segment_capacity``). The header is written and
+        fsync'd under a temporary name first, so nobody ever lists a segment without its header;
+        linking refuses to replace an existing segment.
         """
         path = os.path.join(directory, segment_name(base))
         temporary = path + TEMPORARY_SUFFIX

@@ -39,13 +39,7 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import (
-    LOCK_NAME,
-    WATERMARK_NAME,
-    holds_no_records,
-    parse_segment_name,
-    segment_name,
-)
+from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, holds_no_records, parse_segment_name
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
@@ -547,7 +541,7 @@ class LogWriter:
                 raise
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         if future_stop is not None:
-            self._retention_note = future_stop.note(segment_name(future_stop.base))
+            self._retention_note = future_stop.note()
         deleted: list[str] = []
         try:
             if doomed:

@@ -10,15 +10,15 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import Interrupt, raised_after, seam_wrapped
+from fault_support import Fault, Interrupt, injected, raised_after
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import verify_bus
@@ -73,7 +73,7 @@ def test_a_writer_dropped_without_close_releases_its_lock_and_files_and_warns(
         writer.append("big", b"x" * (4 * 2**20 + 1))  # past half full: the standby is being prepared
         written.append(b"x" * (4 * 2**20 + 1))
     if state == "stopped":
-        with seam_wrapped(_failing("fdatasync")), pytest.raises(OSError):
+        with injected(Fault("fdatasync", 1, errno.EIO)), pytest.raises(OSError):
             writer.append("users", b"never acknowledged")
         assert writer.failure is not None
     assert open_files_under(bus_dir)
@@ -97,19 +97,6 @@ def test_a_closed_or_never_opened_writer_dropped_says_nothing(bus_dir: Path) -> 
     holder[0].append("users", b"x")
     holder[0].close()
     assert drop(holder) == []
-
-
-def _failing(call: str) -> Callable[[str, Callable[..., Any]], Callable[..., Any]]:
-    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        if name != call:
-            return original
-
-        def fail(*args: Any, **kwargs: Any) -> Any:
-            raise OSError(5, "injected EIO")
-
-        return fail
-
-    return wrap
 
 
 # -- an interrupt once the record is visible ----------------------------------------------------------
