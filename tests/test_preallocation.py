@@ -22,7 +22,7 @@ from fault_support import path_faults, seam_wrapped
 from reliability_support import read_all
 from support import spawn_python
 
-from filelog_bus import LogReader, LogWriter
+from filelog_bus import LogReader, LogWriter, segment
 from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
 from filelog_bus.errors import BusWriteError, CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
@@ -362,3 +362,24 @@ def test_deferred_records_go_in_batches_with_their_index_entries_and_a_failed_cl
     with LogWriter(bus):
         pass
     assert [r.offset for r in read_all(bus)] == [durable, *deferred]
+
+
+def test_a_bus_whose_first_segment_is_full_size_rolls_at_its_next_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bus written before first segments were small (its first segment zero-filled to the full
+    size and holding more than FIRST_SEGMENT_BYTES) opens as it is
+    and rolls at its next append; nothing is lost, verify is healthy."""
+    bus = tmp_path / "bus"
+    big = b"b" * 256 * 1024
+    with monkeypatch.context() as before:
+        before.setattr(segment, "FIRST_SEGMENT_BYTES", 8 * 2**20)
+        with LogWriter(bus, segment_bytes=8 * 2**20) as writer:
+            kept = [writer.append("c", big) for _ in range(6)]  # 1.5 MiB in the first segment
+    assert logs(bus)[0].stat().st_size == FILE_HEADER_SIZE + 8 * 2**20
+    with LogWriter(bus, segment_bytes=8 * 2**20) as writer:
+        kept.append(writer.append("c", b"rolls"))
+        kept.append(writer.append("c", b"after"))
+    assert [log.name for log in logs(bus)] == ["00000000000000000000.log", f"{kept[-2]:020d}.log"]
+    assert [r.offset for r in read_all(bus)] == kept
+    assert verify_bus(str(bus)).healthy
