@@ -113,9 +113,8 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
             if clients:
                 outcome = retention_sparing(writer, clients, max_age_days=max_age_days, max_bytes=max_bytes)
                 log_outcome(outcome, self._path, hermes_logger())
-                deleted = []
-            else:
-                deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes)
+                return
+            deleted = writer.apply_retention(max_age_days=max_age_days, max_bytes=max_bytes)
         except ConfigError as exc:
             raise ConfigError(exc.reason, advice=f"fix {_SETTINGS} in hermes-server's configuration") from exc
         except OSError as exc:

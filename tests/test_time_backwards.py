@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+from clients_support import write_cache
 from support import run_python
 
 from filelog_bus import LogReader, LogWriter, check
@@ -154,24 +156,32 @@ def test_retention_by_age_that_stops_at_a_segment_stamped_in_the_future_says_so(
     assert status == 0 and f"note: retention by age stopped at {future}:" in dry_run
     status, out, _ = cli("retention", str(bus_dir), "--days", "30")
     assert status == 0 and "nothing to delete" in out and f"note: retention by age stopped at {future}" in out
+    cache = write_cache(bus_dir.parent / "caches", "caught-up", compressed=False, nextoffset=offsets[-1] + 1)
+    for dry_run in (["--dry-run"], []):  # sparing a client's unread events: the same note
+        status, out, _ = cli("retention", str(bus_dir), "--days", "30", "--clients", str(cache), *dry_run)
+        assert status == 0 and f"note: retention by age stopped at {future}" in out, out
 
 
-def test_the_hermes_producer_logs_where_retention_by_age_stopped(bus_dir: Path) -> None:
+@pytest.mark.parametrize("sparing", [False, True], ids=["plain", "retention_clients"])
+def test_the_hermes_producer_logs_where_retention_by_age_stopped(bus_dir: Path, sparing: bool) -> None:
     now = time.time()
-    write(bus_dir, [now + 5 * DAY + i for i in range(10)] + [now + i for i in range(10)])
+    offsets = write(bus_dir, [now + 5 * DAY + i for i in range(10)] + [now + i for i in range(10)])
+    settings: dict[str, object] = {"path": str(bus_dir), "retention_in_days": 1, "segment_bytes": 1024}
+    if sparing:
+        cache = write_cache(bus_dir.parent / "caches", "client", compressed=False, nextoffset=offsets[-1] + 1)
+        settings["retention_clients"] = [str(cache)]
     script = """
-        import logging, sys
+        import json, logging, sys
         sys.path[:0] = sys.argv[2:4]
         import hermes_runtime
         from hermes_plugin import FilelogProducerPlugin
         logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(message)s")
         hermes_runtime.install_hermes_builtin("test", logging.getLogger("test"))
-        with FilelogProducerPlugin({"path": sys.argv[1], "retention_in_days": 1, "segment_bytes": 1024}):
+        with FilelogProducerPlugin(json.loads(sys.argv[1])):
             pass
     """
     root = Path(__file__).resolve().parent
-    result = run_python(script, str(bus_dir), str(root.parent), str(root / "hermes_standin"))
+    result = run_python(script, json.dumps(settings), str(root.parent), str(root / "hermes_standin"))
     assert result.returncode == 0, result.stderr
-    assert "WARNING filelog bus" in result.stdout and "retention by age stopped at" in result.stdout, (
-        result.stdout
-    )
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING filelog bus")]
+    assert len(warnings) == 1 and "retention by age stopped at" in warnings[0], result.stdout

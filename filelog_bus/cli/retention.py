@@ -107,10 +107,7 @@ def _sparing(prog: str, args: argparse.Namespace, policy: str) -> int:
         return locked_failure(prog, args.path, exc, args.wait, "retention")
     with writer:
         outcome = retention_sparing(writer, args.clients, max_age_days=args.days, max_bytes=args.bytes)
-        note = writer.retention_note
-    status = _sparing_report(prog, outcome, policy, dry_run=False)
-    _note(note)
-    return status
+    return _sparing_report(prog, outcome, policy, dry_run=False)
 
 
 def _sparing_report(prog: str, outcome: SparingOutcome, policy: str, *, dry_run: bool) -> int:
@@ -126,6 +123,7 @@ def _sparing_report(prog: str, outcome: SparingOutcome, policy: str, *, dry_run:
         write_line(f"warning: {expired_message(client)}")
     for loss in outcome.losses:
         write_line(f"{'would lose' if dry_run else 'lost'}: {loss}")
+    _note(outcome.note)
     return EXIT_ATTENTION if outcome.losses else EXIT_OK
 
 
