@@ -34,8 +34,8 @@ Deletes whole closed segments, oldest first: those whose records are all older t
 then more while the bus is bigger than --bytes. --days stops at the first segment holding a
 record that is not (after a clock stepped back, that keeps the records written since as long
 as a later-stamped one precedes them); a note says when it stops at a segment stamped in the
-future. The active segment is never deleted. Readers
-that were behind the deleted records get an error saying so. This needs the writer lock: while
+future. The active segment is never deleted. Readers that were behind the deleted records get
+an error saying so. This needs the writer lock: while
 a writer (the server) holds it, the command says so and exits with status {EXIT_LOCKED}; --wait
 waits for the lock (Hermes's server releases it between update loops), --dry-run needs no lock.
 

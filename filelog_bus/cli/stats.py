@@ -24,7 +24,8 @@ disk_bytes, categories (name -> count), begin_offset, end_offset, oldest_offset,
 oldest_iso, newest_offset, newest_time, newest_iso and segments (name, base, end, file_size,
 bytes, record_count, first_offset, last_offset, first_time, last_time, first_iso, last_iso,
 active) and steps_back (count, listed, largest: records stamped earlier than the record before
-them, each with segment, offset, previous_offset and seconds; a note line says so). Times are epoch seconds (*time_arg) and ISO 8601 UTC (*_iso).
+them, each with segment, offset, previous_offset and seconds; a note line says so). Times are
+epoch seconds (*time_arg) and ISO 8601 UTC (*_iso).
 
 {EXIT_STATUSES}"""
 
