@@ -119,8 +119,10 @@ class LogWriter:
         """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent.
 
         A stopped writer only releases its files and lock: the next open recovers the bus. An
-        interrupt held back by an append (see there) is raised once the writer is closed.
+        interrupt held back by an append (see there) is raised once the writer is closed (unless
+        closing failed: that error is raised instead).
         """
+        held, self._held_interrupt = self._held_interrupt, None
         try:
             if self._segment is not None and self._watermark is not None and self._failure is None:
                 try:
@@ -136,7 +138,6 @@ class LogWriter:
         finally:
             self._release()
             self._failure = None
-        held, self._held_interrupt = self._held_interrupt, None
         if held is not None:
             raise held
 
