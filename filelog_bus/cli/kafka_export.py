@@ -9,7 +9,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from filelog_bus.cli.args import byte_count, help_formatter, positive_int, seconds_arg
+from filelog_bus.cli.args import add_kafka_arguments, byte_count, help_formatter, positive_int
 from filelog_bus.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES
 from filelog_bus.cli.format import human_bytes, plural, write_line
 from filelog_bus.cli.progress import progress_bar
@@ -48,13 +48,7 @@ def add_command(commands: Any) -> None:
         formatter_class=help_formatter,
     )
     command.add_argument("path", metavar="BUS", help="the bus directory (e.g. /var/lib/hermes/bus)")
-    command.add_argument(
-        "--bootstrap-server",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        required=True,
-        help="Kafka brokers to connect to first (e.g. --bootstrap-server kafka1:9092)",
-    )
-    command.add_argument("--topic", required=True, help="the topic to copy into (e.g. --topic hermes)")
+    add_kafka_arguments(command, required=True, topic_help="the topic to copy into (e.g. --topic hermes)")
     command.add_argument(
         "--follow",
         action="store_true",
@@ -75,13 +69,6 @@ def add_command(commands: Any) -> None:
         default=None,
         help="the most bytes one batch (one request) may carry; at least 1K, default 1M, Kafka's own default "
         "(e.g. --max-request-size 4M, with the topic's max.message.bytes as large)",
-    )
-    command.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=seconds_arg,
-        default=30.0,
-        help="how long to wait for the brokers' answer before failing, 1 to 3600; default 30 (e.g. --timeout 60)",
     )
     command.set_defaults(handler=_kafka_export)
 
@@ -107,13 +94,13 @@ def _stop_requests() -> list[bool]:
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
     from filelog_bus.kafka_bus.export import BusExport, one_export_at_a_time
-    from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, KafkaTopic
+    from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
     from filelog_bus.reader import LogReader
 
     topic = KafkaTopic(
         args.bootstrap_server,
         args.topic,
-        timeout=args.timeout,
+        timeout=DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout,
         max_request_bytes=DEFAULT_MAX_REQUEST_BYTES
         if args.max_request_size is None
         else args.max_request_size,
