@@ -16,6 +16,7 @@ from filelog_bus.kafka_bus.topic import KafkaTopic
 
 # Found by the adversarial test: kafka-python's close() gave up on an unacknowledged batch and left
 # the producer open; its __del__ then waited a second with the default SIGTERM disposition back.
+# (And forcing its sender closed instead made kafka-python's own thread die with a traceback.)
 def test_sigterm_just_after_a_broker_failure_of_a_follow_export_does_not_kill_it_by_signal(
     tmp_path: Path, own_broker: Broker, topic: str
 ) -> None:

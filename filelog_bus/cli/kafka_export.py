@@ -77,8 +77,8 @@ def _stop_requests() -> list[bool]:
     """The first SIGTERM or SIGINT asks the export to stop after the current batch (the list's one
     item becomes True); a second SIGINT interrupts at once.
 
-    The handlers stay until the process ends: closing the Kafka clients after a failure may take a
-    moment, and a SIGTERM then (systemd stopping a failed service) must not kill the process.
+    The handlers stay while the Kafka clients close after a failure, which may take a moment: a
+    SIGTERM then (systemd stopping a failed service) must not kill the process.
     """
     requested = [False]
 
@@ -93,6 +93,18 @@ def _stop_requests() -> list[bool]:
 
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
+    stop = _stop_requests()
+    try:
+        return _export(args, stop)
+    finally:
+        # The export is over: the process only reports and exits now. Python puts the default
+        # dispositions back while it shuts down, so a SIGTERM in those last milliseconds (systemd
+        # stopping a service that just failed) would kill it: both are ignored from here on.
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, signal.SIG_IGN)
+
+
+def _export(args: argparse.Namespace, stop: list[bool]) -> int:
     from filelog_bus.kafka_bus.export import BusExport, one_export_at_a_time
     from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
     from filelog_bus.reader import LogReader
@@ -106,7 +118,6 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
         else args.max_request_size,
     )
     bar = None if args.follow else progress_bar("kafka-export")
-    stop = _stop_requests()
     with (
         topic,
         LogReader(args.path) as reader,

@@ -137,19 +137,21 @@ class KafkaTopic:
             self._consumer = None
 
     def _close_producer(self) -> None:
-        """Drop the producer and whatever it still holds: a failed batch is never sent later.
+        """Close the producer; after a failure, one that cannot finish is disarmed.
 
         kafka-python's ``close`` flushes first and gives up, leaving the producer open, when a batch
-        is not acknowledged: its sender thread (private, the one use of it) is stopped first, which
-        fails what is left.
+        is still unacknowledged; its finaliser then tries again when the process exits, and prints
+        its own failure. So the batch gets the timeout to finish (with no retries it fails or lands
+        by then), and a producer that still cannot close is marked closed (its private ``_closed``
+        flag, the one use of it): its daemon sender thread ends with the process. No batch follows a
+        failed one in this run, and a batch that lands late is found by the next run's check.
         """
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                producer._sender.force_close()
-                producer._sender.join(self.timeout)
-            with contextlib.suppress(Exception):
-                producer.close(timeout=0)
+            try:
+                producer.close(timeout=self.timeout)
+            except Exception:
+                producer._closed = True
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -361,7 +363,6 @@ class KafkaTopic:
                     delivery_timeout_ms=_NEVER_LINGER_MS + int(self.timeout * 2000),
                     batch_size=self.max_request_bytes,
                     max_request_size=self.max_request_bytes,
-                    buffer_memory=max(32 * 1048576, 4 * self.max_request_bytes),
                     request_timeout_ms=int(self.timeout * 1000),
                     api_version_auto_timeout_ms=int(self.timeout * 1000),
                     max_block_ms=int(self.timeout * 1000),
