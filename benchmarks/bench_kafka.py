@@ -29,7 +29,6 @@ the bus): SIGTERM to the follower, one more `kafka-export` run that copies what 
 from __future__ import annotations
 
 import argparse
-import gc
 import signal
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ from kafka_support import Broker, topic_messages  # noqa: E402
 from lib.datamodel.event import Event  # noqa: E402
 
 from filelog_bus import LogReader, LogWriter  # noqa: E402
-from filelog_bus.kafka_bus.export import BusExport  # noqa: E402
+from filelog_bus.kafka_bus.export import BusExport, collect_garbage_rarely  # noqa: E402
 from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Outgoing, outgoing  # noqa: E402
 from filelog_bus.kafka_bus.topic import KafkaTopic  # noqa: E402
 
@@ -155,8 +154,10 @@ def one_at_a_time_rate(bootstrap: str, topic: str, messages: list[Outgoing]) -> 
 
 
 def export_rate(bootstrap: str, topic: str, path: Path) -> float:
+    """The export as the command runs it (its garbage collection made rare)."""
     with KafkaTopic(bootstrap, topic) as kafka, LogReader(path) as reader:
         kafka.open(create=True)
+        collect_garbage_rarely()
         started = time.perf_counter()
         summary = BusExport(reader, kafka).run()
         elapsed = time.perf_counter() - started
@@ -233,14 +234,14 @@ def cutover_seconds(
 
 
 def role(kind: str, bootstrap: str, topic: str, path: str, count: str) -> None:
-    """One measurement in a process of its own, as the command runs: prints messages/s. What a
-    contender holds in memory (the bare producer's messages) is frozen out of the garbage collector's
-    scans, so that it costs nothing but the sends."""
+    """One measurement in a process of its own, as the command runs: prints messages/s. Every
+    contender collects garbage as rarely as the command does (``collect_garbage_rarely``, which
+    also takes what a producer holds in memory, its messages, out of the collector's scans)."""
     if kind == "export":
         print(export_rate(bootstrap, topic, Path(path)))
         return
     messages = messages_of(Path(path))[: int(count)]
-    gc.freeze()
+    collect_garbage_rarely()
     rate = {"bare": bare_producer_rate, "guarantee": batch_at_a_time_rate, "hermes": one_at_a_time_rate}[kind]
     print(rate(bootstrap, topic, messages))
 

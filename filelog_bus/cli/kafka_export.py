@@ -105,7 +105,7 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, stop: list[bool]) -> int:
-    from filelog_bus.kafka_bus.export import BusExport, one_export_at_a_time
+    from filelog_bus.kafka_bus.export import BusExport, collect_garbage_rarely, one_export_at_a_time
     from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
     from filelog_bus.reader import LogReader
 
@@ -138,6 +138,7 @@ def _export(args: argparse.Namespace, stop: list[bool]) -> int:
                 "before it, so the topic starts with the bus's first record still there"
             )
         sys.stdout.flush()  # a --follow service's log shows where it started at once
+        collect_garbage_rarely()
         try:
             summary = export.run(follow=args.follow, should_stop=lambda: stop[0])
         finally:

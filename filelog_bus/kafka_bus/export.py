@@ -14,6 +14,7 @@ topic, and the next run resumes right after its last message.
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import socket
@@ -91,11 +92,6 @@ class _Batch:
         #: Whether the next record did not fit (the bus holds more now).
         self.full = False
 
-    def add(self, record: Record, message: Outgoing, size: int) -> None:
-        self.records.append(record)
-        self.messages.append(message)
-        self.size += size
-
 
 class BusExport:
     """One run of the copy: ``run`` appends the records after ``resume`` in batches."""
@@ -146,28 +142,31 @@ class BusExport:
 
     def _read_batch(self) -> tuple[_Batch, FilelogBusError | None]:
         """The records on the bus now, up to one request's worth (``full`` when more wait), and the
-        error that stopped the reading, if one did."""
+        error that stopped the reading, if one did. (The export's inner loop: one record at a time.)"""
         batch = _Batch()
+        records, messages, limit = batch.records, batch.messages, self._batch_bytes
+        read_next = self.reader.read_next
         try:
             while True:
                 if self._held is None:
-                    self._held = self._next_message()
-                    if self._held is None:
+                    record = read_next()
+                    if record is None:
                         return batch, None
-                if batch.size + self._held[2] > self._batch_bytes:
+                    message = outgoing(record)
+                    self._held = record, message, self._checked_size(record, message)
+                record, message, size = self._held
+                if batch.size + size > limit:
                     batch.full = True
                     return batch, None
-                batch.add(*self._held)
+                records.append(record)
+                messages.append(message)
+                batch.size += size
                 self._held = None
         except FilelogBusError as exc:
             return batch, exc
 
-    def _next_message(self) -> tuple[Record, Outgoing, int] | None:
-        """The next record on the bus now, its message and the message's size; None at the end."""
-        record = self.reader.read_next()
-        if record is None:
-            return None
-        message = outgoing(record)
+    def _checked_size(self, record: Record, message: Outgoing) -> int:
+        """The message's size bound, or RecordTooLargeError when no batch can carry it."""
         size = message.size_bound()
         if size > self._batch_bytes:
             raise RecordTooLargeError(
@@ -178,7 +177,7 @@ class BusExport:
                 offset=record.offset,
                 advice="raise the topic's max.message.bytes and give --max-request-size to match",
             )
-        return record, message, size
+        return size
 
     def _append(self, batch: _Batch) -> None:
         """Send a batch, wait for its acknowledgement, and count it."""
@@ -210,6 +209,21 @@ class BusExport:
 
     def _overtaken(self) -> TopicMismatchError:
         return overtaken(self.topic, self.summary.bus_offset, self.reader.begin_offset)
+
+
+def collect_garbage_rarely() -> None:
+    """For a process whose work is the export (the command): fewer garbage collections.
+
+    The export allocates a few objects per record, and kafka-python a few more per message, nearly
+    all freed by reference counting. With the collector's defaults, its collections (one every 700
+    allocations, and now and then a scan of everything the process holds) took about an eighth of
+    the copy's time (benchmarks/RESULTS.md, "Kafka"). So what the process holds when the export
+    starts is moved out of the collector's scans, and a young collection comes every 100,000
+    allocations; cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 @contextmanager

@@ -67,10 +67,8 @@ class Outgoing(NamedTuple):
 
 def outgoing(record: Record) -> Outgoing:
     """The message for ``record``."""
-    headers = [
-        (OFFSET_HEADER, str(record.offset).encode("ascii")),
-        (NEXT_OFFSET_HEADER, str(record.next_offset).encode("ascii")),
-    ]
+    offset = record.offset
+    headers = [(OFFSET_HEADER, b"%d" % offset), (NEXT_OFFSET_HEADER, b"%d" % (offset + record.size))]
     return Outgoing(record.category.encode("utf-8"), record.payload, timestamp_ms(record.timestamp), headers)
 
 
