@@ -36,6 +36,7 @@ from filelog_bus.layout import (
     encode_file_header,
     encode_watermark,
 )
+from filelog_bus.wakeup import Waker
 
 #: A slot torn by a concurrent update is re-read; a slot still bad after this long is damage.
 _TORN_RETRY_SECONDS = 0.05
@@ -63,6 +64,7 @@ class WatermarkPublisher:
         self._holding_unsynced = False
         self._last = (0, True)
         self._mapping: mmap.mmap | None = None
+        self._waker: Waker | None = None
         #: A clean-close note was erased, and the erasure is not durable yet.
         self.erasure_pending = False
         if fs.stat_or_explain(self.path, "open the watermark") is None:
@@ -76,6 +78,7 @@ class WatermarkPublisher:
             if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
                 fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
             self._mapping = _shared_mapping(self.fd)
+            self._waker = Waker(self.fd)
         except BaseException:
             self.close()
             raise
@@ -103,6 +106,8 @@ class WatermarkPublisher:
             fs.store(self._mapping, self.fd, slot, FILE_HEADER_SIZE)
         else:
             fs.pwrite_all(self.fd, slot, FILE_HEADER_SIZE)
+        if self._waker is not None:
+            self._waker.published()  # readers waiting in wakeup.Waiter
         self._last = (offset, durable)
 
     def hold_unsynced(self) -> None:
@@ -150,6 +155,9 @@ class WatermarkPublisher:
         fs.pwrite_all(self.fd, encode_clean_close(note), CLEAN_CLOSE_POSITION)
 
     def close(self) -> None:
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close()
         mapping, self._mapping = self._mapping, None
         if mapping is not None:
             mapping.close()
