@@ -68,7 +68,8 @@ def test_racing_threads_see_every_record_without_a_re_check(
             follower.start()
         for i in range(count):
             writer.append("race", b"%d" % i)
-            gap = rng.choice((0, 0.0001, 0.0002, 0.0003, 0.0004, 0.005))  # within and beyond the coalescing interval
+            # gaps within the coalescing interval (unrung publications) and beyond it
+            gap = rng.choice((0, 0.0001, 0.0002, 0.0003, 0.0004, 0.005))
             if gap:
                 threading.Event().wait(gap)
         expected = [b"%d" % i for i in range(count)]
