@@ -78,7 +78,7 @@ class WatermarkPublisher:
             if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
                 fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
             self._mapping = _shared_mapping(self.fd)
-            self._waker = Waker(self.fd)
+            self._waker = Waker.open(self.fd)
         except BaseException:
             self.close()
             raise
