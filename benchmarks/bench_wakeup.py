@@ -8,7 +8,7 @@ Mechanisms, each measured in the same run:
   poll     the baseline: the writer wakes nobody; readers sleep-poll the watermark every 10 ms
            (LogReader's poll_interval), the Hermes consumer every 20 ms (its POLL_SECONDS);
   futex    the library: FUTEX_WAIT on the watermark page, FUTEX_WAKE after publishing, coalesced
-           to one per RING_INTERVAL (filelog_bus/wakeup.py);
+           by a ringer thread (filelog_bus/wakeup.py);
   inotify  a prototype of the alternative: the writer pwrites one byte into a doorbell file
            (outside the bus, coalesced in the same way), readers block on an inotify watch of it
            (inotify_simple); needs `pip install inotify_simple`, else its rows are skipped.
@@ -24,7 +24,6 @@ writer's rate with K tailing reader processes as a ratio of its solo rate, measu
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import mmap
 import os
@@ -85,36 +84,48 @@ def force_polling() -> None:
     wakeup._told.add(wakeup._missing)  # no log line
 
 
-class Doorbell:
-    """The inotify prototype's writer side: a coalesced one-byte pwrite after each append."""
+#: The inotify prototype coalesces as a first design of the futex waker did: a clock read per
+#: append, a ring when the last one is older than this, and readers that re-check every
+#: PROTOTYPE_WINDOW while the watermark moves (docs/WAKEUP.md).
+PROTOTYPE_INTERVAL = 0.001
+PROTOTYPE_WINDOW = 0.002
 
-    def __init__(self, path: Path) -> None:
+
+class Doorbell:
+    """The inotify prototype's writer side: a one-byte pwrite after appends, coalesced (or not)."""
+
+    def __init__(self, path: Path, every: bool) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.interval = 0.0 if every else PROTOTYPE_INTERVAL
         self._previous = self._rung_after = float("-inf")
 
     def published(self) -> None:
         now = time.monotonic()
-        if now - self._rung_after >= wakeup.RING_INTERVAL:
+        if now - self._rung_after >= self.interval:
             self._rung_after = self._previous
             os.pwrite(self.fd, b"\0", 0)
         self._previous = now
 
-    def close(self) -> None:
-        os.close(self.fd)
 
-
-def open_writer(mechanism: str, bus: Path, **settings: object) -> tuple[LogWriter, Callable[[], None]]:
-    """A writer for ``mechanism`` and what to call after each append (the prototype's ring)."""
+def open_writer(
+    mechanism: str, bus: Path, *, every: bool = False, **settings: object
+) -> tuple[LogWriter, Callable[[], None]]:
+    """A writer for ``mechanism`` and what to call after each append: nothing for the library's
+    own futex waker; with ``every``, a wake-up per append instead (no coalescing)."""
     writer = LogWriter(bus, **settings).open()  # type: ignore[arg-type]
     publisher = writer._watermark
     assert publisher is not None
-    if mechanism == "futex":
+    if mechanism == "futex" and not every:
         return writer, lambda: None
     waker, publisher._waker = publisher._waker, None  # wakes nobody, as before issue 18
     if waker is not None:
         waker.close()
     if mechanism == "inotify":
-        return writer, Doorbell(doorbell_path(bus)).published
+        return writer, Doorbell(doorbell_path(bus), every).published
+    if mechanism == "futex":
+        word = wakeup._map_word(publisher.fd)
+        assert word is not None
+        return writer, word.wake
     return writer, lambda: None
 
 
@@ -155,7 +166,7 @@ def _inotify_follow(bus: Path, start: int):  # type: ignore[no-untyped-def]
         now, end = time.monotonic(), reader.end_offset
         if end != seen:
             seen, moved_at = end, now
-        active_for = moved_at + wakeup.ACTIVE_WINDOW - now
+        active_for = moved_at + PROTOTYPE_WINDOW - now
         watch.read(timeout=1000 * (active_for if active_for > 0 else wakeup.RECHECK_SECONDS))
 
 
@@ -261,21 +272,21 @@ def cpu_seconds(pid: int) -> float:
 # -- measurements ---------------------------------------------------------------------------------------
 
 
-def fresh_bus(workdir: Path, name: str) -> Path:
+def fresh_bus(workdir: Path, name: str, *, empty: bool = False) -> Path:
+    """A new bus holding one record (none if ``empty``: what a Hermes consumer can decode)."""
     bus = workdir / name
     shutil.rmtree(bus, ignore_errors=True)
     doorbell_path(bus).unlink(missing_ok=True)
     doorbell_path(bus).touch()
     with LogWriter(bus, segment_bytes=8 * 2**20) as writer:
-        writer.append("init", b"-1 " + PAYLOAD)
+        if not empty:
+            writer.append("init", b"-1 " + PAYLOAD)
     return bus
 
 
 def append_rate(mechanism: str, bus: Path, durability: str, count: int, every: bool = False) -> float:
-    """Appends per second of one writer of ``mechanism`` (``every``: no coalescing, a wake per append)."""
-    saved = wakeup.RING_INTERVAL
-    wakeup.RING_INTERVAL = 0.0 if every else saved
-    writer, ring = open_writer(mechanism, bus, durability=durability, segment_bytes=256 * 2**20)
+    """Appends per second of one writer of ``mechanism`` (``every``: a wake-up per append)."""
+    writer, ring = open_writer(mechanism, bus, every=every, durability=durability, segment_bytes=256 * 2**20)
     try:
         start = time.perf_counter()
         for _ in range(count):
@@ -284,7 +295,6 @@ def append_rate(mechanism: str, bus: Path, durability: str, count: int, every: b
         return count / (time.perf_counter() - start)
     finally:
         writer.close()
-        wakeup.RING_INTERVAL = saved
 
 
 def bench_writer_cost(workdir: Path, settings: Settings) -> dict[str, list[float]]:
@@ -368,7 +378,7 @@ def futex_round_trips(workdir: Path, rounds: int) -> list[float]:
 
 def bench_idle(workdir: Path, kind: str, mechanism: str, seconds: float) -> float:
     """Percent of a core used by one idle waiting reader (or Hermes consumer) over ``seconds``."""
-    bus = fresh_bus(workdir, f"idle-{kind}-{mechanism}")
+    bus = fresh_bus(workdir, f"idle-{kind}-{mechanism}", empty=kind == "idle-hermes")
     process = role(kind, mechanism, bus)
     try:
         ready(process)

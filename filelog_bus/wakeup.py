@@ -27,18 +27,25 @@ import mmap
 import os
 import platform
 import sys
+import threading
 import time
+import weakref
 
 from filelog_bus.layout import FILE_HEADER_SIZE
 
-#: The writer wakes readers at most once per this many seconds.
+#: While it publishes without pause, the writer wakes readers at most once per this many
+#: seconds; with ``n`` readers woken last time, once per ``n * SECONDS_PER_READER`` (waking
+#: costs each reader a Python turn, 50-300 us of CPU); with none, twice as long as last time;
+#: never less often than MAX_RING_INTERVAL.
 RING_INTERVAL = 0.001
-#: After the watermark moved, a reader sleeps at most this long, until it stands still this long.
-ACTIVE_WINDOW = 2 * RING_INTERVAL
+SECONDS_PER_READER = 0.0005
+MAX_RING_INTERVAL = 0.1
 #: A reader whose watermark stands still re-checks it this often anyway.
-RECHECK_SECONDS = 0.25
+RECHECK_SECONDS = 0.8
 #: Changes a reader found only by re-checking, one after another, before it falls back to polling.
 SILENT_CHANGES_TO_FALL_BACK = 3
+#: An idle ringer thread checks this often whether its writer was dropped without close().
+_RINGER_IDLE_SECONDS = 60.0
 
 #: The futex word: the low 32 bits of the published offset (the watermark slot is little-endian).
 _WORD_POSITION = FILE_HEADER_SIZE
@@ -59,7 +66,6 @@ _SYS_FUTEX = {
     "i386": 240,
     "armv7l": 240,
 }
-_monotonic = time.monotonic
 _log = logging.getLogger("filelog_bus.wakeup")
 _told: set[str] = set()
 
@@ -135,9 +141,11 @@ class _MappedWord:
         self._page: int | None = address
         self._word = ctypes.c_void_p(address + _WORD_POSITION)
 
-    def wake(self) -> None:
-        """Wake every process waiting on the word (a failure only means nobody is woken)."""
-        self._futex.syscall(self._futex.number, self._word, _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
+    def wake(self) -> int:
+        """Wake every process waiting on the word; how many there were (a failure: none)."""
+        return max(
+            0, self._futex.syscall(self._futex.number, self._word, _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
+        )
 
     def wait(self, expected: int, seconds: float) -> bool:
         """Sleep while the word holds ``expected``, up to ``seconds``; True if a wake ended the sleep.
@@ -182,13 +190,13 @@ def _map_word(fd: int) -> _MappedWord | None:
 
 
 class Waker:
-    """Writer side: after each publication, wake the waiting readers, at most once per RING_INTERVAL.
+    """Writer side: wake the waiting readers after publications, coalesced.
 
-    A publication goes unrung only when its store came before ``rung_after + RING_INTERVAL``,
-    ``rung_after`` being the clock read after the publication before the last rung one (so,
-    before that one's store): a reader that saw the rung one's offset re-checks long enough to
-    see it (``Waiter.pause``). One clock read per publication: ``durability="never"`` appends
-    take under 3 microseconds.
+    The first publication after a quiet interval wakes them at once, in ``published``; the
+    ones that follow within the interval only set a flag, and a ringer thread wakes the readers
+    once per interval while that flag is set, then goes idle. Every publication is so followed
+    by a wake-up within one interval, whatever comes after it, and a ``durability="never"``
+    append pays a flag store and a test for it.
     """
 
     @classmethod
@@ -199,19 +207,92 @@ class Waker:
 
     def __init__(self, word: _MappedWord) -> None:
         self._word = word
-        self._previous = float("-inf")
-        self._rung_after = float("-inf")
+        #: A publication is waiting for the ringer's next wake-up.
+        self._pending = False
+        #: The ringer thread is idle (or not started): the next publication wakes the readers itself.
+        self._idle = True
+        self._interval = RING_INTERVAL
+        self._kick = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     def published(self) -> None:
-        """Call after every store of the watermark, with nothing in between."""
-        now = _monotonic()
-        if now - self._rung_after >= RING_INTERVAL:
-            self._rung_after = self._previous
-            self._word.wake()
-        self._previous = now
+        """Call after every store of the watermark (pending first, then idle: see ``_ring``)."""
+        self._pending = True
+        if self._idle:
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        self._idle = False
+        self._pending = False
+        self._ring(self._word.wake())
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=_ringer, args=(weakref.ref(self),), name="filelog-bus waker", daemon=True
+            )
+            self._thread.start()
+        self._kick.set()
+
+    def _ring(self, woken: int) -> None:
+        """Adapt the interval to the readers the last wake-up found waiting: longer with many
+        (each wake-up costs each of them a turn), doubling while none waits (a writer nobody
+        follows then hardly pays for the thread)."""
+        if woken:
+            self._interval = min(max(woken * SECONDS_PER_READER, RING_INTERVAL), MAX_RING_INTERVAL)
+        else:
+            self._interval = min(2 * self._interval, MAX_RING_INTERVAL)
 
     def close(self) -> None:
-        self._word.close()
+        """Stop the ringer, wake the readers for a last pending publication, unmap."""
+        self._closed = True
+        self._kick.set()
+        thread, self._thread = self._thread, None
+        try:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(1.0)
+        finally:
+            if self._pending:
+                self._pending = False
+                self._word.wake()
+            self._word.close()
+
+
+def _ringer(ref: weakref.ref[Waker]) -> None:
+    """The ringer thread: wait to be kicked, then wake the readers once per interval while
+    publications come, and go idle after an interval without one.
+
+    Going idle writes ``_idle`` then reads ``_pending``, where ``published`` writes ``_pending``
+    then reads ``_idle`` (sequentially consistent under the interpreter lock): either the
+    publication sees the ringer idle and wakes the readers itself, or the ringer sees it pending.
+    """
+    while True:
+        waker = ref()
+        if waker is None or waker._closed:
+            return
+        kick = waker._kick
+        del waker
+        kick.wait(_RINGER_IDLE_SECONDS)
+        kick.clear()
+        while True:
+            waker = ref()
+            if waker is None or waker._closed:
+                return
+            interval = waker._interval
+            del waker
+            kick.wait(interval)  # only close() sets it now
+            waker = ref()
+            if waker is None or waker._closed:
+                return
+            if waker._pending:
+                waker._pending = False
+                waker._ring(waker._word.wake())
+                del waker
+                continue
+            waker._idle = True
+            if not waker._pending:
+                break
+            waker._idle = False  # published meanwhile and saw the ringer busy: ring it next turn
+            del waker
 
 
 class Waiter:
@@ -221,7 +302,6 @@ class Waiter:
         self.poll_interval = poll_interval
         self._word = _map_word(fd)
         self._seen: int | None = None
-        self._moved_at = float("-inf")
         self._slept_idle = False
         #: Changes found only by an idle re-check, in a row (a wake that never came), and in all.
         self._silent_in_a_row = 0
@@ -235,21 +315,17 @@ class Waiter:
     def pause(self, offset: int, limit: float | None) -> None:
         """Sleep while the published offset is ``offset`` (what the caller just read), up to ``limit``
         seconds and the re-check bounds. The caller reads the watermark again after every pause."""
-        now = time.monotonic()
         if offset != self._seen:
             if self._seen is not None and self._slept_idle:
                 self._silent()
             elif self._seen is not None:
                 self._silent_in_a_row = 0
             self._seen = offset
-            self._moved_at = now
         word = self._word
         if word is None:
             time.sleep(self.poll_interval if limit is None else min(self.poll_interval, limit))
             return
-        active_for = self._moved_at + ACTIVE_WINDOW - now
-        bound = active_for if active_for > 0 else RECHECK_SECONDS
-        seconds = bound if limit is None else min(limit, bound)
+        seconds = RECHECK_SECONDS if limit is None else min(limit, RECHECK_SECONDS)
         try:
             woken = word.wait(futex_word(offset), seconds)
         except OSError as exc:
@@ -257,7 +333,7 @@ class Waiter:
             self.close()
             time.sleep(min(self.poll_interval, seconds))
             return
-        self._slept_idle = not woken and active_for <= 0 and seconds == bound
+        self._slept_idle = not woken and seconds == RECHECK_SECONDS
 
     def _silent(self) -> None:
         """The watermark moved without a wake: once is a writer killed before waking; a few in a row,
