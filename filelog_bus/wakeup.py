@@ -9,13 +9,15 @@ nothing (a read-only mount is fine), the kernel compares the word with what the 
 before it sleeps (no lost wake-up between the check and the sleep), and the reader never touches
 the mapping itself (a truncated file makes the wait fail with EFAULT, never a SIGBUS).
 
-Wakes are coalesced, so that a ``durability="never"`` writer pays a clock read per append and one
-system call per ``RING_INTERVAL``: a publication is left unrung only within ``RING_INTERVAL`` of
-a rung one, and a reader that has seen the watermark move sleeps at most ``ACTIVE_WINDOW``
-(>= RING_INTERVAL) until the watermark has stood still that long; see docs/WAKEUP.md for the
-proof. Otherwise a reader re-checks every ``RECHECK_SECONDS`` (a writer killed between its store
-and its wake, an older writer that never wakes), and falls back to sleep-polling, saying so once
-in the log, where the mechanism is missing (not Linux, no mapping) or stays silent.
+Wake-ups are coalesced (``Waker``): the first publication after a quiet interval wakes the
+readers at once; those that follow within the interval set a flag, and a ringer thread wakes
+the readers once per interval while it is set, so every publication is followed by a wake-up
+within one interval and a ``durability="never"`` append pays a flag store and a test. The
+interval adapts to how many readers the last wake-up found waiting. A reader re-checks every
+``RECHECK_SECONDS`` anyway (a writer killed between its store and its wake-up, an older
+writer that never wakes), and falls back to sleep-polling, saying so once in the log, where the
+mechanism is missing (not Linux, no mapping) or stays silent. Design and measurements:
+docs/WAKEUP.md.
 """
 
 from __future__ import annotations
