@@ -156,14 +156,16 @@ class WatermarkPublisher:
 
     def close(self) -> None:
         waker, self._waker = self._waker, None
-        if waker is not None:
-            waker.close()
-        mapping, self._mapping = self._mapping, None
-        if mapping is not None:
-            mapping.close()
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            fs.close(fd)
+        try:
+            if waker is not None:
+                waker.close()  # joins its thread: an interrupt may land there
+        finally:
+            mapping, self._mapping = self._mapping, None
+            if mapping is not None:
+                mapping.close()
+            if self.fd >= 0:
+                fd, self.fd = self.fd, -1
+                fs.close(fd)
 
 
 class WatermarkReader:
