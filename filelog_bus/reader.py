@@ -469,23 +469,32 @@ class LogReader:
         if watermark is None or now < self._check_bus_at:
             return
         self._check_bus_at = now + RECHECK_SECONDS
-        directory = _stat_or_none(self.path)
-        if directory is None or _identity(directory) != self._directory_id:
-            raise self._deleted(recreated=directory is not None)
-        current = _stat_or_none(watermark.path)
-        if current is not None and _identity(current) == _identity(os.fstat(watermark.fd)):
-            return
-        segment = self._segment
-        held = None if segment is None or segment.fd < 0 else _stat_or_none(segment.path)
-        if held is not None and segment is not None and _identity(held) == _identity(os.fstat(segment.fd)):
-            if current is not None:  # a writer rebuilt the watermark file: read the new one
-                self._close_watermark()
-                self._attach()
-            return  # (no watermark file: a live writer still publishes in the one this reader has open)
-        if current is None and not list_segment_bases(self.path):
-            raise self._deleted(recreated=False)
-        if current is not None:
-            raise self._deleted(recreated=True)
+        try:
+            directory = _stat_or_none(self.path)
+            if directory is None or _identity(directory) != self._directory_id:
+                raise self._deleted(recreated=directory is not None)
+            current = _stat_or_none(watermark.path)
+            if current is not None and _identity(current) == _identity(os.fstat(watermark.fd)):
+                return
+            segment = self._segment
+            held = None if segment is None or segment.fd < 0 else _stat_or_none(segment.path)
+            if (
+                held is not None
+                and segment is not None
+                and _identity(held) == _identity(os.fstat(segment.fd))
+            ):
+                if current is not None:  # a writer rebuilt the watermark file: read the new one
+                    self._close_watermark()
+                    self._attach()
+                return  # (no watermark file: a live writer still publishes in the one this reader has open)
+            if current is None and not list_segment_bases(self.path):
+                raise self._deleted(recreated=False)
+            if current is not None:
+                raise self._deleted(recreated=True)
+        except FileNotFoundError:  # the directory went while it was looked at
+            raise self._deleted(recreated=False) from None
+        except PermissionError:
+            return  # cannot tell; reading reports it, with advice
 
     def _deleted(self, *, recreated: bool) -> BusDeletedError:
         what = "deleted and created again" if recreated else "deleted"

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import spawn_python
 from test_cli_support import DUMP, HANG_GUARD, Lines, start
 
@@ -76,6 +78,27 @@ def test_racing_threads_see_every_record_without_a_re_check(
         for follower in followers:
             assert follower.finish() == expected
             assert follower.woken
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    gaps=st.lists(st.sampled_from([0.0, 0.0001, 0.0005, 0.0015, 0.004]), min_size=1, max_size=30),
+    durability=st.sampled_from(["always", "never"]),
+)
+def test_any_schedule_of_publications_reaches_a_waiting_reader_without_a_re_check(
+    gaps: list[float], durability: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Bursts, pauses shorter and longer than the coalescing interval, in any order."""
+    bus = tmp_path_factory.mktemp("schedule") / "bus"
+    with pytest.MonkeyPatch.context() as patch, LogWriter(bus, durability=durability) as writer:
+        patch.setattr(wakeup, "RECHECK_SECONDS", NO_RECHECK)
+        follower = Follower(bus, len(gaps))
+        follower.start()
+        for i, gap in enumerate(gaps):
+            if gap:
+                threading.Event().wait(gap)
+            writer.append("schedule", b"%d" % i)
+        assert follower.finish() == [b"%d" % i for i in range(len(gaps))]
 
 
 _WRITER = """
