@@ -35,13 +35,16 @@ import weakref
 
 from filelog_bus.layout import FILE_HEADER_SIZE
 
-#: While it publishes without pause, the writer wakes readers at most once per this many
-#: seconds; with ``n`` readers woken last time, once per ``n * SECONDS_PER_READER`` (waking
-#: costs each reader a Python turn, 50-300 us of CPU); with none, twice as long as last time;
-#: never less often than MAX_RING_INTERVAL.
+#: While it publishes without pause, the writer wakes readers at most once per RING_INTERVAL;
+#: with ``n`` readers woken last time, once per ``n * SECONDS_PER_READER``, up to
+#: MAX_RING_INTERVAL (a wake-up costs each reader a Python turn, 50-300 us of CPU, and the
+#: writer's durable appends need a core: the readers are kept to ~500 turns a second in all);
+#: with none, twice as long as last time, up to NOBODY_RING_INTERVAL (how long a reader that
+#: starts waiting in the middle of such a stream may wait for its first wake-up).
 RING_INTERVAL = 0.001
-SECONDS_PER_READER = 0.0005
-MAX_RING_INTERVAL = 0.1
+SECONDS_PER_READER = 0.002
+MAX_RING_INTERVAL = 0.4
+NOBODY_RING_INTERVAL = 0.05
 #: A reader whose watermark stands still re-checks it this often anyway.
 RECHECK_SECONDS = 0.8
 #: Changes a reader found only by re-checking, one after another, before it falls back to polling.
@@ -242,7 +245,7 @@ class Waker:
         if woken:
             self._interval = min(max(woken * SECONDS_PER_READER, RING_INTERVAL), MAX_RING_INTERVAL)
         else:
-            self._interval = min(2 * self._interval, MAX_RING_INTERVAL)
+            self._interval = min(2 * self._interval, NOBODY_RING_INTERVAL)
 
     def close(self) -> None:
         """Stop the ringer, wake the readers for a last pending publication, unmap."""
