@@ -126,7 +126,7 @@ def _futex() -> _Futex | None:
     return _binding
 
 
-def futex_word(offset: int) -> int:
+def _futex_word(offset: int) -> int:
     """The futex word for a published offset: its low 32 bits as the kernel reads them."""
     return int.from_bytes((offset & 0xFFFFFFFF).to_bytes(4, "little"), sys.byteorder)
 
@@ -222,7 +222,7 @@ class Waker:
         self._thread: threading.Thread | None = None
 
     def published(self) -> None:
-        """Call after every store of the watermark (pending first, then idle: see ``_ring``)."""
+        """Call after every store of the watermark (pending first, then idle: see ``_ringer``)."""
         self._pending = True
         if self._idle:
             self._wake_now()
@@ -232,10 +232,15 @@ class Waker:
         self._pending = False
         self._ring(self._word.wake())
         if self._thread is None:
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=_ringer, args=(weakref.ref(self),), name="filelog-bus waker", daemon=True
             )
-            self._thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had (a limit on threads or processes)
+                self._idle = True  # so every publication wakes the readers itself, uncoalesced
+                return
+            self._thread = thread
         self._kick.set()
 
     def _ring(self, woken: int) -> None:
@@ -284,7 +289,7 @@ def _ringer(ref: weakref.ref[Waker]) -> None:
                 return
             interval = waker._interval
             del waker
-            kick.wait(interval)  # only close() sets it now
+            kick.wait(interval)  # set by close() (or by a publication that raced the going idle)
             waker = ref()
             if waker is None or waker._closed:
                 return
@@ -308,9 +313,8 @@ class Waiter:
         self._word = _map_word(fd)
         self._seen: int | None = None
         self._slept_idle = False
-        #: Changes found only by an idle re-check, in a row (a wake that never came), and in all.
+        #: Changes found only by an idle re-check, in a row (a wake-up that never came).
         self._silent_in_a_row = 0
-        self.silent_changes = 0
 
     @property
     def polling(self) -> bool:
@@ -332,7 +336,7 @@ class Waiter:
             return
         seconds = RECHECK_SECONDS if limit is None else min(limit, RECHECK_SECONDS)
         try:
-            woken = word.wait(futex_word(offset), seconds)
+            woken = word.wait(_futex_word(offset), seconds)
         except OSError as exc:
             _say_once(f"cannot wait on the watermark file ({exc.strerror})")
             self.close()
@@ -343,7 +347,6 @@ class Waiter:
     def _silent(self) -> None:
         """The watermark moved without a wake: once is a writer killed before waking; a few in a row,
         a writer that does not wake (an older version) or a mapping that never sees its store."""
-        self.silent_changes += 1
         self._silent_in_a_row += 1
         if self._silent_in_a_row >= SILENT_CHANGES_TO_FALL_BACK and self._word is not None:
             _say_once("are not woken when the watermark moves (an older writer?)")
