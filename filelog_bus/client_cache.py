@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,8 +293,9 @@ def backup_name(path: str, now: float | None = None) -> str:
     return candidate
 
 
-def set_offsets(cache: ClientCache, offset: int, *, check_running: bool = True) -> str:
-    """Set the three offsets of a stopped client's cache to `offset`; return the backup's path.
+def set_offsets(cache: ClientCache, offsets: Mapping[str, int | None], *, check_running: bool = True) -> str:
+    """Set the offsets of a stopped client's cache (`offsets`: entry -> value, among OFFSET_KEYS);
+    return the backup's path.
 
     The file is rewritten as Hermes writes it (same compression, a temporary file renamed over
     it, same mode and owner), after a byte-for-byte backup. Every other cache entry is kept.
@@ -312,7 +313,7 @@ def set_offsets(cache: ClientCache, offset: int, *, check_running: bool = True) 
     before = _stat(cache.path)
     document = load_document(cache.path)
     parse_cache(cache.path, document)
-    document["content"].update(dict.fromkeys(OFFSET_KEYS, offset))
+    document["content"].update(offsets)
     backup = backup_name(cache.path)
     shutil.copy2(cache.path, backup)
     text = json.dumps(document, indent=4, ensure_ascii=False).encode("utf-8")

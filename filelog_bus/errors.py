@@ -176,6 +176,24 @@ class CorruptionError(FilelogBusError):
         self.damage = damage
 
 
+#: What happened to a file under a running process (``BusFileChangedError.change``).
+FILE_DELETED = "deleted"
+FILE_REPLACED = "replaced"
+FILE_TRUNCATED = "truncated"
+
+
+class BusFileChangedError(CorruptionError):
+    """A file the process holds open was deleted, replaced or truncated (or grown) by someone
+    else: an operator, a clean-up job. ``change`` says which (one of the ``FILE_*`` names above);
+    ``path`` is the file."""
+
+    def __init__(
+        self, reason: str, *, path: str, change: str, damage: str, advice: str | None = None
+    ) -> None:
+        super().__init__(reason, path=path, damage=damage, advice=advice)
+        self.change = change
+
+
 class UnsupportedFormatError(CorruptionError):
     """A file has a wrong magic number or a format version we cannot read."""
 
@@ -205,3 +223,80 @@ class OffsetOutOfRangeError(FilelogBusError, IndexError):
 
 class RecordsExpiredError(OffsetOutOfRangeError):
     """The reader's position was deleted by retention before it was read."""
+
+
+class KafkaError(FilelogBusError):
+    """The Kafka side of an export or a client migration failed.
+
+    ``bootstrap_servers`` and ``topic`` name the Kafka side (None where not known yet).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, offset=offset, advice=advice)
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+
+
+class KafkaMissingError(KafkaError):
+    """kafka-python, which the Kafka commands need, is not installed (an optional extra)."""
+
+
+class BrokerUnavailableError(KafkaError):
+    """The Kafka broker cannot be reached, or did not acknowledge a request in time."""
+
+
+class TopicMismatchError(KafkaError):
+    """The topic cannot hold this bus: several partitions, messages that did not come from this
+    bus, or a gap between what it holds and what the bus still has.
+
+    ``kafka_offset`` is the message concerned, when there is one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        kafka_offset: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, bootstrap_servers=bootstrap_servers, topic=topic, advice=advice)
+        self.kafka_offset = kafka_offset
+
+
+class ExportRunningError(KafkaError):
+    """Another export of the same bus into the same topic runs; ``holder`` is its pid (as text,
+    "unknown" when it cannot be told)."""
+
+    def __init__(self, reason: str, *, holder: str, topic: str, advice: str | None = None) -> None:
+        super().__init__(reason, topic=topic, advice=advice)
+        self.holder = holder
+
+
+class RecordTooLargeError(KafkaError):
+    """A record is larger than one Kafka request may carry (``offset`` says which)."""
+
+
+class ClientOffsetError(FilelogBusError):
+    """A hermes-client's bus offset has no counterpart in the topic, so it cannot be migrated.
+
+    ``path`` is the client's cache file, ``key`` the cache entry (``nextoffset`` ...), ``offset``
+    the bus offset it holds.
+    """
+
+    def __init__(self, reason: str, *, path: str, key: str, offset: int, advice: str | None = None) -> None:
+        super().__init__(reason, path=path, offset=offset, advice=advice)
+        self.key = key
+
+
+class NotExportedYetError(ClientOffsetError):
+    """The client's next event is on the bus but not in the topic yet: finish the export first."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import mmap
 import os
 import stat
 import tempfile
@@ -43,7 +42,6 @@ SEAM = (
     "replace",
     "unlink",
     "mkdir",
-    "store",
     "write_zeros",
 )
 
@@ -63,16 +61,6 @@ link = os.link
 replace = os.replace
 unlink = os.unlink
 mkdir = os.mkdir
-
-
-def store(mapping: mmap.mmap, fd: int, data: bytes, position: int) -> None:
-    """Write ``data`` at ``position`` of ``mapping``, a shared mapping of the file open as ``fd``.
-
-    No system call: the bytes land in the page cache like a pwrite's, without the kernel
-    entry and the mtime update (the watermark is published this way, after every durable
-    append). ``fd`` names the file for the seam's observers.
-    """
-    mapping[position : position + len(data)] = data
 
 
 def failed_call(exc: BaseException) -> TypeGuard[OSError]:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import IO, NoReturn
-
-import portalocker
+from typing import NoReturn
 
 from filelog_bus import fs
 from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
@@ -29,7 +27,6 @@ from filelog_bus.errors import (
     MISSING_SEGMENTS,
     BusClosedError,
     BusIOError,
-    BusLockedError,
     BusPermissionError,
     BusWriteError,
     CorruptionError,
@@ -37,7 +34,7 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME, holds_no_records, parse_segment_name
+from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
@@ -49,8 +46,8 @@ from filelog_bus.retention import (
 from filelog_bus.segment import LogSegment, preallocated_size
 from filelog_bus.standby import BACKGROUND_BYTES, StandbyPreparer
 from filelog_bus.watermark import WatermarkPublisher
+from filelog_bus.writer_lock import WriterLock
 
-_LOCK_RETRY_SECONDS = 0.05
 #: Categories whose encoder the writer remembers (Hermes uses a handful).
 _CACHED_CATEGORIES = 1024
 
@@ -73,7 +70,7 @@ class LogWriter:
             durability, segment_bytes, index_interval_bytes, max_record_bytes, lock_timeout
         )
         self._sync_each_append = durability == DURABILITY_ALWAYS
-        self._lock_file: IO[str] | None = None
+        self._lock: WriterLock | None = None
         self._segment: LogSegment | None = None
         self._watermark: WatermarkPublisher | None = None
         self._bases: list[int] = []
@@ -103,7 +100,7 @@ class LogWriter:
         try:
             self._prepare_directory()
             self._refuse_foreign_directory()
-            self._lock()
+            self._lock = WriterLock.acquire(self.path, self.config.lock_timeout)
             self._load()
         except BaseException as exc:
             self._release()
@@ -133,14 +130,13 @@ class LogWriter:
 
     def _release(self) -> None:
         """Close every file and release the lock, whatever state they are in."""
-        segment, watermark, lock_file = self._segment, self._watermark, self._lock_file
-        self._segment = self._watermark = self._lock_file = None
+        segment, watermark, lock = self._segment, self._watermark, self._lock
+        self._segment = self._watermark = self._lock = None
         try:
             if self._standby is not None:
                 self._standby.wait()  # no thread may write in a bus this writer no longer holds
         finally:
-            # the lock file last: closing it releases the flock
-            fs.close_all(segment, watermark, lock_file)
+            fs.close_all(segment, watermark, lock)  # the lock last
 
     @property
     def failure(self) -> BaseException | None:
@@ -202,40 +198,6 @@ class LogWriter:
                 path=self.path,
                 advice="give the bus an empty or new directory",
             )
-
-    def _lock(self) -> None:
-        lock_path = os.path.join(self.path, LOCK_NAME)
-        fd = fs.open_or_explain(lock_path, os.O_RDWR | os.O_CREAT)
-        lock_file = os.fdopen(fd, "r+", encoding="ascii")  # owns fd from here: closing it releases the lock
-        try:
-            self._acquire(lock_file, lock_path)
-            fs.ftruncate(fd, 0)
-            fs.pwrite_all(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        except BaseException:
-            lock_file.close()
-            raise
-        self._lock_file = lock_file
-
-    def _acquire(self, lock_file: IO[str], lock_path: str) -> None:
-        timeout = self.config.lock_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
-                return
-            except portalocker.LockException:
-                if deadline is not None and time.monotonic() >= deadline:
-                    holder = (
-                        os.pread(lock_file.fileno(), 64, 0).decode("ascii", "replace").strip() or "unknown"
-                    )
-                    raise BusLockedError(
-                        f"another writer (pid {holder}) holds the lock {lock_path} (waited {timeout} s)",
-                        lock_path=lock_path,
-                        holder=holder,
-                        advice="only one writer may append to a bus; stop the other writer, or wait for it "
-                        "(lock_timeout)",
-                    ) from None
-                time.sleep(_LOCK_RETRY_SECONDS)
 
     def _load(self) -> None:
         interval = self.config.index_interval_bytes
@@ -378,11 +340,21 @@ class LogWriter:
         self._check_open()
         assert self._segment is not None and self._watermark is not None
         try:
+            self._check_in_place()
             self._segment.sync_data()
             self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
             self._stop(exc, "sync failed", self._segment.path)
         return self._end
+
+    def _check_in_place(self) -> None:
+        """BusFileChangedError if the bus directory or the watermark was deleted, replaced or truncated
+        under the writer. Checked before the writer creates, renames or deletes files by name (a
+        roll, retention, repairs), which it must not do in another writer's bus created at the same
+        path, and before ``sync()`` promises anything; not per append (see ``check_in_place``)."""
+        assert self._lock is not None and self._watermark is not None
+        self._lock.check_held()
+        self._watermark.check_in_place()
 
     def _stop(self, exc: BaseException, what: str, path: str, offset: int | None = None) -> NoReturn:
         """Fail-stop: remember the failure, cut back a record that was not published, raise.
@@ -400,6 +372,7 @@ class LogWriter:
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""
         assert self._segment is not None
+        self._check_in_place()
         old = self._segment
         old.seal(self._end)
         if self._standby is not None:
@@ -428,6 +401,7 @@ class LogWriter:
         interval = self.config.index_interval_bytes
         repaired: list[str] = []
         try:
+            self._check_in_place()
             self._before_first_write()
             for span in segment_spans(self._bases, self._end):
                 if span.base == self._segment.base:
@@ -479,6 +453,7 @@ class LogWriter:
         deleted: list[str] = []
         try:
             if doomed:
+                self._check_in_place()
                 self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one

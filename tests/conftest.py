@@ -36,3 +36,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mount_point)], check=False).returncode:
             subprocess.run(["umount", "-l", str(mount_point)], check=False)  # still busy: detach it
+
+
+# The Kafka broker fixtures (a real tansu broker on a loopback port) for the Kafka road's tests.
+from kafka_support import broker, own_broker, topic  # noqa: E402, F401

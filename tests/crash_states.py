@@ -2,7 +2,7 @@
 
 A workload runs for real on a directory tree (the *root*, e.g. ``tmp/world`` holding
 ``bus/``) while :class:`Recorder` watches every call of the engine's I/O seam
-(``filelog_bus.fs``: open, close, write, pwrite, write_zeros, store (into a shared mapping), ftruncate,
+(``filelog_bus.fs``: open, close, write, pwrite, write_zeros, ftruncate,
 fallocate, fsync, fdatasync, link, replace, unlink, mkdir). It keeps a model of the root
 in step with the real one, and after each call a *checkpoint* of what is durable and what is not. :func:`crash_states`
 turns a checkpoint into the set of disk contents a power cut at that moment may leave,
@@ -443,14 +443,6 @@ class Recorder:
             self._after("write_zeros", self._describe_fd(fd), f"{written} bytes at {position}")
         return written
 
-    def _store(self, mapping: Any, fd: int, data: Any, position: int) -> None:
-        """A store into a shared mapping: for the model, a pwrite (page cache, not durable)."""
-        known = self._fd(fd)
-        self._originals["store"](mapping, fd, data, position)
-        if known is not None:
-            self.model.write(known[0], position, bytes(data))
-            self._after("store", self._describe_fd(fd), f"{len(data)} bytes at {position}")
-
     def _ftruncate(self, fd: int, size: int) -> None:
         known = self._fd(fd)
         self._originals["ftruncate"](fd, size)
@@ -547,7 +539,6 @@ class Recorder:
             "unlink": self._unlink,
             "mkdir": self._mkdir,
             "fallocate": self._fallocate,
-            "store": self._store,
             "write_zeros": self._write_zeros,
         }
         unknown = set(fs.SEAM) - set(wrappers)

@@ -136,8 +136,6 @@ def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
                 path: str | None = os.fspath(args[0])
             elif name in ("link", "replace"):
                 path = os.fspath(args[1])
-            elif name == "store":
-                path = paths.get(args[1])  # store(mapping, fd, data, position)
             else:
                 path = paths.get(args[0])
             if not fired:

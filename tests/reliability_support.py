@@ -132,6 +132,16 @@ def start_writer(
     )
 
 
+def hold_bus(bus: Path | str, count: int = 3) -> tuple[subprocess.Popen[bytes], LineReader]:
+    """A WRITER_CHILD that appended ``count`` records and now holds the bus, waiting for a line."""
+    holder = start_writer(bus, "holder", count=count, then="hold")
+    lines = LineReader(holder)
+    while (line := lines.readline()) and line != "holding\n":
+        pass
+    assert line == "holding\n", f"the holder could not open the bus: {kill_and_collect(holder, lines)}"
+    return holder, lines
+
+
 def write_then_kill(bus: Path | str, tag: str, count: int, **options: object) -> list[tuple[int, int]]:
     """Have a writer process append ``count`` records, then SIGKILL it while it holds the bus."""
     process = start_writer(bus, tag, count=count, then="hold", **options)  # type: ignore[arg-type]

@@ -625,8 +625,6 @@ def trace_calls(workload: Callable[[], object]) -> list[SeamCall]:
                 target = " -> ".join(paths)
             elif args and isinstance(args[0], int):
                 target = names.get(args[0], "")
-            elif name == "store":  # store(mapping, fd, data, position)
-                target = names.get(args[1], "")
             else:
                 target = ""
             flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)

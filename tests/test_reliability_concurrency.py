@@ -23,11 +23,11 @@ from reliability_support import (
     Expected,
     LineReader,
     assert_contiguous,
+    hold_bus,
     kill_and_collect,
     read_all,
     segment_base,
     segment_paths,
-    start_writer,
 )
 from support import run_python, spawn_python
 
@@ -108,16 +108,6 @@ print("trying", flush=True)
 with LogWriter(sys.argv[1], lock_timeout=60) as writer:
     print("appended", writer.append("patient", b"after the holder"), flush=True)
 """
-
-
-def hold_bus(bus: Path, count: int = 3) -> tuple[subprocess.Popen[bytes], LineReader]:
-    """A writer process that appended ``count`` records and now holds the lock."""
-    holder = start_writer(bus, "holder", count=count, then="hold")
-    lines = LineReader(holder)
-    while (line := lines.readline()) and line != "holding\n":
-        pass
-    assert line == "holding\n", "the holder could not open the bus"
-    return holder, lines
 
 
 def test_waiter_whose_lock_timeout_expires_gets_a_clear_bus_locked_error(bus_dir: Path) -> None:

@@ -163,11 +163,16 @@ def count_arg(text: str) -> int:
 
 
 def target_offset_arg(text: str) -> int | str:
-    """--set-offsets: "start", "end" or an offset >= 0."""
-    if text in ("start", "end"):
+    """--set-offsets: "start", "end", "kafka", "from-kafka" or an offset >= 0."""
+    if text in ("start", "end", "kafka", "from-kafka"):
         return text
     return _checked(
-        text, int, "offset", "start, end or an offset such as 0", lambda value: value >= 0, "offsets are >= 0"
+        text,
+        int,
+        "offset",
+        "start, end, kafka or an offset such as 0",
+        lambda value: value >= 0,
+        "offsets are >= 0",
     )
 
 

@@ -20,6 +20,7 @@ from filelog_bus.cli.args import (
     days_arg,
     duration_arg,
     help_formatter,
+    seconds_arg,
     target_offset_arg,
 )
 from filelog_bus.cli.exits import (
@@ -27,6 +28,7 @@ from filelog_bus.cli.exits import (
     EXIT_BAD_CACHE,
     EXIT_BUSY,
     EXIT_OK,
+    EXIT_OUT_OF_RANGE,
     EXIT_STATUSES,
     EXIT_USAGE,
     NAGIOS_CRITICAL,
@@ -37,7 +39,7 @@ from filelog_bus.cli.exits import (
 from filelog_bus.cli.format import format_time, printable, table_lines, write_line
 from filelog_bus.cli.prometheus import render, write_textfile
 from filelog_bus.cli.run import fail
-from filelog_bus.client_cache import ClientCache, describe, find_clients, set_offsets
+from filelog_bus.client_cache import OFFSET_KEYS, ClientCache, describe, find_clients, set_offsets
 from filelog_bus.clients import (
     CRITICAL_STATES,
     OK,
@@ -80,7 +82,15 @@ unreadable), {NAGIOS_UNKNOWN} UNKNOWN (the bus cannot be read).
 
 --set-offsets start|end|OFFSET sets initstartoffset, initstopoffset and nextoffset of every
 named client to the first offset of BUS (start; 0 for a bus not created yet), its end offset
-(end), or OFFSET as given (for another bus, such as a new Kafka topic: 0). The client must be
+(end), or OFFSET as given (for another bus).
+--set-offsets kafka --bootstrap-server HOST:PORT --topic TOPIC translates each of the three to
+the Kafka offset of the same event in TOPIC, which filelog-bus kafka-export filled from BUS: each
+client then goes on from Kafka at its next unread event (an unset offset stays unset). Every
+client is checked before any file is written: one whose next event is not in the topic yet
+(exit status {EXIT_OUT_OF_RANGE}: finish the export first), whose events were deleted before the export, or
+whose offsets are not on BUS, is refused, and nothing is written.
+--set-offsets from-kafka (same options) is the way back, while hermes-server still writes BUS:
+each Kafka offset becomes the bus offset of the record its message copies. The client must be
 stopped: a process whose command line names the client is refused (exit status {EXIT_BUSY}; --force
 overrides). Each file is first copied to FILE.bak-<UTC time>, then replaced in one step,
 compressed as before, with its mode and owner. A cache that cannot be read changes nothing
@@ -154,8 +164,22 @@ def add_command(commands: Any) -> None:
         "--set-offsets",
         metavar="WHERE",
         type=target_offset_arg,
-        help="set the three offsets of each (stopped) client to start, end or OFFSET, keeping a backup "
-        "(e.g. --set-offsets start)",
+        help="set the three offsets of each (stopped) client to start, end or OFFSET, or translate them "
+        "to the topic kafka-export filled (kafka) or back (from-kafka), keeping a backup (e.g. --set-offsets start)",
+    )
+    kafka = clients.add_argument_group("with --set-offsets kafka or from-kafka")
+    kafka.add_argument(
+        "--bootstrap-server",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the Kafka brokers (e.g. --bootstrap-server kafka1:9092)",
+    )
+    kafka.add_argument("--topic", help="the topic kafka-export filled from BUS (e.g. --topic hermes)")
+    kafka.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=seconds_arg,
+        default=30.0,
+        help="how long to wait for the brokers' answer, 1 to 3600; default 30 (e.g. --timeout 60)",
     )
     clients.add_argument(
         "--force",
@@ -165,9 +189,22 @@ def add_command(commands: Any) -> None:
     clients.set_defaults(handler=_clients)
 
 
+#: --set-offsets values that read a Kafka topic: to it, and back from it.
+_KAFKA_WAYS = ("kafka", "from-kafka")
+
+
 def _clients(prog: str, args: argparse.Namespace) -> int:
     if args.force and args.set_offsets is None:
         return fail(prog, "--force only applies to --set-offsets", EXIT_USAGE)
+    kafka = args.set_offsets in _KAFKA_WAYS
+    if kafka and not (args.bootstrap_server and args.topic):
+        return fail(
+            prog, f"--set-offsets {args.set_offsets} needs --bootstrap-server and --topic", EXIT_USAGE
+        )
+    if not kafka and (args.bootstrap_server or args.topic):
+        return fail(
+            prog, "--bootstrap-server and --topic only apply to --set-offsets kafka or from-kafka", EXIT_USAGE
+        )
     if args.set_offsets is not None:
         return _set_offsets(prog, args)
     thresholds = Thresholds(
@@ -306,14 +343,41 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
     found = find_clients(args.caches)
     if found.errors:
         return fail(prog, f"nothing was changed: {found.errors[0]}", EXIT_BAD_CACHE)
-    target, why = _target(args.path, args.set_offsets)
-    for note in [*found.notes, *([why] if why else [])]:
+    if args.set_offsets in _KAFKA_WAYS:
+        planned, notes = _kafka_offsets(args, found.clients), found.notes
+    else:
+        target, why = _target(args.path, args.set_offsets)
+        planned = [(cache, dict.fromkeys(OFFSET_KEYS, target)) for cache in found.clients]
+        notes = [*found.notes, *([why] if why else [])]
+    for note in notes:
         write_line(f"note: {note}")
-    for cache in found.clients:
-        backup = set_offsets(cache, target, check_running=not args.force)
+    for cache, offsets in planned:
         old = describe([cache.initstartoffset, cache.initstopoffset, cache.nextoffset])
-        write_line(f"{cache.appname} ({cache.path}): was {old}; now all three {target}; backup {backup}")
+        if list(offsets.values()) == [cache.initstartoffset, cache.initstopoffset, cache.nextoffset]:
+            write_line(f"{cache.appname} ({cache.path}): {old}; unchanged")
+            continue
+        backup = set_offsets(cache, offsets, check_running=not args.force)
+        values = set(offsets.values())
+        new = f"all three {values.pop()}" if len(values) == 1 else describe(list(offsets.values()))
+        where = f" (Kafka offsets in {args.topic})" if args.set_offsets == "kafka" else ""
+        write_line(f"{cache.appname} ({cache.path}): was {old}; now {new}{where}; backup {backup}")
     return EXIT_OK
+
+
+def _kafka_offsets(
+    args: argparse.Namespace, caches: list[ClientCache]
+) -> list[tuple[ClientCache, dict[str, int | None]]]:
+    """Every client's offsets in the topic (or back on the bus), all computed before any cache is written."""
+    from filelog_bus.kafka_bus.client_offsets import bus_offsets, kafka_offsets
+    from filelog_bus.kafka_bus.topic import KafkaTopic
+
+    translate = kafka_offsets if args.set_offsets == "kafka" else bus_offsets
+    with (
+        KafkaTopic(args.bootstrap_server, args.topic, timeout=args.timeout) as topic,
+        LogReader(args.path) as reader,
+    ):
+        topic.open()
+        return translate(caches, reader, topic)
 
 
 def _target(path: str, where: int | str) -> tuple[int, str]:

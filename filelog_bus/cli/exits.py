@@ -22,6 +22,8 @@ EXIT_LOCKED = EXIT_BUSY = 6
 EXIT_FAILED = 7
 #: A hermes-client cache file cannot be used: unreadable, not a hermes-client cache, or damaged.
 EXIT_BAD_CACHE = 8
+#: Kafka: the brokers cannot be reached or refused a request, or kafka-python is not installed.
+EXIT_KAFKA = 9
 EXIT_INTERRUPTED = 130
 
 #: Nagios plugin statuses, used by `filelog-bus clients --nagios` only (the Nagios convention).
@@ -35,15 +37,21 @@ exit status: (one table for every filelog-bus command)
        hermes-install: installed files differ (nothing written; --force replaces them)
   {EXIT_USAGE}    bad command line: unknown option, bad number, offset or time
   {EXIT_NOT_A_BUS}    the path is not a bus (missing, not a directory, or holds no filelog-bus), or, for
-       hermes-install, not a Hermes tree
-  {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range)
+       hermes-install, not a Hermes tree; for kafka-export and clients --set-offsets kafka, the
+       topic is not this bus's copy (several partitions, other messages, a gap)
+  {EXIT_OUT_OF_RANGE}    the offset is not on the bus (the message gives the valid range); clients --set-offsets
+       kafka: a client's offset is not in the topic (not exported yet, or deleted before)
   {EXIT_DAMAGED}    a damaged segment or watermark (run filelog-bus verify for every problem)
   {EXIT_LOCKED}    busy: a writer (the server) holds the bus's writer lock (retention, verify --repair),
-       or a client seems to be running (clients --set-offsets)
+       a client seems to be running (clients --set-offsets), or another kafka-export of the
+       bus into the topic runs
   {EXIT_FAILED}    operating-system error (permission denied, I/O error, disk full)
   {EXIT_BAD_CACHE}    a hermes-client cache file cannot be used (unreadable, not a hermes-client cache,
        damaged): clients --set-offsets, retention --clients
-  {EXIT_INTERRUPTED}  interrupted with Ctrl-C (except filelog-dump --follow, which ends with 0)
+  {EXIT_KAFKA}    Kafka: the brokers cannot be reached or refused a request, or kafka-python is missing
+       (pip install 'filelog-bus[kafka]')
+  {EXIT_INTERRUPTED}  interrupted with Ctrl-C (except filelog-dump --follow and kafka-export --follow, which end
+       with 0, as they do on SIGTERM)
   clients --nagios alone follows the Nagios plugin convention instead: {NAGIOS_OK} OK, {NAGIOS_WARNING} WARNING,
        {NAGIOS_CRITICAL} CRITICAL, {NAGIOS_UNKNOWN} UNKNOWN
 """

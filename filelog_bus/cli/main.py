@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from filelog_bus.cli import clients, demo, retention, stats, verify
+from filelog_bus.cli import clients, demo, kafka_export, retention, stats, verify
 from filelog_bus.cli.args import Parser, help_formatter
 from filelog_bus.cli.dump import dump_main
 from filelog_bus.cli.exits import EXIT_STATUSES
@@ -18,7 +18,7 @@ from filelog_bus.cli.run import run_command
 
 MAIN_DESCRIPTION = """\
 Operate a filelog-bus: what is on it, is it healthy, who reads it and how far behind, apply
-retention, install the Hermes plugins. Read-only commands (dump, stats, verify, clients) never
+retention, install the Hermes plugins, move to Hermes's Kafka bus. Read-only commands (dump, stats, verify, clients) never
 take the writer lock and never write into the bus directory: run them while the server is
 appending."""
 
@@ -30,6 +30,8 @@ examples:
   filelog-bus clients /var/lib/hermes/bus /var/lib/hermes/client-*/cache
                                                            is every hermes-client keeping up?
   filelog-bus retention /var/lib/hermes/bus --days 30      delete closed segments older than 30 days
+  filelog-bus kafka-export /var/lib/hermes/bus --bootstrap-server kafka1:9092 --topic hermes
+                                                           copy the bus into Hermes's Kafka bus
   filelog-bus dump /var/lib/hermes/bus --limit 10          the same as filelog-dump
   filelog-bus hermes-install /opt/hermes                   install the filelog plugins into Hermes
   filelog-bus COMMAND --help                               the options of a command
@@ -46,7 +48,7 @@ def main_parser() -> Parser:
         formatter_class=help_formatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (stats, verify, clients, retention, demo):
+    for command in (stats, verify, clients, retention, kafka_export, demo):
         command.add_command(commands)
     # Listed for --help only: main() hands these commands their arguments untouched.
     commands.add_parser(

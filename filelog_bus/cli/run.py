@@ -15,6 +15,7 @@ from filelog_bus.cli.exits import (
     EXIT_DAMAGED,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_KAFKA,
     EXIT_LOCKED,
     EXIT_NOT_A_BUS,
     EXIT_OK,
@@ -24,13 +25,17 @@ from filelog_bus.cli.exits import (
 from filelog_bus.client_cache import ClientCacheError, ClientRunningError
 from filelog_bus.errors import (
     BusLockedError,
+    ClientOffsetError,
     ConfigError,
     CorruptionError,
+    ExportRunningError,
     FilelogBusError,
     InvalidOffsetError,
     InvalidRecordError,
+    KafkaError,
     NotABusError,
     OffsetOutOfRangeError,
+    TopicMismatchError,
 )
 
 
@@ -71,8 +76,14 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
     except NotABusError as exc:
         return fail(prog, str(exc), EXIT_NOT_A_BUS)
-    except OffsetOutOfRangeError as exc:
+    except (OffsetOutOfRangeError, ClientOffsetError) as exc:
         return fail(prog, str(exc), EXIT_OUT_OF_RANGE)
+    except TopicMismatchError as exc:
+        return fail(prog, str(exc), EXIT_NOT_A_BUS)
+    except ExportRunningError as exc:
+        return fail(prog, str(exc), EXIT_BUSY)
+    except KafkaError as exc:
+        return fail(prog, str(exc), EXIT_KAFKA)
     except CorruptionError as exc:
         return fail(prog, f"{exc}; `filelog-bus verify` lists every problem", EXIT_DAMAGED)
     except BusLockedError as exc:

