@@ -162,17 +162,16 @@ def test_racing_processes_see_every_record_without_a_re_check(
 
 _KILLED_WRITER = """
 import os, signal, sys
-from filelog_bus import LogWriter, fs
+from filelog_bus import LogWriter, wakeup, watermark
 bus, when = sys.argv[1], sys.argv[2]
 writer = LogWriter(bus).open()
 writer.append("kill", b"0")
-store = fs.store
-def dying_store(*args):
-    if when == "before publication":  # the record is written and synced, not yet published
-        os.kill(os.getpid(), signal.SIGKILL)
-    store(*args)
-    os.kill(os.getpid(), signal.SIGKILL)  # published, before the wake-up
-fs.store = dying_store
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if when == "before publication":  # the record is written and synced, not yet published
+    watermark.WatermarkPublisher.publish = die
+else:  # published, before the wake-up
+    wakeup.Waker.published = die
 print("ready", flush=True)
 sys.stdin.readline()
 writer.append("kill", b"1")
