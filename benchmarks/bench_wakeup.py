@@ -10,8 +10,9 @@ Mechanisms, each measured in the same run:
   futex    the library: FUTEX_WAIT on the watermark page, FUTEX_WAKE after publishing, coalesced
            by a ringer thread (filelog_bus/wakeup.py);
   inotify  a prototype of the alternative: the writer pwrites one byte into a doorbell file
-           (outside the bus, coalesced in the same way), readers block on an inotify watch of it
-           (inotify_simple); needs `pip install inotify_simple`, else its rows are skipped.
+           (outside the bus, coalesced with a clock read: at most one ring per ms), readers block
+           on an inotify watch of it (inotify_simple) and re-check every 2 ms while the watermark
+           moves; needs `pip install inotify_simple`, else its rows are skipped.
 
 Measured: the writer's cost (durability="never" and durable append rates, interleaved rounds,
 ratios to the writer that wakes nobody); delivery latency from append() returning to a reader
