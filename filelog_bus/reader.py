@@ -133,6 +133,7 @@ class LogReader:
 
     def close(self) -> None:
         self._close_watermark()
+        self._directory_id = None  # a reader opened again follows the bus at the path then
         if self._segment is not None:
             self._segment.close()
             self._segment = None

@@ -250,6 +250,9 @@ def test_a_waiting_reader_raises_when_the_bus_is_deleted_or_created_again(bus_di
     assert isinstance(follower.error, BusDeletedError) and follower.error.recreated
     assert "deleted and created again" in str(follower.error) and follower.payloads == [b"0"]
     follower.reader.close()
+    follower.reader.set_timeout(0)
+    with follower.reader:  # opened again, it reads the new bus
+        assert [record.payload for record in follower.reader] == [b"new bus"]
 
 
 def test_a_watermark_rebuilt_by_a_writer_in_the_same_bus_is_followed(bus_dir: Path) -> None:
