@@ -127,6 +127,8 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
             hermes_logger().info(
                 f"filelog bus {self._path!r}: retention deleted {len(deleted)} old segment(s): {deleted}"
             )
+        if writer.retention_note is not None:
+            hermes_logger().warning(f"filelog bus {self._path!r}: {writer.retention_note}")
 
     def close(self) -> None:
         """Flush and release the writer lock (idempotent)."""

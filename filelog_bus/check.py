@@ -9,11 +9,13 @@ to an append in progress, not to damage.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,7 +23,9 @@ from filelog_bus import fs
 from filelog_bus.errors import (
     DAMAGED_WATERMARK,
     SEGMENT_GAP,
+    BusPermissionError,
     CorruptionError,
+    FilelogBusError,
     NotABusError,
 )
 from filelog_bus.index import OFFSET_INDEX
@@ -29,10 +33,12 @@ from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     WATERMARK_NAME,
     holds_no_records,
+    parse_segment_name,
     segment_name,
 )
 from filelog_bus.problem import Problem
-from filelog_bus.retention import plan_retention, read_newest_timestamp, segment_spans
+from filelog_bus.record import Record
+from filelog_bus.retention import plan_retention, read_latest_timestamp, segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
@@ -50,19 +56,24 @@ _ACTIVE_RECHECK_DELAY = 0.2
 def bus_state(path: str) -> str:
     """``"missing"`` (a writer may create it), ``"empty"`` (an empty directory) or ``"bus"``.
 
-    Raises NotABusError for anything a writer would refuse, without creating anything.
+    Raises NotABusError for anything a writer would refuse, without creating anything, and
+    BusPermissionError when the user may not look (not "missing": the path may well exist).
     """
-    if not os.path.exists(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise NotABusError(f"{path} does not exist, nor does its parent directory {parent}", path=path)
-        return "missing"
-    if not os.path.isdir(path):
-        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
-    names = set(os.listdir(path))
+    with _permission_explained(path, "look at the bus"):
+        status = fs.stat_or_explain(path, "look at the bus")
+        if status is None:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not fs.is_directory(fs.stat_or_explain(parent, "look at the bus")):
+                raise NotABusError(
+                    f"{path} does not exist, nor does its parent directory {parent}", path=path
+                )
+            return "missing"
+        if not fs.is_directory(status):
+            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
+        names = set(os.listdir(path))
     if all(holds_no_records(name) for name in names):
         return "empty"  # as a writer sees it: it would create a bus here
-    if WATERMARK_NAME in names or list_segment_bases(path):
+    if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
         return "bus"
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     raise NotABusError(
@@ -116,14 +127,38 @@ def _spans(bases: list[int], watermark: int) -> list[_Span]:
     return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
 
 
-def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
-    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
-    if not os.path.isdir(path):
-        if os.path.exists(path):
+def _require_directory(path: str, purpose: str) -> None:
+    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look."""
+    status = fs.stat_or_explain(path, purpose)
+    if not fs.is_directory(status):
+        if status is not None:
             raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
         raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+
+
+def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
+    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
+    _require_directory(path, "read the bus")
     bases = list_segment_bases(path)
     return bases, _read_watermark(path)
+
+
+@contextmanager
+def _permission_explained(path: str, purpose: str) -> Iterator[None]:
+    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
+    BusPermissionError that says what the user needs, as the reader's do."""
+    try:
+        yield
+    except PermissionError as exc:
+        if isinstance(exc, FilelogBusError):
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename else path
+        raise BusPermissionError(
+            f"permission denied reading {where} to {purpose}",
+            path=where,
+            advice=fs.READ_PERMISSION_ADVICE,
+            errno=exc.errno or errno.EACCES,
+        ) from None
 
 
 def _open_segment(path: str, base: int) -> LogSegment | None:
@@ -144,6 +179,83 @@ def _being_created(path: str, base: int) -> bool:
         return LogSegment.header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base)
     finally:
         fs.close(fd)
+
+
+# -- time going backwards ---------------------------------------------------------
+
+#: How many steps back stats and verify list one by one (all of them are counted).
+LISTED_STEPS_BACK = 5
+
+
+@dataclass(frozen=True)
+class StepBack:
+    """A record stamped earlier than the record before it on the bus: the clock went back."""
+
+    #: The segment file holding the record, its offset, and the offset of the record before it.
+    segment: str
+    offset: int
+    previous_offset: int
+    #: How much earlier than the record before it (seconds, > 0).
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"the record at offset {self.offset} ({self.segment}) is stamped {self.seconds:.6f} s earlier "
+            f"than the record before it (offset {self.previous_offset})"
+        )
+
+
+@dataclass(frozen=True)
+class StepsBack:
+    """Every step back of the stamps along the bus: how many, the first few, the largest."""
+
+    count: int = 0
+    listed: tuple[StepBack, ...] = ()
+    largest: StepBack | None = None
+
+    def notes(self) -> list[str]:
+        """What stats and verify print about them (nothing when the stamps never go back)."""
+        if not self.count:
+            return []
+        notes = [
+            f"time went backwards: {step.describe()}; nothing is lost (offsets give the order), and "
+            f"retention by age keeps it as long as the later-stamped record before it "
+            f"(see docs/RELIABILITY.md, 'Time going backwards')"
+            for step in self.listed
+        ]
+        if self.count > len(self.listed) and self.largest is not None:
+            notes.append(
+                f"time went backwards {self.count - len(self.listed)} more times; the largest step: "
+                f"{self.largest.describe()}"
+            )
+        return notes
+
+
+class _StepsBackFinder:
+    """Looks at the records in bus order (a record seen again, as by a re-check, is skipped)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.listed: list[StepBack] = []
+        self.largest: StepBack | None = None
+        self._previous: tuple[int, float] | None = None
+
+    def see(self, segment: str, record: Record) -> None:
+        previous = self._previous
+        if previous is not None and record.offset <= previous[0]:
+            return
+        self._previous = (record.offset, record.timestamp)
+        if previous is None or record.timestamp >= previous[1]:
+            return
+        step = StepBack(segment, record.offset, previous[0], previous[1] - record.timestamp)
+        self.count += 1
+        if len(self.listed) < LISTED_STEPS_BACK:
+            self.listed.append(step)
+        if self.largest is None or step.seconds > self.largest.seconds:
+            self.largest = step
+
+    def found(self) -> StepsBack:
+        return StepsBack(self.count, tuple(self.listed), self.largest)
 
 
 # -- stats -------------------------------------------------------------------------
@@ -192,17 +304,25 @@ class BusStats:
     oldest_time: float | None
     newest_offset: int | None
     newest_time: float | None
+    #: Records stamped earlier than the record before them (a clock stepped back).
+    steps_back: StepsBack = StepsBack()
 
 
 def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
+    with _permission_explained(path, "take its statistics"):
+        return _bus_stats(path, progress)
+
+
+def _bus_stats(path: str, progress: Progress | None) -> BusStats:
     bases, watermark = _list_and_read_watermark(path)
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
     done = 0
     segments: list[SegmentStats] = []
     categories: Counter[str] = Counter()
+    steps_back = _StepsBackFinder()
     for span in spans:
         if span.newest and span.end <= span.base and _being_created(path, span.base):
             segments.append(_empty_segment_stats(path, span.base))
@@ -213,9 +333,11 @@ def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
         try:
             end = min(span.end, segment.file_end())
             count, first, last = 0, None, None
+            name = segment_name(span.base)
             for item in segment.records(span.base, end):
                 count += 1
                 categories[item.category] += 1
+                steps_back.see(name, item)
                 if first is None:
                     first = item
                 last = item
@@ -257,6 +379,7 @@ def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
         oldest_time=oldest.first_time if oldest else None,
         newest_offset=newest.last_offset if newest else None,
         newest_time=newest.last_time if newest else None,
+        steps_back=steps_back.found(),
     )
 
 
@@ -296,8 +419,10 @@ class VerifyReport:
     checked_to: int | None
     problems: list[Problem]
     #: Things worth knowing that are not damage (an index the writer has not finished, a segment that
-    #: retention deleted while it was being checked).
+    #: retention deleted while it was being checked, stamps that go back).
     notes: list[str]
+    #: Records stamped earlier than the record before them (a clock stepped back).
+    steps_back: StepsBack = StepsBack()
 
     @property
     def healthy(self) -> bool:
@@ -315,8 +440,12 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        _list_and_read_watermark(path)  # raises the right NotABusError
+    with _permission_explained(path, "verify it"):
+        return _verify_bus(path, progress)
+
+
+def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
+    _require_directory(path, "verify it")
     bases = list_segment_bases(path)
     problems: list[Problem] = []
     notes: list[str] = []
@@ -347,12 +476,13 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
     total = sum(max(end, base) - base for base, end in zip(bases, ends, strict=True) if end is not None)
     done = 0
     records = checked_bytes = index_files = 0
+    steps_back = _StepsBackFinder()
     for i, base in enumerate(bases):
         active = i == len(bases) - 1
-        check = _check_segment(path, base, ends[i], active, progress, done, total, notes)
+        check = _check_segment(path, base, ends[i], active, progress, done, total, notes, steps_back)
         if check is not None and active and check.problems:
             time.sleep(_ACTIVE_RECHECK_DELAY)  # a writer opening the bus rewrites the tail of its indexes
-            check = _check_segment(path, base, ends[i], active, progress, done, total, [])
+            check = _check_segment(path, base, ends[i], active, progress, done, total, [], steps_back)
         if check is None:
             continue
         done += check.bytes
@@ -372,6 +502,8 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
         problems += _check_watermark(path, bases[-1], watermark)
     if progress is not None:
         progress(total, total)
+    found = steps_back.found()
+    notes += found.notes()
     return VerifyReport(
         path=path,
         segments=len(bases),
@@ -381,6 +513,7 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
         checked_to=watermark,
         problems=problems,
         notes=notes,
+        steps_back=found,
     )
 
 
@@ -393,6 +526,7 @@ def _check_segment(
     done: int,
     total: int,
     notes: list[str],
+    steps_back: _StepsBackFinder,
 ) -> SegmentCheck | None:
     """One segment's own check; None (with a note) when there is nothing to check."""
     name = segment_name(base)
@@ -412,6 +546,7 @@ def _check_segment(
             end,
             active=active,
             progress=None if progress is None else lambda done_here: progress(done + done_here, total),
+            on_record=lambda record: steps_back.see(name, record),
         )
     finally:
         segment.close()
@@ -482,6 +617,8 @@ class RetentionPlan:
     bytes: int
     #: The oldest offset left afterwards.
     begin_offset: int
+    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
+    note: str | None = None
 
 
 def plan_retention_now(
@@ -493,20 +630,24 @@ def plan_retention_now(
     keep_from: int | None = None,
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
-    bases, watermark = _list_and_read_watermark(path)
-    if not bases:
-        return RetentionPlan([], 0, watermark)
-    spans = segment_spans(bases, watermark)
-    doomed = plan_retention(
-        spans,
-        now=time.time() if now is None else now,
-        max_age_days=max_age_days,
-        max_bytes=max_bytes,
-        newest_timestamp=lambda span: read_newest_timestamp(path, span.base, span.end),
-        keep_from=keep_from,
-    )
+    with _permission_explained(path, "plan retention"):
+        bases, watermark = _list_and_read_watermark(path)
+        if not bases:
+            return RetentionPlan([], 0, watermark)
+        spans = segment_spans(bases, watermark)
+        doomed, future_stop = plan_retention(
+            spans,
+            now=time.time() if now is None else now,
+            max_age_days=max_age_days,
+            max_bytes=max_bytes,
+            latest_timestamp=lambda span, at_least: read_latest_timestamp(
+                path, span.base, span.end, at_least
+            ),
+            keep_from=keep_from,
+        )
     return RetentionPlan(
         [segment_name(span.base) for span in doomed],
         sum(span.size for span in doomed),
         spans[len(doomed)].base,
+        None if future_stop is None else future_stop.note(),
     )

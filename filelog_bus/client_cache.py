@@ -283,6 +283,17 @@ def running_clients(cache: ClientCache) -> list[str]:
     return found
 
 
+def refuse_if_running(cache: ClientCache) -> None:
+    """ClientRunningError when the client of ``cache`` seems to be running."""
+    running = running_clients(cache)
+    if running:
+        raise ClientRunningError(
+            f"the client {cache.appname} seems to be running ({'; '.join(running)}): it rewrites "
+            f"{cache.path} at the end of each update loop, which would undo this. Stop it, then retry "
+            "(or give --force if that process is not the client)"
+        )
+
+
 def backup_name(path: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     candidate = f"{path}.bak-{stamp}"
@@ -303,13 +314,7 @@ def set_offsets(cache: ClientCache, offsets: Mapping[str, int | None], *, check_
     while this runs.
     """
     if check_running:
-        running = running_clients(cache)
-        if running:
-            raise ClientRunningError(
-                f"the client {cache.appname} seems to be running ({'; '.join(running)}): it rewrites "
-                f"{cache.path} at the end of each update loop, which would undo this. Stop it, then retry "
-                "(or give --force if that process is not the client)"
-            )
+        refuse_if_running(cache)
     before = _stat(cache.path)
     document = load_document(cache.path)
     parse_cache(cache.path, document)

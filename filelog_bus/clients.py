@@ -250,6 +250,8 @@ class SparingOutcome:
     #: Bytes deleted (or that would be), and the bus's first offset afterwards.
     bytes: int = 0
     begin_after: int | None = None
+    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
+    note: str | None = None
 
 
 def count_events(path: str, start: int, stop: int) -> int:
@@ -292,7 +294,13 @@ def plan_sparing(
     ]
     expired = tuple(c for c in found.clients if c.nextoffset is not None and c.nextoffset < begin)
     return SparingOutcome(
-        plan.segments, losses, keep, expired=expired, bytes=plan.bytes, begin_after=plan.begin_offset
+        plan.segments,
+        losses,
+        keep,
+        expired=expired,
+        bytes=plan.bytes,
+        begin_after=plan.begin_offset,
+        note=plan.note,
     )
 
 
@@ -316,7 +324,13 @@ def retention_sparing(
     )
     after = writer.begin_offset
     return SparingOutcome(
-        deleted, plan.losses, plan.kept_from, expired=plan.expired, bytes=after - before, begin_after=after
+        deleted,
+        plan.losses,
+        plan.kept_from,
+        expired=plan.expired,
+        bytes=after - before,
+        begin_after=after,
+        note=writer.retention_note,
     )
 
 
@@ -339,3 +353,5 @@ def log_outcome(outcome: SparingOutcome, bus: str, logger: logging.Logger) -> No
         logger.info(
             f"filelog bus {bus!r}: retention deleted {len(outcome.deleted)} old segment(s): {outcome.deleted}"
         )
+    if outcome.note is not None:
+        logger.warning(f"filelog bus {bus!r}: {outcome.note}")

@@ -225,7 +225,7 @@ class RecordsExpiredError(OffsetOutOfRangeError):
     """The reader's position was deleted by retention before it was read."""
 
 
-class KafkaError(FilelogBusError):
+class KafkaBusError(FilelogBusError):
     """The Kafka side of an export or a client migration failed.
 
     ``bootstrap_servers`` and ``topic`` name the Kafka side (None where not known yet).
@@ -245,15 +245,33 @@ class KafkaError(FilelogBusError):
         self.topic = topic
 
 
-class KafkaMissingError(KafkaError):
+class KafkaMissingError(KafkaBusError):
     """kafka-python, which the Kafka commands need, is not installed (an optional extra)."""
 
 
-class BrokerUnavailableError(KafkaError):
-    """The Kafka broker cannot be reached, or did not acknowledge a request in time."""
+class BrokerUnavailableError(KafkaBusError):
+    """The Kafka broker cannot be reached, or did not acknowledge a request in time: running the
+    command again once the broker is back goes on where it stopped."""
 
 
-class TopicMismatchError(KafkaError):
+class BrokerRefusedError(KafkaBusError):
+    """The Kafka broker answered with an error that retrying will not lift (not authorized, a
+    timestamp or a policy it refuses...); ``kafka_error`` is the name of Kafka's error."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        kafka_error: str,
+        bootstrap_servers: str | None = None,
+        topic: str | None = None,
+        advice: str | None = None,
+    ) -> None:
+        super().__init__(reason, bootstrap_servers=bootstrap_servers, topic=topic, advice=advice)
+        self.kafka_error = kafka_error
+
+
+class TopicMismatchError(KafkaBusError):
     """The topic cannot hold this bus: several partitions, messages that did not come from this
     bus, or a gap between what it holds and what the bus still has.
 
@@ -273,24 +291,27 @@ class TopicMismatchError(KafkaError):
         self.kafka_offset = kafka_offset
 
 
-class ExportRunningError(KafkaError):
+class ExportRunningError(KafkaBusError):
     """Another export of the same bus into the same topic runs; ``holder`` is its pid (as text,
     "unknown" when it cannot be told)."""
 
-    def __init__(self, reason: str, *, holder: str, topic: str, advice: str | None = None) -> None:
-        super().__init__(reason, topic=topic, advice=advice)
+    def __init__(
+        self, reason: str, *, holder: str, bootstrap_servers: str, topic: str, advice: str | None = None
+    ) -> None:
+        super().__init__(reason, bootstrap_servers=bootstrap_servers, topic=topic, advice=advice)
         self.holder = holder
 
 
-class RecordTooLargeError(KafkaError):
+class RecordTooLargeError(KafkaBusError):
     """A record is larger than one Kafka request may carry (``offset`` says which)."""
 
 
 class ClientOffsetError(FilelogBusError):
-    """A hermes-client's bus offset has no counterpart in the topic, so it cannot be migrated.
+    """A hermes-client's offset has no counterpart in the topic (or, going back, on the bus), so the
+    client cannot be moved.
 
     ``path`` is the client's cache file, ``key`` the cache entry (``nextoffset`` ...), ``offset``
-    the bus offset it holds.
+    the value it holds (a bus offset; a Kafka offset going back).
     """
 
     def __init__(self, reason: str, *, path: str, key: str, offset: int, advice: str | None = None) -> None:

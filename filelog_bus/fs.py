@@ -215,10 +215,16 @@ def stat_or_explain(path: str, purpose: str) -> os.stat_result | None:
         raise BusPermissionError(
             f"permission denied looking at {path} to {purpose}",
             path=path,
-            advice="the user running this process needs search (x) permission on every directory above "
-            "the bus and read permission on the bus directory (see docs/RELIABILITY.md, 'Permissions')",
+            advice=READ_PERMISSION_ADVICE,
             errno=exc.errno or errno.EACCES,
         ) from None
+
+
+#: What a user who may not look into a bus needs (stat_or_explain, and the inspecting commands).
+READ_PERMISSION_ADVICE = (
+    "the user running this process needs search (x) permission on every directory above the bus and "
+    "read and search (r-x) permission on the bus directory (see docs/RELIABILITY.md, 'Permissions')"
+)
 
 
 def is_directory(status: os.stat_result | None) -> bool:

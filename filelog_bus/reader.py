@@ -9,6 +9,7 @@ deleting the segment it is reading (the open file stays readable).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 from bisect import bisect_right
@@ -21,6 +22,7 @@ from filelog_bus.errors import (
     BusDeletedError,
     BusIOError,
     BusPermissionError,
+    ConfigError,
     CorruptionError,
     FilelogBusError,
     InvalidOffsetError,
@@ -66,9 +68,12 @@ class LogReader:
         if (
             isinstance(poll_interval, bool)
             or not isinstance(poll_interval, (int, float))
-            or poll_interval <= 0
+            or not 0 < poll_interval < math.inf
         ):
-            raise ValueError(f"poll_interval must be a number of seconds > 0, got {poll_interval!r}")
+            raise ConfigError(
+                f"poll_interval must be a number of seconds > 0, got {poll_interval!r}",
+                advice="pass how long to sleep between looks at the watermark, e.g. poll_interval=0.01",
+            )
         self.poll_interval = float(poll_interval)
         self._timeout: float | None = None
         self.set_timeout(timeout)
@@ -175,7 +180,10 @@ class LogReader:
         if seconds is not None and (
             isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
         ):
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {seconds!r}")
+            raise ConfigError(
+                f"timeout must be a number of seconds >= 0 or None, got {seconds!r}",
+                advice="pass how long iteration waits at the end of the bus, e.g. timeout=5.0 (None: forever)",
+            )
         self._timeout = None if seconds is None else float(seconds)
 
     @property

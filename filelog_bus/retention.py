@@ -4,15 +4,27 @@ The decision (plan_retention) is pure; the writer applies it, oldest segment fir
 each deletion made durable before the next begins: a power cut in the middle of a
 pass can then only leave a shorter prefix deleted, never a gap. The active segment
 is never deleted, so the bus always keeps its newest offset.
+
+Retention by age follows the bus's own order, not its clock alone: a segment is deleted
+only when every record in it, and (oldest first) every record before it, is stamped
+before the cutoff (now minus the age). A clock stepped back leaves records stamped
+earlier than records before them; those count as no older than the latest stamp before
+them, so a segment written seconds ago by a slow clock is kept as long as a later-stamped
+record precedes it. A segment stamped in the future (a clock that was ahead) stops the
+pass there, and the plan says so (``FutureStop``). See docs/RELIABILITY.md, "Time going
+backwards".
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
+from filelog_bus.layout import segment_name
 from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
@@ -39,29 +51,71 @@ def check_policy(max_age_days: float | None, max_bytes: int | None) -> None:
         raise ConfigError(f"retention max_bytes must be an integer >= 0, got {max_bytes!r}")
 
 
+@dataclass(frozen=True)
+class FutureStop:
+    """Retention by age stopped at a segment whose latest record is stamped after ``now``."""
+
+    base: int
+    #: The segment's latest stamp (epoch seconds), and the time retention was planned at.
+    stamp: float
+    now: float
+    max_age_days: float
+
+    @property
+    def deletable_at(self) -> float:
+        """When the age budget may delete it (and let the pass go on past it)."""
+        return self.stamp + self.max_age_days * SECONDS_PER_DAY
+
+    def note(self) -> str:
+        ahead = self.stamp - self.now
+        return (
+            f"retention by age stopped at {segment_name(self.base)}: its latest record is stamped {_iso(self.stamp)}, "
+            f"{ahead:.3f} s in the future (the clock was ahead when it was written, or is behind now); "
+            f"it and every segment after it are kept by age until {_iso(self.deletable_at)}, "
+            f"the size budget still applies (see docs/RELIABILITY.md, 'Time going backwards')"
+        )
+
+
+class RetentionDecision(NamedTuple):
+    #: The oldest segments to delete, oldest first.
+    doomed: list[SegmentSpan]
+    #: Set when the age budget stopped at a segment stamped in the future.
+    future_stop: FutureStop | None = None
+
+
+#: latest_timestamp(span, at_least): the latest stamp of the span's records (None: it has none), or,
+#: found sooner, any stamp >= at_least (see read_latest_timestamp).
+LatestTimestamp = Callable[[SegmentSpan, float], "float | None"]
+
+
 def plan_retention(
     segments: Sequence[SegmentSpan],
     *,
     now: float,
     max_age_days: float | None,
     max_bytes: int | None,
-    newest_timestamp: Callable[[SegmentSpan], float | None],
+    latest_timestamp: LatestTimestamp,
     keep_from: int | None = None,
-) -> list[SegmentSpan]:
+) -> RetentionDecision:
     """The oldest segments to delete; ``segments`` is oldest first and its last is the active one.
 
-    ``keep_from``: the age budget never deletes a segment holding offsets >= keep_from (events
-    some reader has not read yet); only the size budget may, when it is exceeded.
+    The age budget deletes, oldest first, the segments all of whose records are stamped before the
+    cutoff, and stops at the first that is not (the module's docstring says why that is the bus's
+    own order). ``keep_from``: it never deletes a segment holding offsets >= keep_from (events some
+    reader has not read yet); only the size budget may, when it is exceeded.
     """
     closed = list(segments[:-1])
     doomed: list[SegmentSpan] = []
+    future_stop = None
     if max_age_days is not None:
         cutoff = now - max_age_days * SECONDS_PER_DAY
         for segment in closed:
             if keep_from is not None and segment.end > keep_from:
                 break
-            newest = newest_timestamp(segment)
-            if newest is None or newest >= cutoff:
+            latest = latest_timestamp(segment, cutoff)
+            if latest is None or latest >= cutoff:
+                if latest is not None and latest > now:
+                    future_stop = FutureStop(segment.base, latest, now, max_age_days)
                 break
             doomed.append(segment)
     if max_bytes is not None:
@@ -71,7 +125,7 @@ def plan_retention(
                 break
             doomed.append(segment)
             total -= segment.size
-    return doomed
+    return RetentionDecision(doomed, future_stop)
 
 
 def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:
@@ -82,18 +136,30 @@ def segment_spans(bases: Sequence[int], active_end: int) -> list[SegmentSpan]:
     return [SegmentSpan(base, max(base, min(end, active_end))) for base, end in zip(bases, ends, strict=True)]
 
 
-def read_newest_timestamp(directory: str, base: int, end: int) -> float | None:
-    """Timestamp of the last record before ``end`` in a segment (None if it has none).
+def read_latest_timestamp(directory: str, base: int, end: int, at_least: float) -> float | None:
+    """The latest stamp of a segment's records below ``end`` (None if it has none), or, as soon as
+    one is found, any stamp >= ``at_least`` (enough to keep the segment).
 
-    Reads from the last offset-index entry, so it costs one index block.
+    First the cheap places: the index's entries (each block's first record) and the records from
+    the last entry on (one block). Only when all of those are older than ``at_least`` (the segment
+    is about to be deleted) are all its records read: the clock may have stepped back inside it.
     """
     index = load_offset_index(directory, base, end)
+    stamps = [float(index.entry_at(i)[1]) for i in range(index.count)] if index is not None else []
     start = index.offset_at(index.count - 1) if index is not None and index.count else base
     segment = LogSegment.open(directory, base)
     try:
-        newest = None
-        for record in segment.records(start, end):
-            newest = record.timestamp
-        return newest
+        latest = max(stamps, default=None)
+        for first in (start, base):  # the last block, then (if needed) the whole segment
+            for record in segment.records(first, end):
+                if latest is None or record.timestamp > latest:
+                    latest = record.timestamp
+            if first == base or (latest is not None and latest >= at_least):
+                break
+        return latest
     finally:
         segment.close()
+
+
+def _iso(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat(timespec="seconds")

@@ -100,7 +100,8 @@ class LogSegment:
         self._offsets: IndexWriter | None = None
         self._categories: IndexWriter | None = None
         self._blocks: IndexBlocks | None = None
-        self._segment_bytes = 0
+        #: Only for the active segment: how many bytes of records it takes before a roll (segment_capacity).
+        self.capacity = 0
         self._allocated_end = base
         self._index_flush_at = base
         #: Deferred records not written yet (``append(deferred=True)``), the first at ``_deferred_at``.
@@ -127,12 +128,14 @@ class LogSegment:
         """Create the new active segment, durably, zero-filled to its size, with empty indexes.
 
         Its file is the standby when one is ready (filelog_bus/standby.py), else zero-filled
-        here. The header is written and fsync'd under a temporary name first, so nobody ever
-        lists a segment without its header; linking refuses to replace an existing segment.
+        here (a bus's first segment is small: ``segment_capacity``). The header is written and
+        fsync'd under a temporary name first, so nobody ever lists a segment without its header;
+        linking refuses to replace an existing segment.
         """
         path = os.path.join(directory, segment_name(base))
         temporary = path + TEMPORARY_SUFFIX
-        size = preallocated_size(segment_bytes)
+        capacity = segment_capacity(base, segment_bytes)
+        size = preallocated_size(capacity)
         from_standby = standby.take(directory, size, temporary)
         fd = fs.open_or_explain(temporary, os.O_RDWR | (0 if from_standby else os.O_CREAT | os.O_TRUNC))
         try:
@@ -149,7 +152,7 @@ class LogSegment:
         segment = cls(directory, base, fd)
         segment.version = FORMAT_VERSION
         try:
-            segment._open_indexes(interval, segment_bytes)
+            segment._open_indexes(interval, capacity)
             segment._reset_indexes()
         except BaseException:
             segment.close()
@@ -169,15 +172,15 @@ class LogSegment:
                 fs.pwrite_all(fd, encode_file_header(SEGMENT_MAGIC, base), 0)
                 fs.fsync(fd)
             segment.check_header()
-            segment._open_indexes(interval, segment_bytes)
+            segment._open_indexes(interval, segment_capacity(base, segment_bytes))
         except BaseException:
             segment.close()
             raise
         return segment
 
-    def _open_indexes(self, interval: int, segment_bytes: int) -> None:
+    def _open_indexes(self, interval: int, capacity: int) -> None:
         """Become the active segment: open the index writers; know how far the file is allocated."""
-        self._segment_bytes = segment_bytes
+        self.capacity = capacity
         self._allocated_end = self.file_end()
         self._offsets = IndexWriter(
             os.path.join(self.directory, OFFSET_INDEX.file_name(self.base)),
@@ -330,7 +333,7 @@ class LogSegment:
 
     def _allocate_ahead(self, needed: int) -> None:
         """Preallocate the next step of the file (never past the segment's size, unless a record is)."""
-        target = max(needed, min(self._allocated_end + PREALLOCATION_STEP, self.base + self._segment_bytes))
+        target = max(needed, min(self._allocated_end + PREALLOCATION_STEP, self.base + self.capacity))
         _preallocate(self.fd, target - self._allocated_end, self.file_position(self._allocated_end))
         self._allocated_end = target  # even when the file system refused: then writes extend the file
 
@@ -451,7 +454,7 @@ class LogSegment:
     def _refill(self) -> None:
         """Zero-fill a version 2 segment back to its size after a cut (a recovery's, or a failed
         append's), so that appends there stay overwrites of written space."""
-        size, full = os.fstat(self.fd).st_size, preallocated_size(self._segment_bytes)
+        size, full = os.fstat(self.fd).st_size, preallocated_size(self.capacity)
         if self.version >= 2 and size < full:
             standby.fill_zeros(self.fd, size, full)
             self._allocated_end = self.file_end()
@@ -572,8 +575,17 @@ class LogSegment:
 
     # -- checking ---------------------------------------------------------------------
 
-    def check(self, end: int | None, *, active: bool, progress: Progress | None = None) -> SegmentCheck:
+    def check(
+        self,
+        end: int | None,
+        *,
+        active: bool,
+        progress: Progress | None = None,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> SegmentCheck:
         """Check every record below ``end`` and each derived file against a rebuild. Never raises.
+
+        ``on_record`` sees every valid record read, in order (verify looks at their stamps).
 
         ``end`` None: the watermark is unknown, so an incomplete tail of the active segment
         may be an append in progress and is not reported.
@@ -594,6 +606,8 @@ class LogSegment:
             if first_damage is None and damage.found:
                 first_damage = damage.found[0].offset
             result.records += 1
+            if on_record is not None:
+                on_record(record)
             if first_damage is None:
                 for index in indexes:
                     if index.rebuild is not None:
@@ -691,6 +705,18 @@ DEFERRED_WRITE_BYTES = 256 * 1024
 #: full size on disk (zero-filled) when it is created; larger ones grow by this much (posix_fallocate)
 #: ahead of their appends.
 PREALLOCATION_STEP = 64 * 2**20
+
+
+#: The first segment of a bus (base offset 0) takes at most this much before it rolls: creating a bus
+#: then zero-fills 1 MiB before open() returns, not a whole segment (64 MiB: about 45 ms); the full
+#: segments after it are prepared in the background (the standby) while it fills.
+FIRST_SEGMENT_BYTES = 2**20
+
+
+def segment_capacity(base: int, segment_bytes: int) -> int:
+    """How many bytes of records the segment at ``base`` takes before the writer rolls (a bigger
+    record still goes alone into it): ``segment_bytes``, except for a bus's first segment."""
+    return min(segment_bytes, FIRST_SEGMENT_BYTES) if base == 0 else segment_bytes
 
 
 def preallocated_size(segment_bytes: int) -> int:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
+import warnings
 from typing import NoReturn
 
 from filelog_bus import fs
@@ -40,7 +42,7 @@ from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
     plan_retention,
-    read_newest_timestamp,
+    read_latest_timestamp,
     segment_spans,
 )
 from filelog_bus.segment import LogSegment, preallocated_size
@@ -76,11 +78,14 @@ class LogWriter:
         self._bases: list[int] = []
         self._end = 0
         self._failure: BaseException | None = None
+        #: An interrupt that landed once an append was published: raised by the next call (see append).
+        self._held_interrupt: BaseException | None = None
         #: An encoder per category appended so far (the category is checked and packed once).
         self._encoders: dict[str, CategoryEncoder] = {}
         #: Appending past this offset needs ``_before_append`` first (a roll, the standby, ...).
         self._attention_at = 0
         self._standby: StandbyPreparer | None = None
+        self._retention_note: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -110,8 +115,11 @@ class LogWriter:
     def close(self) -> None:
         """Flush to disk, leave a clean-close note for a cheap next open, release the lock. Idempotent.
 
-        A stopped writer only releases its files and lock: the next open recovers the bus.
+        A stopped writer only releases its files and lock: the next open recovers the bus. An
+        interrupt held back by an append (see there) is raised once the writer is closed (unless
+        closing failed: that error is raised instead).
         """
+        held, self._held_interrupt = self._held_interrupt, None
         try:
             if self._segment is not None and self._watermark is not None and self._failure is None:
                 try:
@@ -127,6 +135,8 @@ class LogWriter:
         finally:
             self._release()
             self._failure = None
+        if held is not None:
+            raise held
 
     def _release(self) -> None:
         """Close every file and release the lock, whatever state they are in."""
@@ -137,6 +147,27 @@ class LogWriter:
                 self._standby.wait()  # no thread may write in a bus this writer no longer holds
         finally:
             fs.close_all(segment, watermark, lock)  # the lock last
+
+    def __del__(self) -> None:
+        """A writer dropped while open: release its lock and files, and say so with a ResourceWarning,
+        as Python's own files do. No clean-close note: the next open recovers, as after a crash."""
+        if getattr(self, "_lock", None) is None and getattr(self, "_segment", None) is None:
+            return  # never opened, closed, or cut short in __init__
+        if sys.is_finalizing():
+            return  # the interpreter is exiting: the system releases the lock and files
+        warnings.warn(
+            f"unclosed LogWriter of {self.path}: close() it or use it in a with block",
+            ResourceWarning,
+            source=self,
+            stacklevel=2,
+        )
+        self._release()
+
+    @property
+    def retention_note(self) -> str | None:
+        """Why the last ``apply_retention`` stopped deleting by age at a segment stamped in the future
+        (the clock was ahead when it was written), or None."""
+        return self._retention_note
 
     @property
     def failure(self) -> BaseException | None:
@@ -232,6 +263,9 @@ class LogWriter:
     # -- appending -------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._held_interrupt is not None:
+            held, self._held_interrupt = self._held_interrupt, None
+            raise held
         if self._failure is not None:
             raise BusClosedError(
                 f"the writer of {self.path} stopped after a failed write ({self._failure!r})",
@@ -255,8 +289,12 @@ class LogWriter:
         ``sync()``, a later append that is not deferred, or ``close()`` makes it durable and
         publishes it with everything before it. A crash before then may lose it, and any deferred
         record after it, never a record made durable before.
+
+        An interrupt (Ctrl-C, what a signal handler raises) that lands once the record is visible
+        to readers does not make the append fail: it returns the offset, and the writer's next
+        call raises the interrupt before it changes anything (Hermes would send the event again).
         """
-        if self._failure is not None or self._segment is None:
+        if self._failure is not None or self._segment is None or self._held_interrupt is not None:
             self._check_open()
         encoder = (
             self._encoders.get(category) if type(category) is str else None
@@ -294,8 +332,36 @@ class LogWriter:
                 return offset
             watermark.publish(self._end, self._sync_each_append, synced=sync)
         except BaseException as exc:
+            durable = self._sync_each_append  # (and synced: a record that is not deferred)
+            if not deferred and self._published_despite(exc, offset + size, durable, durable):
+                return offset
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
         return offset
+
+    def _published_despite(self, exc: BaseException, end: int, durable: bool, synced: bool) -> bool:
+        """Whether ``exc``, an interrupt, landed once everything up to ``end`` was published: then
+        nothing failed, and the interrupt is held for the writer's next call (``_check_open``).
+
+        The publication is repeated (the same bytes again) so that the publisher's own record of it
+        is complete too. A failed call, one of the writer's own errors (its checks of its files), or
+        anything going wrong here, is a failure as before.
+        """
+        if (
+            fs.failed_call(exc)
+            or isinstance(exc, FilelogBusError)
+            or self._end != end
+            or self._watermark is None
+        ):
+            return False
+        try:
+            published = self._watermark.published()
+            if published is None or published.offset < end or (durable and not published.durable):
+                return False
+            self._watermark.publish(end, durable, synced=synced)
+        except BaseException:
+            return False  # (a second interrupt: the writer stops for the first one)
+        self._held_interrupt = exc
+        return True
 
     def _encoder_for(self, category: str) -> CategoryEncoder:
         """A new category's encoder (InvalidRecordError for a bad category), remembered."""
@@ -312,12 +378,11 @@ class LogWriter:
         self._before_first_write()
         segment = self._segment
         assert segment is not None
-        segment_bytes = self.config.segment_bytes
-        if offset > segment.base and offset + size > segment.base + segment_bytes:
+        if offset > segment.base and offset + size > segment.base + segment.capacity:
             segment = self._roll()
-        self._attention_at = segment.base + segment_bytes  # the roll
+        self._attention_at = segment.base + segment.capacity  # the roll
         if self._standby is not None:
-            half_full = segment.base + segment_bytes // 2
+            half_full = segment.base + segment.capacity // 2
             if offset + size > half_full:
                 self._standby.start()
             else:
@@ -344,7 +409,8 @@ class LogWriter:
             self._segment.sync_data()
             self._watermark.publish(self._end, durable=True, synced=True)
         except BaseException as exc:
-            self._stop(exc, "sync failed", self._segment.path)
+            if not self._published_despite(exc, self._end, durable=True, synced=True):
+                self._stop(exc, "sync failed", self._segment.path)
         return self._end
 
     def _check_in_place(self) -> None:
@@ -432,24 +498,31 @@ class LogWriter:
     ) -> list[str]:
         """Delete closed segments beyond the age or size budget, oldest first; return their file names.
 
-        With ``keep_from``, the age budget spares segments holding offsets >= keep_from.
+        With ``keep_from``, the age budget spares segments holding offsets >= keep_from. Which
+        segments the age budget deletes when the clock went back: docs/RELIABILITY.md, "Time going
+        backwards"; ``retention_note`` then says where it stopped, and why.
         """
         self._check_open()
         check_policy(max_age_days, max_bytes)
         spans = segment_spans(self._bases, self._end)
+        self._retention_note = None
         try:
-            doomed = plan_retention(
+            doomed, future_stop = plan_retention(
                 spans,
                 now=time.time() if now is None else now,
                 max_age_days=max_age_days,
                 max_bytes=max_bytes,
-                newest_timestamp=lambda span: read_newest_timestamp(self.path, span.base, span.end),
+                latest_timestamp=lambda span, at_least: read_latest_timestamp(
+                    self.path, span.base, span.end, at_least
+                ),
                 keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
             if not fs.failed_call(exc):
                 raise
             raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
+        if future_stop is not None:
+            self._retention_note = future_stop.note()
         deleted: list[str] = []
         try:
             if doomed:

@@ -39,4 +39,4 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 # The Kafka broker fixtures (a real tansu broker on a loopback port) for the Kafka road's tests.
-from kafka_support import broker, own_broker, topic  # noqa: E402, F401
+from kafka_support import broker, own_broker, relayed_broker, topic  # noqa: E402, F401

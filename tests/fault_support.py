@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from filelog_bus import fs
+from filelog_bus.layout import FILE_HEADER_SIZE, WATERMARK_NAME
 
 #: The seam calls a sweep fails, and the errors it fails them with.
 SWEPT_CALLS = tuple(name for name in fs.SEAM if name != "close")  # a failed close loses nothing
@@ -92,6 +93,37 @@ def injected(fault: Fault | None) -> Iterator[FaultLog]:
 
     with seam_wrapped(wrap):
         yield log
+
+
+@contextmanager
+def raised_after(
+    call: str, error: type[BaseException] = Interrupt, matching: Callable[..., bool] = lambda *_: True
+) -> Iterator[list[int]]:
+    """Within the block, the next ``fs.<call>`` whose arguments are ``matching`` is made, then ``error``
+    is raised, as a signal handler's exception landing right after it; yields a list that gets 1 when
+    it fired."""
+    fired: list[int] = []
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        if name != call:
+            return original
+
+        def call_then_raise(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if not fired and matching(*args, **kwargs):
+                fired.append(1)
+                raise error(f"landed after fs.{name}")
+            return result
+
+        return call_then_raise
+
+    with seam_wrapped(wrap):
+        yield fired
+
+
+def publishes_the_watermark(fd: int, data: bytes, position: int) -> bool:
+    """Whether a ``pwrite`` is the watermark's publication (its slot after the file header)."""
+    return os.readlink(f"/proc/self/fd/{fd}").endswith(f"/{WATERMARK_NAME}") and position == FILE_HEADER_SIZE
 
 
 def count_calls(workload: Callable[[], object]) -> Counter[str]:

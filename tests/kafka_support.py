@@ -7,9 +7,11 @@ missing binary fails them, with the install to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,26 +44,87 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class Relay:
+    """A TCP relay on a loopback port in front of another one: ``cut`` closes every connection and
+    refuses new ones (the broker unreachable, as a network cut makes it), ``restore`` listens again.
+    Byte for byte, one thread per direction of each connection."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, []
+        for sock in ([listener] if listener else []) + connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self._connections += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 class Broker:
     """One tansu broker on a loopback port; ``stop``/``start`` take it down and bring it back (empty:
-    it keeps nothing across a restart)."""
+    it keeps nothing across a restart). With ``relayed``, clients reach it only through a ``Relay``
+    (``self.relay``), which a test can cut while the broker keeps its topics."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, relayed: bool = False) -> None:
         self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.relay = Relay(self.port) if relayed else None
+        self.bootstrap = f"127.0.0.1:{self.relay.port if self.relay else self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        url = f"tcp://{self.bootstrap}"
+        if self.relay is not None:
+            self.relay.restore()
         self.process = subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
                 "--silent",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.bootstrap}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -81,6 +144,8 @@ class Broker:
             self.process.kill()
             self.process.wait()
         self.process = None
+        if self.relay is not None:
+            self.relay.cut()
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +161,15 @@ def broker() -> Iterator[Broker]:
 def own_broker() -> Iterator[Broker]:
     """A broker for one test, which may stop it."""
     running = Broker()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def relayed_broker() -> Iterator[Broker]:
+    """A broker for one test, reached through a relay the test may cut and restore."""
+    running = Broker(relayed=True)
     running.start()
     yield running
     running.stop()

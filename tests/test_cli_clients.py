@@ -244,7 +244,10 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     force_alone = bus("clients", tmp_path / "bus", cache, "--force")
     two_forms = bus("clients", tmp_path / "bus", cache, "--json", "--nagios")
 
-    assert bad_offset.returncode == 2 and "give start, end, kafka or an offset such as 0" in bad_offset.stderr
+    assert (
+        bad_offset.returncode == 2
+        and "give start, end, kafka, from-kafka or an offset such as 0" in bad_offset.stderr
+    )
     assert force_alone.returncode == 2 and "--force only applies to --set-offsets" in force_alone.stderr
     assert two_forms.returncode == 2
 

@@ -217,3 +217,62 @@ def test_read_only_commands_work_for_a_user_who_may_only_read_the_bus(bus_dir: P
         assert snapshot(bus_dir) == before
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(bus_dir)], check=True)
+
+
+_INSPECT_AS_NOBODY = """
+    import contextlib, encodings.ascii, io, json, os, sys
+    from filelog_bus.cli import dump as dump_command, main as cli
+
+    os.chdir(sys.argv[1])  # (imports first: nobody may not read the Python installation under /root)
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    results = {}
+    for name, call in [
+        ("dump", lambda: dump_command.dump_main(["bus"])),
+        ("stats", lambda: cli.main(["stats", "bus"])),
+        ("stats --json", lambda: cli.main(["stats", "bus", "--json"])),
+        ("verify", lambda: cli.main(["verify", "bus"])),
+        ("retention", lambda: cli.main(["retention", "bus", "--days", "1"])),
+        ("retention --dry-run", lambda: cli.main(["retention", "bus", "--bytes", "0", "--dry-run"])),
+    ]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = call()
+        results[name] = [status, out.getvalue(), err.getvalue()]
+    print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+@pytest.mark.parametrize(
+    ("parent_mode", "bus_mode"),
+    [(0o755, 0o700), (0o700, 0o755), (0o755, 0o711)],
+    ids=["bus-private", "parent-private", "bus-unlistable"],
+)
+def test_inspecting_commands_explain_a_bus_the_user_may_not_enter_as_dump_does(
+    tmp_path: Path, parent_mode: int, bus_mode: int
+) -> None:
+    """Regression (issue 18): stats, verify and retention on a bus directory the user may not enter
+    (or list, or reach) printed only "Permission denied: PATH", or even said the bus did not exist,
+    where filelog-dump says what is denied and what the user needs."""
+    shared = tmp_path / "shared"  # the child enters it as root, then drops to nobody
+    shared.mkdir()
+    multi_segment_bus(shared / "bus")
+    shared.chmod(parent_mode)
+    (shared / "bus").chmod(bus_mode)
+    try:
+        child = run_python(_INSPECT_AS_NOBODY, str(shared), timeout=HANG_GUARD)
+    finally:
+        shared.chmod(0o755)
+        (shared / "bus").chmod(0o755)
+
+    assert child.returncode == 0, child.stderr
+    for name, (status, out, error) in json.loads(child.stdout).items():
+        assert status == 7 and out == "", (name, status, out, error)
+        assert error.count("\n") == 1 and "Traceback" not in error, (name, error)
+        assert "permission denied" in error and "bus" in error, (name, error)
+        assert "docs/RELIABILITY.md, 'Permissions'" in error, (name, error)
+        if name != "dump":
+            assert "search (x) permission on every directory above the bus" in error, (name, error)
+            assert "does not exist" not in error, (name, error)

@@ -124,6 +124,8 @@ def test_set_offsets_refuses_while_the_client_runs_and_works_once_it_is_stopped(
     bus_dir = tmp_path / "bus"
     events_bus(bus_dir, aged_times((5, 600)))
     cache = write_cache(tmp_path / "cache", "hermes-client-busy", compressed=False, nextoffset=0)
+    # named first, so that a check made only when its turn comes would rewrite it before refusing
+    stopped = write_cache(tmp_path / "a-cache", "hermes-client-alpha", compressed=False, nextoffset=1)
     client = start(
         "fake_client.py", bus_dir, cache, "--timeout-ms", 100, "--stop-at", "never", "--max-loops", 600
     )
@@ -131,9 +133,10 @@ def test_set_offsets_refuses_while_the_client_runs_and_works_once_it_is_stopped(
         assert client.stdout is not None
         client.stdout.readline()  # it has handled an event: it runs, as itself
 
-        refused = bus("clients", bus_dir, cache, "--set-offsets", "start")
+        refused = bus("clients", bus_dir, stopped, cache, "--set-offsets", "start")
 
         assert refused.returncode == 6, refused.stderr
+        assert backups(stopped) == []  # every client is checked before any file is written
         assert refused.stderr.startswith(
             "filelog-bus clients: error: the client hermes-client-busy seems to be running (pid "
         )

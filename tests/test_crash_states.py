@@ -49,7 +49,7 @@ import crash_states as cs
 import pytest
 from reliability_support import Hung, deadline
 
-from filelog_bus import LogReader, LogWriter, fs, standby
+from filelog_bus import LogReader, LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import FilelogBusError
 from filelog_bus.layout import FILE_HEADER_SIZE, STANDBY_NAME
@@ -650,6 +650,26 @@ def test_a_new_bus_has_a_durable_watermark_before_its_first_append_returns(scrat
         writer.close()
 
     workload = record_workload("new-bus", scratch, config, None, run)
+    workload.reader_must_open_after_marks = 1
+    assert_no_failures(workload, *run_workload(workload, scratch))
+
+
+def test_a_new_bus_rolling_off_its_small_first_segment_survives_every_power_cut(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(f) A new bus's first segment is small (segment_capacity: created fast) and rolls early into a
+    full-size one: creating it, appending and that roll keep every acknowledged append."""
+    monkeypatch.setattr(segment, "FIRST_SEGMENT_BYTES", 512)
+    config = {"durability": "always", "segment_bytes": 2048, "index_interval_bytes": 64}
+
+    def run(bus: Path, recorder: cs.Recorder) -> None:
+        writer = LogWriter(bus, **config).open()
+        append_all(writer, recorder, records_of(8, 150), first=0)
+        writer.close()
+
+    workload = record_workload("small-first", scratch, config, None, run)
+    logs = sorted(name for name in os.listdir(scratch / "small-first-world" / "bus") if is_segment_name(name))
+    assert len(logs) == 2 and int(logs[1][:20]) <= 512 + 200, "the first segment rolled early"
     workload.reader_must_open_after_marks = 1
     assert_no_failures(workload, *run_workload(workload, scratch))
 

@@ -1,8 +1,9 @@
 """I/O-error sweep, SQLite style: fail each file-system call of a write-side operation in turn.
 
-For each workload (create a bus, open one after a clean close or after a crash, append with
-and without a roll, with both durabilities, retention deleting several segments, clean
-close, repair_indexes) the sweep first counts the calls the workload makes through the
+For each workload (create a bus, also with a first segment smaller than the others; open one
+after a clean close or after a crash; append with and without a roll, also off a small first
+segment, with both durabilities; retention deleting several segments; clean close;
+repair_indexes) the sweep first counts the calls the workload makes through the
 engine's I/O seam (``filelog_bus.fs``), then runs it once per call number N with that
 call failing (``Fault("any", N, error)``): ENOSPC, EIO, EMFILE, or an exception raised
 the way a signal handler would (``Interrupt``). After each fault it checks:
@@ -58,7 +59,7 @@ from fault_support import (
     same_failure,
 )
 
-from filelog_bus import LogReader, LogWriter, fs, standby
+from filelog_bus import LogReader, LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import (
     BusClosedError,
@@ -252,6 +253,14 @@ def open_writer_with_standby(run: Run) -> None:
     assert standby.prepare(run.path, preallocated_size(run.settings["segment_bytes"]))
 
 
+def body_roll_off_the_first_segment(run: Run) -> None:
+    """Appends past a new bus's small first segment (segment_capacity), into a full-size one."""
+    assert run.writer is not None and run.writer.end_offset == 0
+    for size in (150, 150, 40):
+        run.append(size)
+    assert len(segment_files(run.path)) == 2
+
+
 def body_retention(run: Run) -> None:
     assert run.writer is not None
     deleted = run.writer.apply_retention(max_bytes=1500)
@@ -289,6 +298,8 @@ class Workload:
     durability: str = "always"
     #: Run by the new writer after reopening (finishes what the failed operation was asked to do).
     after_reopen: Callable[[LogWriter], None] | None = None
+    #: segment.FIRST_SEGMENT_BYTES for the whole sweep: a first segment smaller than the others.
+    first_segment_bytes: int | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -296,6 +307,14 @@ class Workload:
 
 WORKLOADS = [
     Workload("create", None, None, body_open, opens=True),
+    Workload("create-small-first-segment", None, None, body_open, opens=True, first_segment_bytes=256),
+    Workload(
+        "append-roll-off-the-first-segment",
+        None,
+        open_writer,
+        body_roll_off_the_first_segment,
+        first_segment_bytes=256,
+    ),
     Workload("open-after-clean-close", template_several_segments, None, body_open, opens=True),
     Workload("open-after-crash", template_crashed, None, body_open, opens=True),
     Workload("open-after-crash-never", template_crashed, None, body_open, opens=True, durability="never"),
@@ -758,8 +777,12 @@ def faults_to_sweep(total: int, error: int | type[BaseException], workload_index
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=str)
-def test_workload_passes_every_check_without_a_fault(workload: Workload, tmp_path: Path) -> None:
+def test_workload_passes_every_check_without_a_fault(
+    workload: Workload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The baseline: with no fault, every invariant of the sweep holds (so a sweep failure is the fault's)."""
+    if workload.first_segment_bytes is not None:
+        monkeypatch.setattr(segment, "FIRST_SEGMENT_BYTES", workload.first_segment_bytes)
     sweep = Sweep(workload, tmp_path)
     total = sweep.count()
     fired, problems = sweep.run_one(Fault("any", total + 1, errno.EIO))
@@ -770,8 +793,10 @@ def test_workload_passes_every_check_without_a_fault(workload: Workload, tmp_pat
 @pytest.mark.parametrize("error", FAULTS, ids=fault_name)
 @pytest.mark.parametrize("workload", WORKLOADS, ids=str)
 def test_fault_at_each_call_keeps_every_promise(
-    workload: Workload, error: int | type[BaseException], tmp_path: Path
+    workload: Workload, error: int | type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if workload.first_segment_bytes is not None:
+        monkeypatch.setattr(segment, "FIRST_SEGMENT_BYTES", workload.first_segment_bytes)
     sweep = Sweep(workload, tmp_path)
     total = sweep.count()
     violations = []

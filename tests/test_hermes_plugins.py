@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fault_support import Fault, injected
+from fault_support import Fault, Interrupt, injected, publishes_the_watermark, raised_after
 
 from filelog_bus import LogReader, LogWriter
 
@@ -276,6 +276,30 @@ def test_a_failing_send_surfaces_as_failed_to_send_event_error_and_is_logged(
     with producer, pytest.raises(hermes.FailedToSendEventError, match="category"):
         producer.send(hermes.Event("", "added"))  # the engine refuses an empty category
     assert len(hermes.log.messages(logging.CRITICAL)) == 2
+
+
+@pytest.mark.parametrize("error", [Interrupt, KeyboardInterrupt])
+def test_an_interrupt_once_the_event_is_on_the_bus_does_not_fail_the_send(
+    hermes: types.SimpleNamespace, tmp_path: Path, error: type[BaseException]
+) -> None:
+    """Regression (issue 18): an interrupt landing once the event was durable and visible made send()
+    fail (FailedToSendEventError, or the interrupt), so Hermes would send the event again: a duplicate.
+    Now send() returns; the next send raises the interrupt before writing anything, and the bus
+    holds every event once."""
+    bus = tmp_path / "bus"
+    first, second, third = base_events(hermes, 3)
+    producer = hermes.Producer({"path": str(bus)})
+    with producer:
+        with raised_after("pwrite", error, publishes_the_watermark) as fired:
+            producer.send(first)
+        assert fired
+        with pytest.raises(error):
+            producer.send(second)  # refused before anything is written: Hermes sends it again
+        producer.send(second)
+        producer.send(third)
+    with consumer(hermes, bus) as plugin:
+        assert [event.objpkey for event in plugin] == [first.objpkey, second.objpkey, third.objpkey]
+    assert hermes.log.messages(logging.CRITICAL) == []
 
 
 def test_second_producer_is_refused_while_the_first_holds_the_bus(

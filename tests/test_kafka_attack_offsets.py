@@ -42,13 +42,13 @@ def test_random_positions_map_to_kafka_and_back_as_a_brute_force_scan_of_the_top
 ) -> None:
     chooser = random.Random(20261207)
     path = tmp_path / "bus"
-    write_bus(path, _records(chooser, 900), **SETTINGS)
+    written = write_bus(path, _records(chooser, 900), **SETTINGS)
     with LogWriter(path, **SETTINGS) as writer:
         writer.apply_retention(max_bytes=500_000)
         begin = writer.begin_offset
     assert begin > 0
     assert export(path, broker, topic).returncode == 0
-    write_bus(path, _records(chooser, 50), **SETTINGS)  # on the bus, not in the topic yet
+    written += write_bus(path, _records(chooser, 50), **SETTINGS)  # on the bus, not in the topic yet
     with LogWriter(path, **SETTINGS) as writer:
         writer.apply_retention(max_bytes=400_000)  # and the topic's first messages' records are gone
         now_begin = writer.begin_offset
@@ -59,9 +59,13 @@ def test_random_positions_map_to_kafka_and_back_as_a_brute_force_scan_of_the_top
     exported_end = messages[-1].mark.next_offset
     assert starts[0] == begin < now_begin < starts[-1] and exported_end < end
 
+    record_starts = {record.offset for record in written}
+
     def to_kafka(position: int) -> object:
         if position > end:
             return "refused"
+        if now_begin <= position < end and not {position, position - 1} & record_starts:
+            return "refused"  # no client holds it: not where an event starts, nor just after
         if position > starts[-1]:
             return "not exported"
         if position < begin:
@@ -75,7 +79,8 @@ def test_random_positions_map_to_kafka_and_back_as_a_brute_force_scan_of_the_top
             return exported_end
         return starts[kafka_offset] if starts[kafka_offset] >= now_begin else "refused"  # gone from the bus
 
-    positions = [chooser.randrange(0, end + 100) for _ in range(80)]
+    positions = [chooser.randrange(0, end + 100) for _ in range(20)]
+    positions += [chooser.choice(written).offset + chooser.choice([0, 1]) for _ in range(60)]
     position_edges = [0, begin - 1, begin, begin + 1, now_begin - 1, now_begin, starts[-1], starts[-1] + 1]
     position_edges += [exported_end, end, end + 1]
     kafka_positions = [chooser.randrange(0, len(messages) + 5) for _ in range(40)]

@@ -283,7 +283,7 @@ def test_kafka_options_go_together(tmp_path: Path) -> None:
     assert "only apply to --set-offsets kafka" in assert_error_line(stray, PROG, 2)
 
 
-def test_the_kafka_offset_of_any_bus_offset_is_the_first_message_at_or_after_it(
+def test_the_kafka_offset_of_a_clients_bus_offset_is_the_first_message_at_or_after_it(
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
     """Thousands of records of very different sizes, so that finding a message takes several probes."""
@@ -291,7 +291,8 @@ def test_the_kafka_offset_of_any_bus_offset_is_the_first_message_at_or_after_it(
     path = tmp_path / "bus"
     written = write_bus(path, [("base", b"x" * chooser.choice([5, 50, 500, 5000]), T0) for _ in range(6000)])
     export(path, broker, topic)
-    positions = [chooser.randrange(0, written[-1].offset + 1) for _ in range(60)]
+    # what a client holds: where an event starts (its initsync offsets), or just after (nextoffset)
+    positions = [chooser.choice(written).offset + chooser.choice([0, 1]) for _ in range(60)]
     positions += [written[0].offset, written[-1].offset, written[-1].offset + 1, written[-1].next_offset]
     caches = [
         ClientCache(f"/nowhere/_c{i}.json", f"c{i}", "1.0.9", None, None, position)
@@ -349,3 +350,30 @@ def test_the_way_back_a_client_that_read_kafka_goes_on_from_the_bus_where_it_sto
     assert status == 0, err
     assert seen(handled_events(on_kafka) + handled_events(on_bus)) == seen(handled_events(everything))
     assert len(handled_events(everything)) == 25
+
+
+def test_a_client_whose_next_event_is_the_init_stop_it_has_not_read_is_refused(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    """On the bus its nextoffset is just past the event before init-stop; on Kafka it would equal
+    initstopoffset, which Hermes reads as initialised: it would skip init-stop."""
+    path = tmp_path / "bus"
+    status, _, err = run("fake_server.py", path, "--initsync", 5, "--base", 3, "--loops", 1)
+    assert status == 0, err
+    cache = tmp_path / "caches" / "_hermes-client-ldap.json"
+    cache.parent.mkdir()
+    status, _, err = run("fake_client.py", path, cache, "--stop-after", 6)  # init-start and 5 added
+    assert status == 0, err
+    before = cache.read_bytes()
+    export(path, broker, topic)
+
+    refused = migrate(path, broker, topic, cache)
+
+    message = assert_error_line(refused, PROG, 4)
+    assert "its next event is the init-stop" in message and "start the client once more" in message
+    assert cache.read_bytes() == before
+    status, _, err = run("fake_client.py", path, cache, "--stop-after", 1)  # it handles init-stop
+    assert status == 0, err
+    assert migrate(path, broker, topic, cache).returncode == 0
+    _, stop, next_ = offsets(cache)
+    assert next_ == stop + 1  # initialised, past init-stop

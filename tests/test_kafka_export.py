@@ -301,7 +301,10 @@ def test_the_broker_going_down_mid_export_is_a_clear_error_and_the_next_run_comp
     out, err = process.communicate(timeout=HANG_GUARD)
 
     assert process.returncode == 9, (out, err)
-    assert err.startswith(f"{PROG}: error: ") and f"Kafka brokers {own_broker.bootstrap}" in err
+    assert_error_line(
+        subprocess.CompletedProcess(process.args, 9, out, err), PROG, 9
+    )  # one line, no traceback
+    assert f"Kafka brokers {own_broker.bootstrap}" in err
     assert "run the command again: it resumes where it stopped" in err
     assert "exported" in out  # the summary of what reached the topic
     own_broker.start()  # an empty broker (tansu keeps nothing): the next run starts the topic anew
@@ -475,3 +478,33 @@ def test_a_second_export_of_the_bus_into_the_same_topic_is_refused_while_one_run
     after = export(path, broker, topic)
     assert after.returncode == 0 and "exported 0 records" in after.stdout, after.stderr
     assert len(assert_topic_is_bus(broker, topic, path)) == 10
+
+
+def test_cut_off_from_a_broker_that_keeps_the_topic_then_run_again_it_resumes_where_it_stopped(
+    tmp_path: Path, relayed_broker: Broker, topic: str
+) -> None:
+    path = tmp_path / "bus"
+    write_bus(path, [(c, p * 40, t) for c, p, t in sample(6000)], segment_bytes=256 * 1024)
+    args = ("kafka-export", path, "--bootstrap-server", relayed_broker.bootstrap, "--topic", topic)
+    process = start(BUS, *args, "--max-request-size", "8K", "--timeout", "2")
+    deadline = time.monotonic() + HANG_GUARD
+    while len(topic_messages(relayed_broker.bootstrap, topic)) < 100:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    assert relayed_broker.relay is not None
+    relayed_broker.relay.cut()  # the network, not the broker: the topic stays
+
+    out, err = process.communicate(timeout=HANG_GUARD)
+
+    assert process.returncode == 9, (out, err)
+    assert f"Kafka brokers {relayed_broker.bootstrap}" in err and "it resumes where it stopped" in err
+    relayed_broker.relay.restore()
+    held = topic_messages(relayed_broker.bootstrap, topic)
+    assert 100 <= len(held) < 6000
+    assert contents(held) == as_messages(bus_records(path))[: len(held)]
+
+    result = bus(*args)
+
+    assert result.returncode == 0, result.stderr
+    assert f"resuming at bus offset {held[-1].mark.next_offset}" in result.stdout
+    assert len(assert_topic_is_bus(relayed_broker, topic, path)) == 6000

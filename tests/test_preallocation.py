@@ -22,12 +22,17 @@ from fault_support import path_faults, seam_wrapped
 from reliability_support import read_all
 from support import spawn_python
 
-from filelog_bus import LogReader, LogWriter
+from filelog_bus import LogReader, LogWriter, segment
 from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
 from filelog_bus.errors import BusWriteError, CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
-from filelog_bus.segment import DEFERRED_WRITE_BYTES, PREALLOCATION_STEP, list_segment_bases
+from filelog_bus.segment import (
+    DEFERRED_WRITE_BYTES,
+    FIRST_SEGMENT_BYTES,
+    PREALLOCATION_STEP,
+    list_segment_bases,
+)
 
 
 def logs(bus: Path) -> list[Path]:
@@ -59,12 +64,20 @@ def test_the_active_segment_is_preallocated_and_closed_segments_are_cut_to_their
 
 
 def test_a_new_segment_takes_its_full_size_and_larger_segments_grow_a_step_ahead(tmp_path: Path) -> None:
-    with LogWriter(tmp_path / "default") as writer:  # 64 MiB segments: the full size at creation
+    default = tmp_path / "default"
+    with LogWriter(default) as writer:  # 64 MiB segments: the full size at creation ...
         writer.append("c", b"x")
-        assert logs(tmp_path / "default")[-1].stat().st_size == FILE_HEADER_SIZE + 64 * 2**20
+        # ... but for the bus's first one, small so that a new bus opens fast
+        assert logs(default)[-1].stat().st_size == FILE_HEADER_SIZE + FIRST_SEGMENT_BYTES
+        while len(logs(default)) < 2:
+            writer.append("c", b"y" * 65536)
+        assert logs(default)[-1].stat().st_size == FILE_HEADER_SIZE + 64 * 2**20
+        assert logs(default)[0].stat().st_size <= FILE_HEADER_SIZE + FIRST_SEGMENT_BYTES
     bus = tmp_path / "large"
     with LogWriter(bus, segment_bytes=3 * PREALLOCATION_STEP, max_record_bytes=2**25) as writer:
+        writer.append("c", b"x" * FIRST_SEGMENT_BYTES)  # fills the first segment
         writer.append("c", b"x")
+        assert len(logs(bus)) == 2
         assert logs(bus)[-1].stat().st_size == FILE_HEADER_SIZE + PREALLOCATION_STEP
         payload = b"z" * (PREALLOCATION_STEP // 4)
         for _ in range(5):  # past the first step: the next one is allocated ahead
@@ -349,3 +362,24 @@ def test_deferred_records_go_in_batches_with_their_index_entries_and_a_failed_cl
     with LogWriter(bus):
         pass
     assert [r.offset for r in read_all(bus)] == [durable, *deferred]
+
+
+def test_a_bus_whose_first_segment_is_full_size_rolls_at_its_next_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bus written before first segments were small (its first segment zero-filled to the full
+    size and holding more than FIRST_SEGMENT_BYTES) opens as it is
+    and rolls at its next append; nothing is lost, verify is healthy."""
+    bus = tmp_path / "bus"
+    big = b"b" * 256 * 1024
+    with monkeypatch.context() as before:
+        before.setattr(segment, "FIRST_SEGMENT_BYTES", 8 * 2**20)
+        with LogWriter(bus, segment_bytes=8 * 2**20) as writer:
+            kept = [writer.append("c", big) for _ in range(6)]  # 1.5 MiB in the first segment
+    assert logs(bus)[0].stat().st_size == FILE_HEADER_SIZE + 8 * 2**20
+    with LogWriter(bus, segment_bytes=8 * 2**20) as writer:
+        kept.append(writer.append("c", b"rolls"))
+        kept.append(writer.append("c", b"after"))
+    assert [log.name for log in logs(bus)] == ["00000000000000000000.log", f"{kept[-2]:020d}.log"]
+    assert [r.offset for r in read_all(bus)] == kept
+    assert verify_bus(str(bus)).healthy

@@ -146,6 +146,34 @@ def test_bad_writer_settings_fail_before_touching_the_disk(bus_dir: Path, option
 # -- reading -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("timeout", -1),
+        ("timeout", "5"),
+        ("timeout", float("nan")),
+        ("timeout", True),
+        ("poll_interval", 0),
+        ("poll_interval", -0.5),
+        ("poll_interval", "0.01"),
+        ("poll_interval", float("nan")),
+        ("poll_interval", float("inf")),
+        ("poll_interval", None),
+    ],
+)
+def test_bad_reader_settings_raise_config_error(small_bus: Path, option: str, value: object) -> None:
+    """Regression (issue 18): LogReader's bad timeout/poll_interval raised a bare ValueError, not the
+    library's typed ConfigError (still a ValueError), naming the setting and what to pass."""
+    with pytest.raises(ConfigError, match=option) as raised:
+        LogReader(small_bus, **{option: value})  # type: ignore[arg-type]
+    assert raised.value.advice and "e.g." in raised.value.advice
+    if option == "timeout":
+        with LogReader(small_bus) as reader:
+            with pytest.raises(ConfigError, match="timeout"):
+                reader.set_timeout(value)  # type: ignore[arg-type]
+            assert len(list(reader)) == len(read_all(small_bus))  # the refused value changed nothing
+
+
 @pytest.mark.parametrize("offset", ["10", 1.0, None, True, b"\x00"])
 def test_non_integer_offsets_are_refused(small_bus: Path, offset: object) -> None:
     with LogReader(small_bus) as reader:

@@ -32,22 +32,22 @@ from filelog_bus.retention import SegmentSpan, plan_retention
 def test_plan_keeps_segments_from_keep_from_by_age_but_not_over_the_size_budget() -> None:
     spans = [SegmentSpan(0, 100), SegmentSpan(100, 200), SegmentSpan(200, 300), SegmentSpan(300, 350)]
 
-    def old(span: SegmentSpan) -> float:
+    def old(span: SegmentSpan, at_least: float) -> float:
         return 0.0  # every segment is old
 
     by_age = plan_retention(
-        spans, now=1e9, max_age_days=1, max_bytes=None, newest_timestamp=old, keep_from=150
+        spans, now=1e9, max_age_days=1, max_bytes=None, latest_timestamp=old, keep_from=150
     )
     at_boundary = plan_retention(
-        spans, now=1e9, max_age_days=1, max_bytes=None, newest_timestamp=old, keep_from=200
+        spans, now=1e9, max_age_days=1, max_bytes=None, latest_timestamp=old, keep_from=200
     )
     over_budget = plan_retention(
-        spans, now=1e9, max_age_days=1, max_bytes=60, newest_timestamp=old, keep_from=150
+        spans, now=1e9, max_age_days=1, max_bytes=60, latest_timestamp=old, keep_from=150
     )
 
-    assert by_age == [SegmentSpan(0, 100)]  # the segment holding offset 150 is kept, and all after it
-    assert at_boundary == [SegmentSpan(0, 100), SegmentSpan(100, 200)]
-    assert over_budget == spans[:3]  # the size budget wins; the active segment stays
+    assert by_age.doomed == [SegmentSpan(0, 100)]  # the segment holding offset 150 is kept, and all after it
+    assert at_boundary.doomed == [SegmentSpan(0, 100), SegmentSpan(100, 200)]
+    assert over_budget.doomed == spans[:3]  # the size budget wins; the active segment stays
 
 
 # -- the retention command ------------------------------------------------------------------------

@@ -70,6 +70,15 @@ def fill_to(writer: LogWriter, base: int, fraction: float) -> list[int]:
     return offsets
 
 
+def past_the_first_segment(writer: LogWriter) -> tuple[int, list[int]]:
+    """Append 1 KiB records until the writer rolled past the bus's first segment, which is small
+    (segment_capacity); return the base of the full-size segment it appends to, and the offsets."""
+    offsets = []
+    while list_segment_bases(writer.path)[-1] == 0:
+        offsets.append(writer.append("c", PAYLOAD))
+    return list_segment_bases(writer.path)[-1], offsets
+
+
 def zero_writes(fd: int, start: int, end: int) -> int:
     """Fill [start, end) of ``fd`` with zeros as a segment is filled; return how many writes it took."""
     calls: list[str] = []
@@ -269,17 +278,18 @@ def test_the_next_segment_is_prepared_from_half_full_and_the_roll_takes_that_fil
     bus = tmp_path / "bus"
     size = preallocated_size(SEGMENT)
     with LogWriter(bus, segment_bytes=SEGMENT, durability="never") as writer:
-        offsets = fill_to(writer, 0, 0.45)
+        base, offsets = past_the_first_segment(writer)
+        offsets += fill_to(writer, base, 0.45)
         assert not standby(bus).exists(), "prepared before the segment was half full"
-        offsets += fill_to(writer, 0, 0.55)
+        offsets += fill_to(writer, base, 0.55)
         wait_for(lambda: standby(bus).exists(), "preparing the standby")  # while the writer appends
         assert standby(bus).stat().st_size == size and only_zeros(standby(bus))
         assert leftovers(bus) == []
         held = os.open(standby(bus), os.O_RDONLY)  # while held, its inode number is not reused
         try:
-            offsets += fill_to(writer, 0, 1.01)  # the roll
+            offsets += fill_to(writer, base, 1.01)  # the roll
             new_base = list_segment_bases(str(bus))[-1]
-            assert new_base > 0
+            assert new_base > base
             new_segment = bus / segment_name(new_base)
             assert new_segment.stat().st_ino == os.fstat(held).st_ino, "the roll did not take the standby"
         finally:
@@ -459,10 +469,11 @@ def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_
         raise KeyboardInterrupt
 
     writer = LogWriter(bus, segment_bytes=SEGMENT, durability="never").open()
+    base, offsets = past_the_first_segment(writer)
     previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
         with seam_wrapped(wrap):
-            offsets = fill_to(writer, 0, 0.6)
+            offsets += fill_to(writer, base, 0.6)
             wait_for(lambda: os.path.exists(temporary), "the preparation to start")
             writer.sync()  # so that close() soon waits for the thread, where the interrupt lands
             signal.setitimer(signal.ITIMER_REAL, 0.3)

@@ -170,7 +170,7 @@ def target_offset_arg(text: str) -> int | str:
         text,
         int,
         "offset",
-        "start, end, kafka or an offset such as 0",
+        "start, end, kafka, from-kafka or an offset such as 0",
         lambda value: value >= 0,
         "offsets are >= 0",
     )
@@ -193,3 +193,21 @@ def _checked(
     if not accept(value):
         raise argparse.ArgumentTypeError(f"invalid {what} {text}: {rule}")
     return value
+
+
+def add_kafka_arguments(parser: argparse._ActionsContainer, *, required: bool, topic_help: str) -> None:
+    """--bootstrap-server, --topic and --timeout, as kafka-export and clients --set-offsets kafka take them."""
+    parser.add_argument(
+        "--bootstrap-server",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        required=required,
+        help="the Kafka brokers to connect to first (e.g. --bootstrap-server kafka1:9092,kafka2:9092)",
+    )
+    parser.add_argument("--topic", required=required, help=topic_help)
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=seconds_arg,
+        help="how long to wait for the brokers' answer before failing, 1 to 3600; default 30 "
+        "(e.g. --timeout 60)",
+    )

@@ -15,12 +15,12 @@ from typing import Any
 
 from filelog_bus import check
 from filelog_bus.cli.args import (
+    add_kafka_arguments,
     byte_count,
     count_arg,
     days_arg,
     duration_arg,
     help_formatter,
-    seconds_arg,
     target_offset_arg,
 )
 from filelog_bus.cli.exits import (
@@ -39,7 +39,14 @@ from filelog_bus.cli.exits import (
 from filelog_bus.cli.format import format_time, printable, table_lines, write_line
 from filelog_bus.cli.prometheus import render, write_textfile
 from filelog_bus.cli.run import fail
-from filelog_bus.client_cache import OFFSET_KEYS, ClientCache, describe, find_clients, set_offsets
+from filelog_bus.client_cache import (
+    OFFSET_KEYS,
+    ClientCache,
+    describe,
+    find_clients,
+    refuse_if_running,
+    set_offsets,
+)
 from filelog_bus.clients import (
     CRITICAL_STATES,
     OK,
@@ -167,19 +174,10 @@ def add_command(commands: Any) -> None:
         help="set the three offsets of each (stopped) client to start, end or OFFSET, or translate them "
         "to the topic kafka-export filled (kafka) or back (from-kafka), keeping a backup (e.g. --set-offsets start)",
     )
-    kafka = clients.add_argument_group("with --set-offsets kafka or from-kafka")
-    kafka.add_argument(
-        "--bootstrap-server",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the Kafka brokers (e.g. --bootstrap-server kafka1:9092)",
-    )
-    kafka.add_argument("--topic", help="the topic kafka-export filled from BUS (e.g. --topic hermes)")
-    kafka.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=seconds_arg,
-        default=30.0,
-        help="how long to wait for the brokers' answer, 1 to 3600; default 30 (e.g. --timeout 60)",
+    add_kafka_arguments(
+        clients.add_argument_group("with --set-offsets kafka or from-kafka"),
+        required=False,
+        topic_help="the topic kafka-export filled from BUS (e.g. --topic hermes)",
     )
     clients.add_argument(
         "--force",
@@ -201,9 +199,11 @@ def _clients(prog: str, args: argparse.Namespace) -> int:
         return fail(
             prog, f"--set-offsets {args.set_offsets} needs --bootstrap-server and --topic", EXIT_USAGE
         )
-    if not kafka and (args.bootstrap_server or args.topic):
+    if not kafka and (args.bootstrap_server or args.topic or args.timeout is not None):
         return fail(
-            prog, "--bootstrap-server and --topic only apply to --set-offsets kafka or from-kafka", EXIT_USAGE
+            prog,
+            "--bootstrap-server, --topic and --timeout only apply to --set-offsets kafka or from-kafka",
+            EXIT_USAGE,
         )
     if args.set_offsets is not None:
         return _set_offsets(prog, args)
@@ -349,6 +349,9 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
         target, why = _target(args.path, args.set_offsets)
         planned = [(cache, dict.fromkeys(OFFSET_KEYS, target)) for cache in found.clients]
         notes = [*found.notes, *([why] if why else [])]
+    if not args.force:
+        for cache, _ in planned:  # every client, before any file is written
+            refuse_if_running(cache)
     for note in notes:
         write_line(f"note: {note}")
     for cache, offsets in planned:
@@ -369,11 +372,12 @@ def _kafka_offsets(
 ) -> list[tuple[ClientCache, dict[str, int | None]]]:
     """Every client's offsets in the topic (or back on the bus), all computed before any cache is written."""
     from filelog_bus.kafka_bus.client_offsets import bus_offsets, kafka_offsets
-    from filelog_bus.kafka_bus.topic import KafkaTopic
+    from filelog_bus.kafka_bus.topic import DEFAULT_TIMEOUT_SECONDS, KafkaTopic
 
     translate = kafka_offsets if args.set_offsets == "kafka" else bus_offsets
+    timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout
     with (
-        KafkaTopic(args.bootstrap_server, args.topic, timeout=args.timeout) as topic,
+        KafkaTopic(args.bootstrap_server, args.topic, timeout=timeout) as topic,
         LogReader(args.path) as reader,
     ):
         topic.open()

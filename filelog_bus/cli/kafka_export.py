@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from filelog_bus.cli.args import byte_count, help_formatter, positive_int, seconds_arg
+from filelog_bus.cli.args import add_kafka_arguments, byte_count, help_formatter, positive_int
 from filelog_bus.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES
 from filelog_bus.cli.format import human_bytes, plural, write_line
 from filelog_bus.cli.progress import progress_bar
@@ -50,13 +48,7 @@ def add_command(commands: Any) -> None:
         formatter_class=help_formatter,
     )
     command.add_argument("path", metavar="BUS", help="the bus directory (e.g. /var/lib/hermes/bus)")
-    command.add_argument(
-        "--bootstrap-server",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        required=True,
-        help="Kafka brokers to connect to first (e.g. --bootstrap-server kafka1:9092)",
-    )
-    command.add_argument("--topic", required=True, help="the topic to copy into (e.g. --topic hermes)")
+    add_kafka_arguments(command, required=True, topic_help="the topic to copy into (e.g. --topic hermes)")
     command.add_argument(
         "--follow",
         action="store_true",
@@ -78,22 +70,17 @@ def add_command(commands: Any) -> None:
         help="the most bytes one batch (one request) may carry; at least 1K, default 1M, Kafka's own default "
         "(e.g. --max-request-size 4M, with the topic's max.message.bytes as large)",
     )
-    command.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=seconds_arg,
-        default=30.0,
-        help="how long to wait for the brokers' answer before failing, 1 to 3600; default 30 (e.g. --timeout 60)",
-    )
     command.set_defaults(handler=_kafka_export)
 
 
-@contextmanager
-def _stop_requests() -> Iterator[list[bool]]:
-    """The first SIGTERM or SIGINT asks the export to stop after the current batch; a second SIGINT
-    interrupts at once."""
+def _stop_requests() -> list[bool]:
+    """The first SIGTERM or SIGINT asks the export to stop after the current batch (the list's one
+    item becomes True); a second SIGINT interrupts at once.
+
+    The handlers stay while the Kafka clients close after a failure, which may take a moment: a
+    SIGTERM then (systemd stopping a failed service) must not kill the process.
+    """
     requested = [False]
-    previous = {}
 
     def ask(signal_number: int, _frame: FrameType | None) -> None:
         if requested[0] and signal_number == signal.SIGINT:
@@ -101,33 +88,40 @@ def _stop_requests() -> Iterator[list[bool]]:
         requested[0] = True
 
     for signal_number in (signal.SIGTERM, signal.SIGINT):
-        previous[signal_number] = signal.signal(signal_number, ask)
-    try:
-        yield requested
-    finally:
-        for signal_number, handler in previous.items():
-            signal.signal(signal_number, handler)
+        signal.signal(signal_number, ask)
+    return requested
 
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
+    stop = _stop_requests()
+    try:
+        return _export(args, stop)
+    finally:
+        # The export is over: the process only reports and exits now. Python puts the default
+        # dispositions back while it shuts down, so a SIGTERM in those last milliseconds (systemd
+        # stopping a service that just failed) would kill it: both are ignored from here on.
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, signal.SIG_IGN)
+
+
+def _export(args: argparse.Namespace, stop: list[bool]) -> int:
     from filelog_bus.kafka_bus.export import BusExport, one_export_at_a_time
-    from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, KafkaTopic
+    from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
     from filelog_bus.reader import LogReader
 
     topic = KafkaTopic(
         args.bootstrap_server,
         args.topic,
-        timeout=args.timeout,
+        timeout=DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout,
         max_request_bytes=DEFAULT_MAX_REQUEST_BYTES
         if args.max_request_size is None
         else args.max_request_size,
     )
     bar = None if args.follow else progress_bar("kafka-export")
     with (
-        _stop_requests() as stop,
         topic,
         LogReader(args.path) as reader,
-        one_export_at_a_time(args.path, args.topic),
+        one_export_at_a_time(args.path, topic),
     ):
         if topic.open(create=True, replication_factor=args.replication_factor):
             write_line(f"created the topic {args.topic} with one partition")

@@ -30,9 +30,12 @@ examples:
   filelog-bus retention /var/lib/hermes/bus --days 30 --wait 60
   filelog-bus retention /var/lib/hermes/bus --days 30 --bytes 10G --clients /var/lib/hermes/cache-ldap
 
-Deletes whole closed segments, oldest first: those whose newest record is older than --days,
-then more while the bus is bigger than --bytes. The active segment is never deleted. Readers
-that were behind the deleted records get an error saying so. This needs the writer lock: while
+Deletes whole closed segments, oldest first: those whose records are all older than --days,
+then more while the bus is bigger than --bytes. --days stops at the first segment holding a
+record that is not (after a clock stepped back, that keeps the records written since as long
+as a later-stamped one precedes them); a note says when it stops at a segment stamped in the
+future. The active segment is never deleted. Readers that were behind the deleted records get
+an error saying so. This needs the writer lock: while
 a writer (the server) holds it, the command says so and exits with status {EXIT_LOCKED}; --wait
 waits for the lock (Hermes's server releases it between update loops), --dry-run needs no lock.
 
@@ -58,6 +61,7 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = check.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
         _report(plan.segments, plan.bytes, plan.begin_offset, policy, dry_run=True)
+        _note(plan.note)
         return EXIT_OK
     try:
         writer = maintenance_writer(args.path, args.wait)
@@ -67,8 +71,15 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
         before = writer.begin_offset
         deleted = writer.apply_retention(max_age_days=args.days, max_bytes=args.bytes)
         after = writer.begin_offset
+        note = writer.retention_note
     _report(deleted, after - before, after, policy, dry_run=False)
+    _note(note)
     return EXIT_OK
+
+
+def _note(note: str | None) -> None:
+    if note is not None:
+        write_line(f"note: {note}")
 
 
 def _report(segments: list[str], size: int, begin: int, policy: str, *, dry_run: bool) -> None:
@@ -112,6 +123,7 @@ def _sparing_report(prog: str, outcome: SparingOutcome, policy: str, *, dry_run:
         write_line(f"warning: {expired_message(client)}")
     for loss in outcome.losses:
         write_line(f"{'would lose' if dry_run else 'lost'}: {loss}")
+    _note(outcome.note)
     return EXIT_ATTENTION if outcome.losses else EXIT_OK
 
 
@@ -128,7 +140,7 @@ def add_command(commands: Any) -> None:
         "--days",
         metavar="N",
         type=days_arg,
-        help="delete closed segments whose newest record is older than N days (e.g. --days 30, --days 0.5)",
+        help="delete closed segments whose records are all older than N days (e.g. --days 30, --days 0.5)",
     )
     retention.add_argument(
         "--bytes",

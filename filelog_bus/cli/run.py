@@ -32,7 +32,7 @@ from filelog_bus.errors import (
     FilelogBusError,
     InvalidOffsetError,
     InvalidRecordError,
-    KafkaError,
+    KafkaBusError,
     NotABusError,
     OffsetOutOfRangeError,
     TopicMismatchError,
@@ -82,7 +82,7 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         return fail(prog, str(exc), EXIT_NOT_A_BUS)
     except ExportRunningError as exc:
         return fail(prog, str(exc), EXIT_BUSY)
-    except KafkaError as exc:
+    except KafkaBusError as exc:
         return fail(prog, str(exc), EXIT_KAFKA)
     except CorruptionError as exc:
         return fail(prog, f"{exc}; `filelog-bus verify` lists every problem", EXIT_DAMAGED)

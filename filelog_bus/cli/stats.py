@@ -23,7 +23,9 @@ about as long as reading the bus. --json prints one object: path, record_count, 
 disk_bytes, categories (name -> count), begin_offset, end_offset, oldest_offset, oldest_time,
 oldest_iso, newest_offset, newest_time, newest_iso and segments (name, base, end, file_size,
 bytes, record_count, first_offset, last_offset, first_time, last_time, first_iso, last_iso,
-active). Times are epoch seconds (*time_arg) and ISO 8601 UTC (*_iso).
+active) and steps_back (count, listed, largest: records stamped earlier than the record before
+them, each with segment, offset, previous_offset and seconds; a note line says so). Times are
+epoch seconds (*time_arg) and ISO 8601 UTC (*_iso).
 
 {EXIT_STATUSES}"""
 
@@ -62,6 +64,7 @@ def format_stats(stats: check.BusStats) -> str:
             ]
         )
     lines += table_lines(rows)
+    lines += [f"note: {note}" for note in stats.steps_back.notes()]
     return "\n".join(lines)
 
 

@@ -1,12 +1,19 @@
 """What a topic holds of a bus: a prefix of its records, checked against the bus.
 
 Both the export (where to resume) and the client migration (which Kafka offset is which bus offset)
-start here, so both refuse the same topics: one whose first or last message is not the export's copy
-of this bus's record at the offset its mark names.
+start here, so both refuse the same topics:
+- one whose first or last message is not the export's copy of this bus's record at the offset its
+  mark names (another bus's copy, or messages not written by the export);
+- one whose last messages do not follow one another (each mark starting where the one before ended),
+  over at least two batches' worth: where a duplicate or a gap would be if two exports wrote at once,
+  or if a killed export's last batch was appended after the next run's first (the run that sends a
+  batch after such a foreign one notices it at once and stops, so it lies in the last two batches);
+- one Kafka's retention emptied: where the copy stopped can no longer be told.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from filelog_bus.errors import OffsetOutOfRangeError, TopicMismatchError
@@ -98,9 +105,67 @@ def check_message(reader: LogReader, topic: KafkaTopic, message: Message, begin:
             raise _foreign(topic, message, reader, f"copies bus offset {mark.offset}, where no record starts")
 
 
+def check_tail(reader: LogReader, topic: KafkaTopic, first: Message, last: Message, span: int) -> None:
+    """Refuse (TopicMismatchError) a topic whose last messages, over at least ``span`` bytes of the
+    bus, are not consecutive copies. Messages are read from an estimate of where that span starts,
+    further back when the estimate fell short."""
+    assert first.mark is not None and last.mark is not None
+    messages = last.kafka_offset - first.kafka_offset + 1
+    count = span * messages // max(last.mark.next_offset - first.mark.offset, 1) + 2
+    while True:
+        start = max(first.kafka_offset, last.kafka_offset - count)
+        earliest = _check_consecutive(reader, topic, topic.read_forward(start))
+        assert earliest.mark is not None
+        if start == first.kafka_offset or last.mark.next_offset - earliest.mark.offset >= span:
+            return
+        count *= 2
+
+
+def _check_consecutive(reader: LogReader, topic: KafkaTopic, messages: Iterable[Message]) -> Message:
+    """Refuse messages that are not consecutive copies: Kafka offsets one apart, each mark starting
+    where the one before it ends. Returns the first."""
+    earliest = previous = None
+    for message in messages:
+        if message.mark is None:
+            check_message(reader, topic, message, reader.begin_offset, reader.end_offset)  # says why
+        assert message.mark is not None
+        if previous is not None:
+            assert previous.mark is not None
+            if (
+                message.kafka_offset != previous.kafka_offset + 1
+                or message.mark.offset != previous.mark.next_offset
+            ):
+                raise TopicMismatchError(
+                    f"the Kafka topic {topic.topic} is not a gap-free copy of the bus at {reader.path}: the "
+                    f"message at Kafka offset {message.kafka_offset} copies bus offset {message.mark.offset}, "
+                    f"but the one before it (Kafka offset {previous.kafka_offset}) ended at "
+                    f"{previous.mark.next_offset}: two exports wrote to it at once, or a killed export's last "
+                    "batch was appended late",
+                    bootstrap_servers=topic.bootstrap_servers,
+                    topic=topic.topic,
+                    kafka_offset=message.kafka_offset,
+                    advice="export the bus to a new topic; clients that read this one may have handled events "
+                    "twice or missed some",
+                )
+        earliest = earliest or message
+        previous = message
+    assert earliest is not None
+    return earliest
+
+
 def read_copy(reader: LogReader, topic: KafkaTopic) -> Copy:
-    """What the topic holds of the bus at ``reader``, after checking it came from this bus."""
+    """What the topic holds of the bus at ``reader``, after checking it came from this bus (its last
+    messages over ``topic.checked_span`` bytes of the bus)."""
     first_kafka, end_kafka, last = topic.true_end()
+    if last is None and end_kafka > 0:
+        raise TopicMismatchError(
+            f"the Kafka topic {topic.topic} is empty, but its messages start at offset {end_kafka}: Kafka's "
+            "retention deleted every message, so where the copy of the bus stopped cannot be told",
+            bootstrap_servers=topic.bootstrap_servers,
+            topic=topic.topic,
+            advice="export the bus to a new topic, with a retention.ms longer than the age of the bus's "
+            "oldest record (Kafka's retention counts from each message's own time)",
+        )
     # the bus after the topic: a running export (the bridge) copies only records already on the bus,
     # so every message found is before this end; the other way round, records appended and copied
     # meanwhile would make the last message look past the bus's end (another bus's)
@@ -121,4 +186,5 @@ def read_copy(reader: LogReader, topic: KafkaTopic) -> Copy:
                 f"is the topic's first and copies bus offset {first.mark.offset}, but this bus holds records "
                 f"from offset {begin}, which the topic never had",
             )
+        check_tail(reader, topic, first, last, topic.checked_span)
     return Copy(first, last, end_kafka, begin, end)

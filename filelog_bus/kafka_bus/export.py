@@ -127,6 +127,8 @@ class BusExport:
                 self._append(batch)  # with a failure: what was read before it
                 if self.progress is not None:
                     self.progress(summary.bus_offset - self.resume.bus_offset, total)
+                if isinstance(failure, RecordsExpiredError):  # counted once what was read is in the topic
+                    raise self._overtaken() from failure
                 if failure is not None:
                     raise failure
                 if should_stop() or not (batch.full or follow):
@@ -162,10 +164,7 @@ class BusExport:
 
     def _next_message(self) -> tuple[Record, Outgoing, int] | None:
         """The next record on the bus now, its message and the message's size; None at the end."""
-        try:
-            record = self.reader.read_next()
-        except RecordsExpiredError:
-            raise self._overtaken() from None
+        record = self.reader.read_next()
         if record is None:
             return None
         message = outgoing(record)
@@ -214,19 +213,21 @@ class BusExport:
 
 
 @contextmanager
-def one_export_at_a_time(bus_path: str, topic: str) -> Iterator[None]:
-    """Refuse (ExportRunningError) to run beside another export of the same bus into the same topic:
-    both would append after the same last message.
+def one_export_at_a_time(bus_path: str, topic: KafkaTopic) -> Iterator[None]:
+    """Refuse (ExportRunningError) to run beside another export of the same bus into the same topic
+    (on the same brokers): both would append after the same last message.
 
-    The lock is an abstract Unix socket named after the bus directory's identity and the topic: it
-    needs no file (a reader of the bus may write nowhere near it), and the kernel releases it when
-    the process ends, however it ends. Linux only; elsewhere nothing is locked.
+    The lock is an abstract Unix socket named after the bus directory's identity, the brokers and the
+    topic: it needs no file (a reader of the bus may write nowhere near it), and the kernel releases it
+    when the process ends, however it ends. Linux only; elsewhere nothing is locked (the check of the
+    topic's last messages still refuses what two exports at once leave behind).
     """
     if not sys.platform.startswith("linux"):
         yield
         return
     status = os.stat(bus_path)
-    key = hashlib.sha256(f"{status.st_dev}/{status.st_ino}/{topic}".encode()).hexdigest()[:40]
+    identity = f"{status.st_dev}/{status.st_ino}/{','.join(sorted(topic.servers))}/{topic.topic}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:40]
     name = f"\0filelog-bus-kafka-export-{key}"
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -238,10 +239,11 @@ def one_export_at_a_time(bus_path: str, topic: str) -> Iterator[None]:
             raise
         holder = _holder(name)
         raise ExportRunningError(
-            f"another kafka-export of the bus at {bus_path} into the topic {topic} is running "
+            f"another kafka-export of the bus at {bus_path} into the topic {topic.topic} is running "
             f"(pid {holder}): both would append after the same last message",
             holder=holder,
-            topic=topic,
+            bootstrap_servers=topic.bootstrap_servers,
+            topic=topic.topic,
             advice="stop it first (a --follow service: systemctl stop), or let it finish",
         ) from None
     try:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from filelog_bus.errors import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     ConfigError,
     KafkaMissingError,
@@ -114,6 +115,9 @@ class KafkaTopic:
             )
         self.timeout = float(timeout)
         self.max_request_bytes = max_request_bytes
+        #: How much of the bus the check of the topic's last messages covers: two batches of the
+        #: largest size an export may have sent (``copy.check_tail``).
+        self.checked_span = 2 * max(max_request_bytes, DEFAULT_MAX_REQUEST_BYTES)
         self._kafka = _kafka()
         self._consumer: Any = None
         self._producer: Any = None
@@ -133,11 +137,21 @@ class KafkaTopic:
             self._consumer = None
 
     def _close_producer(self) -> None:
-        """Drop the producer and whatever it still holds: a failed batch is never sent later."""
+        """Close the producer; after a failure, one that cannot finish is disarmed.
+
+        kafka-python's ``close`` flushes first and gives up, leaving the producer open, when a batch
+        is still unacknowledged; its finaliser then tries again when the process exits, and prints
+        its own failure. So the batch gets the timeout to finish (with no retries it fails or lands
+        by then), and a producer that still cannot close is marked closed (its private ``_closed``
+        flag, the one use of it): its daemon sender thread ends with the process. No batch follows a
+        failed one in this run, and a batch that lands late is found by the next run's check.
+        """
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                producer.close(timeout=0)
+            try:
+                producer.close(timeout=self.timeout)
+            except Exception:
+                producer._closed = True
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -146,14 +160,27 @@ class KafkaTopic:
 
     @contextmanager
     def _broker(self, what: str) -> Iterator[None]:
-        """Turn kafka-python's failures while doing ``what`` into BrokerUnavailableError."""
+        """kafka-python's failures while doing ``what``: BrokerUnavailableError when running again
+        later may succeed (no connection, no answer in time, an error Kafka calls retriable),
+        BrokerRefusedError when the broker refuses for good."""
+        errors = self._kafka.errors
         try:
             yield
-        except self._kafka.errors.KafkaError as exc:
-            detail = str(exc) if str(exc) not in ("", type(exc).__name__) else "no answer"
-            raise BrokerUnavailableError(
-                f"{what} failed, Kafka brokers {self.bootstrap_servers}: {type(exc).__name__} ({detail})",
-                advice=_RECOVERY_ADVICE,
+        except errors.KafkaError as exc:
+            name = type(exc).__name__
+            detail = str(exc) if str(exc) not in ("", name) else "no answer"
+            transient = (errors.NoBrokersAvailable, errors.KafkaConnectionError, errors.KafkaTimeoutError)
+            if exc.retriable or isinstance(exc, transient):
+                raise BrokerUnavailableError(
+                    f"{what} failed, Kafka brokers {self.bootstrap_servers}: {name} ({detail})",
+                    advice=_RECOVERY_ADVICE,
+                    **self._fields(),
+                ) from exc
+            raise BrokerRefusedError(
+                f"{what}: the Kafka brokers {self.bootstrap_servers} refused it: {name} ({detail})",
+                kafka_error=name,
+                advice="running again will not help: fix what Kafka's error names (the topic's settings, "
+                "the cluster's policies, this client's rights; see docs/HERMES.md, 'What you need')",
                 **self._fields(),
             ) from exc
 
@@ -192,7 +219,7 @@ class KafkaTopic:
                 api_version_auto_timeout_ms=request_timeout_ms,
                 max_partition_fetch_bytes=max(self.max_request_bytes, 1048576),
             )
-            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+        partitions = self._partitions()
         created = False
         if not partitions:
             if not create:
@@ -231,15 +258,35 @@ class KafkaTopic:
                 admin.close()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            with self._broker("reading the new topic's metadata"):
-                self._consumer.topics()  # refreshes the metadata the next call reads
-                partitions = self._consumer.partitions_for_topic(self.topic)
+            partitions = self._partitions()
             if partitions:
-                return set(partitions)
+                return partitions
             time.sleep(0.05)
         raise self._timed_out(f"creating the topic {self.topic}")
 
     # -- reading -----------------------------------------------------------------------------
+
+    def _partitions(self) -> set[int]:
+        """The topic's partitions, from a metadata request that gives up after the timeout.
+
+        kafka-python's own ``partitions_for_topic`` and ``topics`` wait for the answer without a
+        limit, and never get one from a broker gone after the connection: this asks its client
+        (a private attribute, the one use of one) with its own bounded ``poll``.
+        """
+        client = self._consumer._client
+        cluster = client.cluster
+        with self._broker("reading the topic's metadata"):
+            stash, cluster.need_all_topic_metadata = cluster.need_all_topic_metadata, True
+            try:
+                answer = cluster.request_update()
+                client.poll(timeout_ms=int(self.timeout * 1000), future=answer)
+            finally:
+                cluster.need_all_topic_metadata = stash
+            if not answer.is_done:
+                raise self._timed_out("reading the topic's metadata")
+            if answer.failed():
+                raise answer.exception
+        return set(cluster.partitions_for_topic(self.topic) or ())
 
     def _message(self, raw: Any) -> Message:
         return Message(raw.offset, raw.key, raw.value, raw.timestamp, mark_of(raw.headers or ()))
@@ -316,9 +363,9 @@ class KafkaTopic:
                     delivery_timeout_ms=_NEVER_LINGER_MS + int(self.timeout * 2000),
                     batch_size=self.max_request_bytes,
                     max_request_size=self.max_request_bytes,
-                    buffer_memory=max(32 * 1048576, 4 * self.max_request_bytes),
                     request_timeout_ms=int(self.timeout * 1000),
                     api_version_auto_timeout_ms=int(self.timeout * 1000),
+                    max_block_ms=int(self.timeout * 1000),
                 )
         return self._producer
 
@@ -363,7 +410,7 @@ class KafkaTopic:
         try:
             with self._broker(f"sending the records from bus offset {bus_offset}"):
                 yield
-        except BrokerUnavailableError as exc:
+        except (BrokerUnavailableError, BrokerRefusedError) as exc:
             self._close_producer()
             if isinstance(exc.__cause__, self._kafka.errors.MessageSizeTooLargeError):
                 raise RecordTooLargeError(
