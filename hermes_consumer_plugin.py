@@ -32,7 +32,9 @@ from filelog_bus.errors import (
 
 HERMES_PLUGIN_CLASSNAME = "FilelogConsumerPlugin"
 
-#: How often a drained consumer checks for new events: ~20 ms delivery latency for ~0.3 % of a core.
+#: How often a drained consumer checks for new events where the writer's wake-up is unavailable
+#: (filelog_bus/wakeup.py; elsewhere it is woken on publication): ~20 ms delivery latency for
+#: ~0.3 % of a core.
 #: (Hermes's SQLite consumer polls every 500 ms.)
 POLL_SECONDS = 0.02
 

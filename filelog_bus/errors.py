@@ -63,6 +63,18 @@ class NotABusError(FilelogBusError):
     """The path is not a filelog-bus directory (or does not exist)."""
 
 
+class BusDeletedError(NotABusError):
+    """The bus a reader was reading was deleted under it, or deleted and created again.
+
+    ``recreated``: another bus (or another watermark file) is at the path now; the reader's
+    positions mean nothing on it.
+    """
+
+    def __init__(self, reason: str, *, path: str, recreated: bool, advice: str | None = None) -> None:
+        super().__init__(reason, path=path, advice=advice)
+        self.recreated = recreated
+
+
 class BusLockedError(FilelogBusError):
     """Another writer holds the bus's exclusive lock.
 

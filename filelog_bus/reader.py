@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from filelog_bus import fs
 from filelog_bus.errors import (
     BusClosedError,
+    BusDeletedError,
     BusIOError,
     BusPermissionError,
     ConfigError,
@@ -34,6 +35,7 @@ from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
 from filelog_bus.scan import READ_CHUNK, Damage
 from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.wakeup import RECHECK_SECONDS, Waiter
 from filelog_bus.watermark import WatermarkReader
 
 #: Bytes read per lookup of one record during seek and find_next.
@@ -87,6 +89,13 @@ class LogReader:
         self._chunk = READ_CHUNK
         #: Set while the newest segment's file is behind the watermark: (watermark, segment, its data end).
         self._stalled: tuple[int, LogSegment, int] | None = None
+        #: Sleeps until the watermark moves (made at the first wait; see filelog_bus/wakeup.py).
+        self._waiter: Waiter | None = None
+        #: The watermark read by the last _has_news, which the waiter sleeps on.
+        self._checked_end = 0
+        #: The bus directory's (st_dev, st_ino) once the bus exists, and when to check it is still there.
+        self._directory_id: tuple[int, int] | None = None
+        self._check_bus_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -128,9 +137,8 @@ class LogReader:
         return self
 
     def close(self) -> None:
-        if self._watermark is not None:
-            self._watermark.close()
-            self._watermark = None
+        self._close_watermark()
+        self._directory_id = None  # a reader opened again follows the bus at the path then
         if self._segment is not None:
             self._segment.close()
             self._segment = None
@@ -149,6 +157,13 @@ class LogReader:
         ):
             return
         self._watermark = WatermarkReader(self.path)
+        if self._directory_id is None:
+            self._directory_id = _identity(os.stat(self.path))
+
+    def _close_watermark(self) -> None:
+        waiter, watermark = self._waiter, self._watermark
+        self._waiter = self._watermark = None
+        fs.close_all(waiter, watermark)
 
     def _check_open(self) -> None:
         if not self._open:
@@ -408,7 +423,7 @@ class LogReader:
 
     def _has_news(self) -> bool:
         """Whether a record may be read after the position now."""
-        end = self._end()
+        end = self._checked_end = self._end()
         if end <= self._position:
             return False
         if self._stalled is not None:
@@ -421,11 +436,14 @@ class LogReader:
     def wait_for_records(self) -> bool:
         """Wait, up to the timeout, until a record is on the bus after the position; False if none came.
 
-        Sleep-polls the watermark (every ``poll_interval``): no busy loop, no lock.
+        Sleeps until the writer's wake-up (filelog_bus/wakeup.py), re-checking the watermark every
+        RECHECK_SECONDS (0.8 s) anyway; sleep-polls every ``poll_interval`` where the wake-up is unavailable, and
+        until the bus exists. BusDeletedError once the bus was deleted (or created again) under it.
         """
         self._check_open()
         if self._has_news():
             return True
+        self._check_same_bus()
         timeout = self._timeout
         if timeout == 0:
             return False
@@ -434,11 +452,74 @@ class LogReader:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            time.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+            self._pause(remaining)
             if self._has_news():
                 if not self._bases:
                     self._refresh_bases()
                 return True
+            self._check_same_bus()
+
+    def _pause(self, limit: float | None) -> None:
+        """Sleep until the watermark may have moved, at most ``limit`` seconds (None: no limit)."""
+        watermark = self._watermark
+        if watermark is None:  # no bus yet (missing_ok): poll for it
+            time.sleep(self.poll_interval if limit is None else min(self.poll_interval, limit))
+            return
+        if self._waiter is None:
+            self._waiter = Waiter(watermark.fd, self.poll_interval)
+        self._waiter.pause(self._checked_end, limit)  # what _has_news read: a change since wakes at once
+
+    def _check_same_bus(self) -> None:
+        """BusDeletedError if the bus was deleted, or deleted and created again, under this reader
+        (every RECHECK_SECONDS at most: two stats). A watermark file rebuilt by a writer in the same
+        directory, while the segment this reader holds is still there, is re-opened instead."""
+        watermark = self._watermark
+        now = time.monotonic()
+        if watermark is None or now < self._check_bus_at:
+            return
+        self._check_bus_at = now + RECHECK_SECONDS
+        try:
+            directory = _stat_or_none(self.path)
+            if directory is None or _identity(directory) != self._directory_id:
+                raise self._deleted(recreated=directory is not None)
+            current = _stat_or_none(watermark.path)
+            if current is not None and _identity(current) == _identity(os.fstat(watermark.fd)):
+                return
+            segment = self._segment
+            held = None if segment is None or segment.fd < 0 else _stat_or_none(segment.path)
+            if (
+                held is not None
+                and segment is not None
+                and _identity(held) == _identity(os.fstat(segment.fd))
+            ):
+                if current is not None:  # a writer rebuilt the watermark file: read the new one
+                    self._close_watermark()
+                    self._attach()
+                return  # (no watermark file: a live writer still publishes in the one this reader has open)
+            if current is None and not list_segment_bases(self.path):
+                raise self._deleted(recreated=False)
+            if current is not None:
+                raise self._deleted(recreated=True)
+        except FileNotFoundError:  # the directory went while it was looked at
+            raise self._deleted(recreated=False) from None
+        except PermissionError:
+            return  # cannot tell; reading reports it, with advice
+
+    def _deleted(self, *, recreated: bool) -> BusDeletedError:
+        what = "deleted and created again" if recreated else "deleted"
+        return BusDeletedError(
+            f"the bus at {self.path} was {what} while this reader was reading it"
+            + (": its offsets mean nothing on the new bus" if recreated else ""),
+            path=self.path,
+            recreated=recreated,
+            advice="open a new reader"
+            + (
+                " and seek from the new bus's beginning (reset the consumers' offsets)"
+                if recreated
+                else " once the bus is there again"
+            )
+            + "; see docs/RELIABILITY.md, 'A bus deleted under its readers'",
+        )
 
     # -- category lookup ----------------------------------------------------------
 
@@ -552,6 +633,17 @@ class LogReader:
                     return record, record.offset
             position = self._advance(segment, position, batch.consumed, batch.error, bool(batch.records), end)
         return None, position
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _block_end(base: int, interval: int, offset: int) -> int:

@@ -45,6 +45,7 @@ from filelog_bus.layout import (
     encode_file_header,
     encode_watermark,
 )
+from filelog_bus.wakeup import Waker
 
 #: A slot torn by a concurrent update is re-read; a slot still bad after this long is damage.
 _TORN_RETRY_SECONDS = 0.05
@@ -62,6 +63,7 @@ class WatermarkPublisher:
         self.unsynced_writer = unsynced_writer
         self._holding_unsynced = False
         self._last = (0, True)
+        self._waker: Waker | None = None
         #: A clean-close note was erased, and the erasure is not durable yet.
         self.erasure_pending = False
         if fs.stat_or_explain(self.path, "open the watermark") is None:
@@ -74,6 +76,7 @@ class WatermarkPublisher:
                 fs.pwrite_all(self.fd, encode_file_header(WATERMARK_MAGIC, 0), 0)
             if os.fstat(self.fd).st_size != WATERMARK_FILE_SIZE:
                 fs.ftruncate(self.fd, WATERMARK_FILE_SIZE)
+            self._waker = Waker.open(self.fd)
         except BaseException:
             self.close()
             raise
@@ -99,6 +102,8 @@ class WatermarkPublisher:
             self._holding_unsynced = False
         unsynced = self.unsynced_writer or self._holding_unsynced
         fs.pwrite_all(self.fd, encode_watermark(offset, durable, unsynced), FILE_HEADER_SIZE)
+        if self._waker is not None:
+            self._waker.published()  # readers waiting in wakeup.Waiter
         self._last = (offset, durable)
 
     def check_in_place(self) -> None:
@@ -174,9 +179,14 @@ class WatermarkPublisher:
         fs.pwrite_all(self.fd, encode_clean_close(note), CLEAN_CLOSE_POSITION)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            fs.close(fd)
+        waker, self._waker = self._waker, None
+        try:
+            if waker is not None:
+                waker.close()  # joins its thread: an interrupt may land there
+        finally:
+            if self.fd >= 0:
+                fd, self.fd = self.fd, -1
+                fs.close(fd)
 
 
 class WatermarkReader:

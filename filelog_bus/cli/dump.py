@@ -22,7 +22,8 @@ from filelog_bus.errors import RecordsExpiredError
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
-#: How often --follow looks for new records (seconds); `tail -f` uses 1 s.
+#: How often --follow looks for new records where the writer's wake-up is unavailable (seconds;
+#: `tail -f` uses 1 s); elsewhere it is woken as soon as a record is published.
 FOLLOW_POLL_SECONDS = 0.1
 
 DUMP_DESCRIPTION = """\
@@ -102,7 +103,8 @@ def dump_parser(prog: str = "filelog-dump") -> Parser:
         "--follow",
         action="store_true",
         help="at the end of the bus, wait for new records and print them as they arrive, like "
-        "tail -f, until Ctrl-C (e.g. --from end --follow)",
+        "tail -f, until Ctrl-C, or until the bus is deleted (or deleted and created again), which "
+        "it reports with exit status 3 (e.g. --from end --follow)",
     )
     form = parser.add_mutually_exclusive_group()
     form.add_argument(
