@@ -228,6 +228,19 @@ def topic_messages(bootstrap: str, name: str) -> list[Message]:
         consumer.close()
 
 
+def end_offset(bootstrap: str, name: str) -> int:
+    """How far the topic has grown, as the broker says (tansu: its last batch's first offset + 1):
+    a measure of progress, 0 before the topic exists."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
+    try:
+        if not consumer.partitions_for_topic(name):
+            return 0
+        partition = TopicPartition(name, 0)
+        return consumer.end_offsets([partition])[partition]
+    finally:
+        consumer.close()
+
+
 def partitions_of(bootstrap: str, name: str) -> set[int]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, allow_auto_create_topics=False)
     try:

@@ -17,6 +17,7 @@ from kafka_support import (
     Broker,
     create_topic,
     cut_by_retention,
+    end_offset,
     marks,
     partitions_of,
     produce,
@@ -221,8 +222,12 @@ def test_killed_at_random_moments_then_run_again_the_topic_holds_every_record_on
     write_bus(path, [(c, p * 40, t) for c, p, t in sample(8000)], segment_bytes=256 * 1024)
     expected = as_messages(bus_records(path))
     chooser = random.Random(20261207)
-    held = []
+    held: list[int] = []
     for _attempt in range(60):
+        # a kill when the topic has grown by a random share of what is left: part-way, however fast
+        target = (held[-1] if held else 0) + int(
+            chooser.uniform(0.05, 0.6) * (8000 - (held[-1] if held else 0))
+        )
         process = start(
             BUS,
             "kafka-export",
@@ -234,9 +239,9 @@ def test_killed_at_random_moments_then_run_again_the_topic_holds_every_record_on
             "--max-request-size",
             "8K",
         )
-        try:
-            process.wait(timeout=chooser.uniform(0.3, 1.0))
-        except subprocess.TimeoutExpired:
+        while process.poll() is None and end_offset(broker.bootstrap, topic) < target:
+            time.sleep(0.005)
+        if process.poll() is None:
             process.kill()
             process.communicate()
             now = contents(topic_messages(broker.bootstrap, topic))
