@@ -79,54 +79,33 @@ def create(bootstrap: str, topic: str) -> None:
         kafka.open(create=True)
 
 
-def bare_producer_rate(bootstrap: str, topic: str, messages: list[Outgoing]) -> float:
+def copy_rate(bootstrap: str, topic: str, messages: list[Outgoing], *, batch_at_a_time: bool) -> float:
+    """A bare kafka-python producer sending ``messages`` to partition 0 with acks=all, batched (1 MiB
+    batches, linger 5 ms) or, with ``batch_at_a_time``, as the export does: each 1 MiB batch
+    acknowledged by every replica before the next is handed over (no retries, one request in flight)."""
     create(bootstrap, topic)
     started = time.perf_counter()  # from connecting, as the export's time does
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        batch_size=1048576,
-        max_request_size=1048576,
+    settings = (
+        {
+            "retries": 0,
+            "max_in_flight_requests_per_connection": 1,
+            "linger_ms": 3_600_000,
+            "delivery_timeout_ms": 3_700_000,
+        }
+        if batch_at_a_time
+        else {"linger_ms": 5}
     )
-    for message in messages:
-        producer.send(
-            topic,
-            key=message.key,
-            value=message.value,
-            partition=0,
-            timestamp_ms=message.timestamp_ms,
-            headers=message.headers,
-        )
-    producer.flush()
-    elapsed = time.perf_counter() - started
-    producer.close()
-    return len(messages) / elapsed
-
-
-def batch_at_a_time_rate(bootstrap: str, topic: str, messages: list[Outgoing]) -> float:
-    """The export's guarantee without filelog-bus: 1 MiB batches, each acknowledged by every replica
-    before the next is handed to the producer (no retries, one request in flight)."""
-    create(bootstrap, topic)
-    started = time.perf_counter()
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        retries=0,
-        max_in_flight_requests_per_connection=1,
-        linger_ms=3_600_000,
-        delivery_timeout_ms=3_700_000,
-        batch_size=1048576,
-        max_request_size=1048576,
+        bootstrap_servers=bootstrap, acks="all", batch_size=1048576, max_request_size=1048576, **settings
     )
-    budget = 1048576 - BATCH_HEADER_BYTES
-    size = 0
+    budget, size = 1048576 - BATCH_HEADER_BYTES, 0
     for message in messages:
-        bound = message.size_bound()
-        if size + bound > budget:
-            producer.flush()
-            size = 0
-        size += bound
+        if batch_at_a_time:
+            bound = message.size_bound()
+            if size + bound > budget:
+                producer.flush()
+                size = 0
+            size += bound
         producer.send(
             topic,
             key=message.key,
@@ -242,8 +221,10 @@ def role(kind: str, bootstrap: str, topic: str, path: str, count: str) -> None:
         return
     messages = messages_of(Path(path))[: int(count)]
     collect_garbage_rarely()
-    rate = {"bare": bare_producer_rate, "guarantee": batch_at_a_time_rate, "hermes": one_at_a_time_rate}[kind]
-    print(rate(bootstrap, topic, messages))
+    if kind == "hermes":
+        print(one_at_a_time_rate(bootstrap, topic, messages))
+    else:
+        print(copy_rate(bootstrap, topic, messages, batch_at_a_time=kind == "guarantee"))
 
 
 def measured(kind: str, broker: Broker, topic: str, path: Path, count: int) -> float:
