@@ -247,7 +247,7 @@ _WRITER = """
 """
 
 
-def test_follow_prints_records_appended_after_it_started_and_ends_cleanly_on_ctrl_c(
+def test_follow_prints_records_appended_after_it_started_and_ends_cleanly_on_ctrl_c_or_sigterm(
     bus_dir: Path, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
@@ -264,8 +264,9 @@ def test_follow_prints_records_appended_after_it_started_and_ends_cleanly_on_ctr
         plain_lines.wait_for(lambda line: line.endswith("after-12"))
         category_lines.wait_for(lambda line: json.loads(line)["payload"] == "after-12")
 
-        for follower in (plain, by_category):
-            follower.send_signal(signal.SIGINT)
+        # Ctrl-C, and SIGTERM (a service manager, kill): both end it cleanly, never by the signal
+        for follower, ending in ((plain, signal.SIGTERM), (by_category, signal.SIGINT)):
+            follower.send_signal(ending)
             assert follower.wait(timeout=HANG_GUARD) == 0
             assert follower.stderr is not None and follower.stderr.read() == ""
     finally:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 from filelog_bus.cli.args import (
     Parser,
@@ -131,7 +133,20 @@ def dump_main(argv: Sequence[str] | None = None, prog: str = "filelog-dump") -> 
             f"--since ({format_time(args.since)}) must be before --until ({format_time(args.until)})",
             EXIT_USAGE,
         )
-    return run_command(prog, lambda: _dump(prog, args))
+    if not args.follow:
+        return run_command(prog, lambda: _dump(prog, args))
+    signal.signal(signal.SIGTERM, _as_ctrl_c)  # a follow runs until stopped, by Ctrl-C or by SIGTERM
+    try:
+        return run_command(prog, lambda: _dump(prog, args))
+    finally:
+        # Over: Python puts the default dispositions back while it shuts down, and a late signal
+        # then would kill the process instead of letting it exit with its status.
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, signal.SIG_IGN)
+
+
+def _as_ctrl_c(_signal_number: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _dump(prog: str, args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
 EXIT_STATUSES = f"""\
 exit status: (one table for every filelog-bus command)
-  {EXIT_OK}    success (also: --follow ended with Ctrl-C, or the output pipe was closed, as by | head)
+  {EXIT_OK}    success (also: --follow ended with Ctrl-C or SIGTERM, or the output pipe was closed, as by | head)
   {EXIT_ATTENTION}    something to report: filelog-dump printed nothing (empty bus, or no record matched);
        verify found problems (each one is printed); clients: a client is not ok;
        hermes-install: installed files differ (nothing written; --force replaces them)
