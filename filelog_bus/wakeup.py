@@ -36,13 +36,16 @@ import weakref
 from filelog_bus.layout import FILE_HEADER_SIZE
 
 #: While it publishes without pause, the writer wakes readers at most once per RING_INTERVAL;
-#: with ``n`` readers woken last time, once per ``n * SECONDS_PER_READER``, up to
-#: MAX_RING_INTERVAL (a wake-up costs each reader a Python turn, 50-300 us of CPU, and the
-#: writer's durable appends need a core: the readers are kept to ~500 turns a second in all);
+#: with ``n`` readers woken last time, once per ``SECONDS_FOR_ONE_READER + (n - 1) *
+#: SECONDS_PER_MORE_READER``, up to MAX_RING_INTERVAL (a wake-up costs each reader a Python turn,
+#: 50-300 us of CPU, and the writer's durable appends need a core: one reader gets ~500 turns a
+#: second, several ~200-300 in all: with 2 ms per reader, 10 tailing readers cost a durable writer
+#: ~7 %, with 5 ms for each after the first ~2 %, RESULTS.md);
 #: with none, twice as long as last time, up to NOBODY_RING_INTERVAL (how long a reader that
 #: starts waiting in the middle of such a stream may wait for its first wake-up).
 RING_INTERVAL = 0.001
-SECONDS_PER_READER = 0.002
+SECONDS_FOR_ONE_READER = 0.002
+SECONDS_PER_MORE_READER = 0.005
 MAX_RING_INTERVAL = 0.4
 NOBODY_RING_INTERVAL = 0.05
 #: A reader whose watermark stands still re-checks it this often anyway.
@@ -248,7 +251,8 @@ class Waker:
         (each wake-up costs each of them a turn), doubling while none waits (a writer nobody
         follows then hardly pays for the thread)."""
         if woken:
-            self._interval = min(max(woken * SECONDS_PER_READER, RING_INTERVAL), MAX_RING_INTERVAL)
+            interval = SECONDS_FOR_ONE_READER + (woken - 1) * SECONDS_PER_MORE_READER
+            self._interval = min(max(interval, RING_INTERVAL), MAX_RING_INTERVAL)
         else:
             self._interval = min(2 * self._interval, NOBODY_RING_INTERVAL)
 
