@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 from filelog_bus.client_cache import OFFSET_KEYS, ClientCache
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
-from filelog_bus.kafka_bus.copy import Copy, check_message, read_copy, record_at
+from filelog_bus.kafka_bus.copy import Copy, check_consecutive, check_message, read_copy, record_at
 from filelog_bus.kafka_bus.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 
@@ -79,11 +79,11 @@ class _MarkSearch:
         self.bus_offsets = [copy.first.mark.offset, copy.last.mark.offset]
 
     def _probe(self, kafka_offset: int) -> None:
+        """Fetch the window at ``kafka_offset``: checked consecutive copies, its first against the bus."""
         window = self.topic.messages_from(kafka_offset)
+        check_consecutive(self.reader, self.topic, window)
         check_message(self.reader, self.topic, window[0], self.copy.bus_begin, self.copy.bus_end)
         for message in window:
-            if message.mark is None:  # not the export's: check_message says so
-                check_message(self.reader, self.topic, message, self.copy.bus_begin, self.copy.bus_end)
             assert message.mark is not None
             slot = bisect.bisect_left(self.kafka_offsets, message.kafka_offset)
             if slot == len(self.kafka_offsets) or self.kafka_offsets[slot] != message.kafka_offset:

@@ -114,14 +114,14 @@ def check_tail(reader: LogReader, topic: KafkaTopic, first: Message, last: Messa
     count = span * messages // max(last.mark.next_offset - first.mark.offset, 1) + 2
     while True:
         start = max(first.kafka_offset, last.kafka_offset - count)
-        earliest = _check_consecutive(reader, topic, topic.read_forward(start))
+        earliest = check_consecutive(reader, topic, topic.read_forward(start))
         assert earliest.mark is not None
         if start == first.kafka_offset or last.mark.next_offset - earliest.mark.offset >= span:
             return
         count *= 2
 
 
-def _check_consecutive(reader: LogReader, topic: KafkaTopic, messages: Iterable[Message]) -> Message:
+def check_consecutive(reader: LogReader, topic: KafkaTopic, messages: Iterable[Message]) -> Message:
     """Refuse messages that are not consecutive copies: Kafka offsets one apart, each mark starting
     where the one before it ends. Returns the first."""
     earliest = previous = None
