@@ -102,15 +102,18 @@ class WriterLock:
     def close(self) -> None:
         """Release both locks. Idempotent; the directory's lock is released even if the other fails."""
         lock_file, self._lock_file = self._lock_file, None
-        directory_fd, self._directory_fd = self._directory_fd, -1
         try:
             if lock_file is not None:
                 lock_file.close()
         finally:
+            # The descriptor stays ours (``__del__`` closes it) until the bus is unlocked: an interrupt
+            # landing anywhere before must not leave it locked by a descriptor nobody will close.
+            directory_fd = self._directory_fd
             if directory_fd >= 0:
-                try:  # unlocked first: an exception landing before the close must not keep the bus locked
+                try:
                     fcntl.flock(directory_fd, fcntl.LOCK_UN)
                 finally:
+                    self._directory_fd = -1
                     fs.close(directory_fd)
 
     def __del__(self) -> None:
