@@ -112,3 +112,23 @@ def test_an_interrupt_anywhere_in_close_never_leaves_the_bus_locked(tmp_path: Pa
         with LogWriter(bus, durability="always", lock_timeout=0) as again:
             again.append("c", b"z")
         assert _payloads(bus) == [b"a", b"z"], WHERE[-1]
+
+
+def test_an_interrupt_anywhere_in_open_never_leaves_the_bus_locked_or_records_lost(tmp_path: Path) -> None:
+    def prepared(bus: Path) -> LogWriter:
+        with LogWriter(bus, durability="always", segment_bytes=4096) as first:
+            first.append("c", b"a")
+        return LogWriter(bus, durability="always", segment_bytes=4096)
+
+    total = _lines(prepared(tmp_path / "probe").open)
+    for at in range(1, total + 1):
+        bus = tmp_path / f"bus{at}"
+        writer = prepared(bus)
+        _run(writer.open, at)
+        with contextlib.suppress(KeyboardInterrupt):
+            writer.close()
+        del writer
+        gc.collect()
+        with LogWriter(bus, durability="always", lock_timeout=0) as again:
+            again.append("c", b"z")
+        assert _payloads(bus) == [b"a", b"z"], WHERE[-1]
