@@ -496,6 +496,11 @@ class LogReader:
                     self._close_watermark()
                     self._attach()
                 return  # (no watermark file: a live writer still publishes in the one this reader has open)
+            if current is not None and held is None and self._position == 0:
+                # nothing read yet (an empty bus): offset 0 means the same on whatever bus is there now
+                self._close_watermark()
+                self._attach()
+                return
             if current is None and not list_segment_bases(self.path):
                 raise self._deleted(recreated=False)
             if current is not None:

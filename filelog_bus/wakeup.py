@@ -232,19 +232,24 @@ class Waker:
 
     def _wake_now(self) -> None:
         self._idle = False
-        self._pending = False
-        self._ring(self._word.wake())
-        if self._thread is None:
-            thread = threading.Thread(
-                target=_ringer, args=(weakref.ref(self),), name="filelog-bus waker", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to be had (a limit on threads or processes)
-                self._idle = True  # so every publication wakes the readers itself, uncoalesced
-                return
-            self._thread = thread
-        self._kick.set()
+        kicked = False
+        try:
+            self._pending = False
+            self._ring(self._word.wake())
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=_ringer, args=(weakref.ref(self),), name="filelog-bus waker", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had (a limit on threads or processes)
+                    return  # idle again (below): every publication wakes the readers itself, uncoalesced
+                self._thread = thread
+            self._kick.set()
+            kicked = True
+        finally:
+            if not kicked:  # (also an interrupt landing here) the ringer may sleep unkicked: stay idle, so
+                self._idle = True  # that the next publication wakes the readers and kicks it itself
 
     def _ring(self, woken: int) -> None:
         """Adapt the interval to the readers the last wake-up found waiting: longer with many

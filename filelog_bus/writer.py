@@ -331,12 +331,12 @@ class LogWriter:
             if deferred:
                 return offset
             watermark.publish(self._end, self._sync_each_append, synced=sync)
+            return offset  # inside the try: an interrupt landing here is held too, the record is visible
         except BaseException as exc:
             durable = self._sync_each_append  # (and synced: a record that is not deferred)
             if not deferred and self._published_despite(exc, offset + size, durable, durable):
                 return offset
             self._stop(exc, f"append at offset {offset} failed", segment.path, offset)
-        return offset
 
     def _published_despite(self, exc: BaseException, end: int, durable: bool, synced: bool) -> bool:
         """Whether ``exc``, an interrupt, landed once everything up to ``end`` was published: then
@@ -431,9 +431,26 @@ class LogWriter:
         self._failure = exc  # first: an interrupt landing in this handler must still leave the writer stopped
         failure = self._failure = _write_error(exc, what, path, offset)
         segment = self._segment
-        if offset is not None and segment is not None and self._end == offset and offset >= segment.base:
+        if (
+            offset is not None
+            and segment is not None
+            and offset >= segment.base
+            and self._unpublished_from(offset)
+        ):
             segment.discard_from(offset)
         _raise_as(failure, exc)
+
+    def _unpublished_from(self, offset: int) -> bool:
+        """Whether readers were shown nothing from ``offset`` on: the record appended there may be cut
+        back. Also once ``_end`` moved past it (an interrupt between the append and its publication:
+        the append fails, so the record must not come back at the next open, a duplicate)."""
+        if self._end == offset:
+            return True
+        try:
+            published = None if self._watermark is None else self._watermark.published()
+        except OSError:
+            return False  # cannot tell: the next open's recovery decides
+        return published is not None and published.offset <= offset
 
     def _roll(self) -> LogSegment:
         """Seal the active segment durably and start a new one at the current end."""

@@ -45,10 +45,10 @@ _PROC_LOCKS = "/proc/locks"
 class WriterLock:
     """Both locks of one writer; ``close()`` releases them (the directory's last)."""
 
-    def __init__(self, directory: str, directory_fd: int, lock_file: IO[str]) -> None:
+    def __init__(self, directory: str, directory_fd: int) -> None:
         self.directory = directory
         self._directory_fd = directory_fd
-        self._lock_file: IO[str] | None = lock_file
+        self._lock_file: IO[str] | None = None
 
     @classmethod
     def acquire(cls, directory: str, timeout: float | None) -> WriterLock:
@@ -56,26 +56,25 @@ class WriterLock:
         ever); BusLockedError naming the holder when another writer keeps it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         lock_path = os.path.join(directory, LOCK_NAME)
-        directory_fd = fs.open_or_explain(directory, os.O_RDONLY | os.O_DIRECTORY)
+        # Owned by the lock object before it is locked: an interrupt landing anywhere after (up to the
+        # caller's assignment) drops the object, whose __del__ closes the descriptor and so unlocks.
+        lock = cls(directory, fs.open_or_explain(directory, os.O_RDONLY | os.O_DIRECTORY))
+        directory_fd = lock._directory_fd
         try:
             if not _wait_for(lambda: fcntl.flock(directory_fd, fcntl.LOCK_EX | fcntl.LOCK_NB), deadline):
                 raise _locked(directory, lock_path, _holder(directory_fd, lock_path), timeout)
             fd = fs.open_or_explain(lock_path, os.O_RDWR | os.O_CREAT)
-            lock_file = os.fdopen(fd, "r+", encoding="ascii")  # owns fd from here: closing it unlocks
-            try:
-                if not _wait_for(
-                    lambda: portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB), deadline
-                ):  # held by a writer of an older version, which locks only writer.lock
-                    raise _locked(directory, lock_path, _holder(fd, lock_path), timeout)
-                fs.ftruncate(fd, 0)
-                fs.pwrite_all(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-            except BaseException:
-                lock_file.close()
-                raise
+            lock_file = lock._lock_file = os.fdopen(fd, "r+", encoding="ascii")  # closing it unlocks
+            if not _wait_for(
+                lambda: portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB), deadline
+            ):  # held by a writer of an older version, which locks only writer.lock
+                raise _locked(directory, lock_path, _holder(fd, lock_path), timeout)
+            fs.ftruncate(fd, 0)
+            fs.pwrite_all(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         except BaseException:
-            fs.close(directory_fd)
+            lock.close()
             raise
-        return cls(directory, directory_fd, lock_file)
+        return lock
 
     def check_held(self) -> None:
         """BusFileChangedError if the bus's path no longer names the directory this lock holds: the
@@ -102,22 +101,26 @@ class WriterLock:
     def close(self) -> None:
         """Release both locks. Idempotent; the directory's lock is released even if the other fails."""
         lock_file, self._lock_file = self._lock_file, None
-        directory_fd, self._directory_fd = self._directory_fd, -1
         try:
             if lock_file is not None:
                 lock_file.close()
         finally:
+            # The descriptor stays ours (``__del__`` closes it) until the bus is unlocked: an interrupt
+            # landing anywhere before must not leave it locked by a descriptor nobody will close.
+            directory_fd = self._directory_fd
             if directory_fd >= 0:
-                try:  # unlocked first: an exception landing before the close must not keep the bus locked
+                try:
                     fcntl.flock(directory_fd, fcntl.LOCK_UN)
                 finally:
+                    self._directory_fd = -1
                     fs.close(directory_fd)
 
     def __del__(self) -> None:
         # Dropped without close() (with a LogWriter dropped open): closing the descriptor releases
         # the bus, as dropping the lock file's object releases writer.lock.
-        if self._directory_fd >= 0:
-            os.close(self._directory_fd)
+        directory_fd = getattr(self, "_directory_fd", -1)  # (-1: __init__ was cut short)
+        if directory_fd >= 0:
+            os.close(directory_fd)
 
 
 def _wait_for(try_lock: Callable[[], object], deadline: float | None) -> bool:
