@@ -38,7 +38,7 @@ from filelog_bus.layout import (
 )
 from filelog_bus.problem import Problem
 from filelog_bus.record import Record
-from filelog_bus.retention import plan_retention, read_latest_timestamp, segment_spans
+from filelog_bus.retention import plan_retention_of, segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
@@ -635,14 +635,12 @@ def plan_retention_now(
         if not bases:
             return RetentionPlan([], 0, watermark)
         spans = segment_spans(bases, watermark)
-        doomed, future_stop = plan_retention(
+        doomed, future_stop = plan_retention_of(
+            path,
             spans,
             now=time.time() if now is None else now,
             max_age_days=max_age_days,
             max_bytes=max_bytes,
-            latest_timestamp=lambda span, at_least: read_latest_timestamp(
-                path, span.base, span.end, at_least
-            ),
             keep_from=keep_from,
         )
     return RetentionPlan(

@@ -161,5 +161,27 @@ def read_latest_timestamp(directory: str, base: int, end: int, at_least: float) 
         segment.close()
 
 
+def plan_retention_of(
+    directory: str,
+    segments: Sequence[SegmentSpan],
+    *,
+    now: float,
+    max_age_days: float | None,
+    max_bytes: int | None,
+    keep_from: int | None = None,
+) -> RetentionDecision:
+    """``plan_retention`` for the bus in ``directory``, its records' stamps read from its files."""
+    return plan_retention(
+        segments,
+        now=now,
+        max_age_days=max_age_days,
+        max_bytes=max_bytes,
+        latest_timestamp=lambda span, at_least: read_latest_timestamp(
+            directory, span.base, span.end, at_least
+        ),
+        keep_from=keep_from,
+    )
+
+
 def _iso(stamp: float) -> str:
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat(timespec="seconds")

@@ -41,8 +41,7 @@ from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
     check_policy,
-    plan_retention,
-    read_latest_timestamp,
+    plan_retention_of,
     segment_spans,
 )
 from filelog_bus.segment import LogSegment, preallocated_size
@@ -524,14 +523,12 @@ class LogWriter:
         spans = segment_spans(self._bases, self._end)
         self._retention_note = None
         try:
-            doomed, future_stop = plan_retention(
+            doomed, future_stop = plan_retention_of(
+                self.path,
                 spans,
                 now=time.time() if now is None else now,
                 max_age_days=max_age_days,
                 max_bytes=max_bytes,
-                latest_timestamp=lambda span, at_least: read_latest_timestamp(
-                    self.path, span.base, span.end, at_least
-                ),
                 keep_from=keep_from,
             )
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
