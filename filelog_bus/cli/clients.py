@@ -27,14 +27,20 @@ from filelog_bus.cli.exits import (
     EXIT_ATTENTION,
     EXIT_BAD_CACHE,
     EXIT_BUSY,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_KAFKA,
+    EXIT_NOT_A_BUS,
     EXIT_OK,
     EXIT_OUT_OF_RANGE,
-    EXIT_STATUSES,
     EXIT_USAGE,
     NAGIOS_CRITICAL,
     NAGIOS_OK,
     NAGIOS_UNKNOWN,
     NAGIOS_WARNING,
+    command_statuses,
+    exit_statuses_help,
 )
 from filelog_bus.cli.format import format_time, printable, table_lines, write_line
 from filelog_bus.cli.prometheus import render, write_textfile
@@ -60,6 +66,26 @@ from filelog_bus.clients import (
 )
 from filelog_bus.errors import FilelogBusError
 from filelog_bus.reader import LogReader
+
+#: The statuses clients can return (its --help lists them); --nagios has Nagios's own.
+EXITS = command_statuses(
+    {
+        EXIT_OK: "every client is ok (--set-offsets: the offsets were set)",
+        EXIT_ATTENTION: "a client is not ok",
+        EXIT_NOT_A_BUS: "the path is not a bus; --set-offsets kafka or from-kafka: the topic is not this "
+        "bus's copy",
+        EXIT_OUT_OF_RANGE: "--set-offsets kafka or from-kafka: a client's offset is not in the topic (not "
+        "exported yet, or deleted before), or not on the bus",
+        EXIT_BUSY: "--set-offsets: a client seems to be running (--force if it is not)",
+        EXIT_BAD_CACHE: "--set-offsets: a cache file cannot be used (nothing was changed)",
+        EXIT_KAFKA: "--set-offsets kafka or from-kafka: the brokers cannot be reached or refused a "
+        "request, or kafka-python is missing (pip install 'filelog-bus[kafka]')",
+    },
+    EXIT_USAGE,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+)
 
 CLIENTS_EPILOG = f"""\
 examples:
@@ -103,7 +129,7 @@ overrides). Each file is first copied to FILE.bak-<UTC time>, then replaced in o
 compressed as before, with its mode and owner. A cache that cannot be read changes nothing
 (exit status {EXIT_BAD_CACHE}).
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS, note=f"with --nagios, Nagios's statuses instead: {NAGIOS_OK} OK, {NAGIOS_WARNING} WARNING, {NAGIOS_CRITICAL} CRITICAL, {NAGIOS_UNKNOWN} UNKNOWN")}"""
 
 
 def add_command(commands: Any) -> None:

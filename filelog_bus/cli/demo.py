@@ -5,8 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from filelog_bus.cli.args import help_formatter
-from filelog_bus.cli.exits import EXIT_NOT_A_BUS, EXIT_STATUSES
+from filelog_bus.cli.exits import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_A_BUS,
+    EXIT_OK,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.demo import run_demo
+
+#: The statuses demo can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "the demo ran",
+        EXIT_NOT_A_BUS: "DIR is neither missing, nor empty, nor a bus",
+        EXIT_DAMAGED: "the bus in DIR is damaged",
+        EXIT_LOCKED: "another writer holds the bus in DIR",
+    },
+    EXIT_USAGE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+)
 
 DEMO_EPILOG = f"""\
 examples:
@@ -19,7 +42,7 @@ arrives; then it shows what filelog-dump, stats and verify print, and what to tr
 be missing, empty, or a bus (anything else is refused, exit status {EXIT_NOT_A_BUS}). Give it a
 directory of its own, not a production bus: the demo appends its events to whatever bus is there.
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def add_command(commands: Any) -> None:

@@ -17,7 +17,18 @@ from filelog_bus.cli.args import (
     positive_int,
     time_arg,
 )
-from filelog_bus.cli.exits import EXIT_NOTHING, EXIT_OK, EXIT_STATUSES, EXIT_USAGE
+from filelog_bus.cli.exits import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_A_BUS,
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_OUT_OF_RANGE,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.cli.format import dump_full, dump_line, format_time, record_json, write_line
 from filelog_bus.cli.run import fail, run_command
 from filelog_bus.errors import RecordsExpiredError
@@ -27,6 +38,22 @@ from filelog_bus.record import Record
 #: How often --follow looks for new records where the writer's wake-up is unavailable (seconds;
 #: `tail -f` uses 1 s); elsewhere it is woken as soon as a record is published.
 FOLLOW_POLL_SECONDS = 0.1
+
+#: The statuses filelog-dump can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "records were printed (also: --follow ended with Ctrl-C or SIGTERM, or the output pipe "
+        "was closed, as by | head)",
+        EXIT_NOTHING: "nothing was printed: the bus is empty, or no record matched",
+        EXIT_NOT_A_BUS: "the path is not a bus (missing, not a directory, or holds no filelog-bus), or "
+        "the bus was deleted (or deleted and created again) under --follow",
+        EXIT_INTERRUPTED: "interrupted with Ctrl-C (without --follow)",
+    },
+    EXIT_USAGE,
+    EXIT_OUT_OF_RANGE,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+)
 
 DUMP_DESCRIPTION = """\
 Print the records of a filelog-bus, one line each:
@@ -62,7 +89,7 @@ times (--since, --until): ISO 8601 such as 2024-05-01, 2024-05-01T12:00:00Z or
 2024-05-01T14:00+02:00 (a time without a zone is UTC, like the dump's output), a duration ago
 such as 30s, 15m, 2h, 7d, 1w, or epoch seconds such as @1714564800.
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def dump_parser(prog: str = "filelog-dump") -> Parser:

@@ -7,12 +7,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from filelog_bus.cli.args import Parser, help_formatter
-from filelog_bus.cli.exits import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROBLEMS, EXIT_STATUSES
+from filelog_bus.cli.exits import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.cli.run import fail
 from filelog_bus.fs import replace_outside_file
 from filelog_bus.hermes_install import missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
+
+#: The statuses hermes-install can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "installed, or already installed",
+        EXIT_PROBLEMS: "installed files differ from this version's (nothing written; --force replaces them)",
+        EXIT_NOT_FOUND: "HERMES_DIR is not a Hermes tree",
+        EXIT_FAILED: "a file could not be written (permission denied, disk full)",
+    },
+    EXIT_USAGE,
+)
 
 HERMES_INSTALL_EPILOG = f"""\
 examples:
@@ -25,7 +44,7 @@ again is harmless. If an installed file differs from this version's, nothing is 
 status {EXIT_PROBLEMS}) until --force; a directory that is not a Hermes tree is refused (exit status
 {EXIT_NOT_FOUND}); a file that cannot be written ends with exit status {EXIT_FAILED}.
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def hermes_install_parser() -> Parser:

@@ -10,9 +10,35 @@ from types import FrameType
 from typing import Any
 
 from filelog_bus.cli.args import add_kafka_arguments, byte_count, help_formatter, positive_int
-from filelog_bus.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES
+from filelog_bus.cli.exits import (
+    EXIT_BUSY,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_KAFKA,
+    EXIT_NOT_A_BUS,
+    EXIT_OK,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.cli.format import human_bytes, plural, write_line
 from filelog_bus.cli.progress import progress_bar
+
+#: The statuses kafka-export can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "the topic holds the bus up to its end (also: --follow ended with SIGTERM or Ctrl-C)",
+        EXIT_NOT_A_BUS: "the path is not a bus, or the topic is not this bus's copy (several partitions, "
+        "other messages, a gap, records deleted before they were copied)",
+        EXIT_DAMAGED: "a damaged record stops the copy (the topic holds the bus up to it)",
+        EXIT_BUSY: "another kafka-export of the bus into the topic runs",
+        EXIT_INTERRUPTED: "interrupted with Ctrl-C (without --follow) before the end of the bus",
+    },
+    EXIT_USAGE,
+    EXIT_FAILED,
+    EXIT_KAFKA,
+)
 
 KAFKA_EXPORT_EPILOG = f"""\
 examples:
@@ -36,7 +62,7 @@ as a service, so that clients on other hosts read Kafka while hermes-server writ
 A failure ends it with the statuses below; restart it (systemd: Restart=on-failure) and it
 resumes. See docs/HERMES.md, "When one host is no longer enough".
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def add_command(commands: Any) -> None:

@@ -34,7 +34,7 @@ examples:
                                                            copy the bus into Hermes's Kafka bus
   filelog-bus dump /var/lib/hermes/bus --limit 10          the same as filelog-dump
   filelog-bus hermes-install /opt/hermes                   install the filelog plugins into Hermes
-  filelog-bus COMMAND --help                               the options of a command
+  filelog-bus COMMAND --help                               the options of a command, its exit statuses
 
 {EXIT_STATUSES}"""
 

@@ -10,10 +10,15 @@ from filelog_bus.cli.args import byte_count, days_arg, help_formatter, seconds_a
 from filelog_bus.cli.exits import (
     EXIT_ATTENTION,
     EXIT_BAD_CACHE,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_LOCKED,
+    EXIT_NOT_A_BUS,
     EXIT_OK,
-    EXIT_STATUSES,
     EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
 )
 from filelog_bus.cli.format import write_line
 from filelog_bus.cli.maintenance import locked_failure, maintenance_writer
@@ -21,6 +26,21 @@ from filelog_bus.cli.run import fail
 from filelog_bus.client_cache import find_clients
 from filelog_bus.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
 from filelog_bus.errors import BusLockedError
+
+#: The statuses retention can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "done (or, with --dry-run, planned)",
+        EXIT_ATTENTION: "--clients: a named client lost (or, with --dry-run, would lose) unread events",
+        EXIT_DAMAGED: "the writer refuses to open the bus, which is damaged (run filelog-bus verify)",
+        EXIT_LOCKED: "a writer (the server) holds the bus's writer lock (--wait waits for it)",
+        EXIT_BAD_CACHE: "--clients: a cache file cannot be used (nothing was deleted)",
+    },
+    EXIT_USAGE,
+    EXIT_NOT_A_BUS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+)
 
 RETENTION_EPILOG = f"""\
 examples:
@@ -45,7 +65,7 @@ still does when the bus is over budget, and then says, per client, what it loses
 re-initialised), with exit status {EXIT_ATTENTION}. A cache that cannot be read makes the command
 delete nothing (exit status {EXIT_BAD_CACHE}). Clients that already lost events hold nothing back.
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def _retention(prog: str, args: argparse.Namespace) -> int:

@@ -9,9 +9,28 @@ from typing import Any
 
 from filelog_bus import check
 from filelog_bus.cli.args import help_formatter
-from filelog_bus.cli.exits import EXIT_OK, EXIT_STATUSES
+from filelog_bus.cli.exits import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_A_BUS,
+    EXIT_OK,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.cli.format import format_time, human_bytes, plural, printable, table_lines, write_line
 from filelog_bus.cli.progress import progress_bar
+
+#: The statuses stats can return (its --help lists them).
+EXITS = command_statuses(
+    {EXIT_OK: "the statistics were printed"},
+    EXIT_USAGE,
+    EXIT_NOT_A_BUS,
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+)
 
 STATS_EPILOG = f"""\
 examples:
@@ -27,7 +46,7 @@ active) and steps_back (count, listed, largest: records stamped earlier than the
 them, each with segment, offset, previous_offset and seconds; a note line says so). Times are
 epoch seconds (*time_arg) and ISO 8601 UTC (*_iso).
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def format_stats(stats: check.BusStats) -> str:

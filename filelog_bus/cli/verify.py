@@ -9,11 +9,37 @@ from typing import Any
 
 from filelog_bus import check
 from filelog_bus.cli.args import help_formatter, seconds_arg
-from filelog_bus.cli.exits import EXIT_OK, EXIT_PROBLEMS, EXIT_STATUSES
+from filelog_bus.cli.exits import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NOT_A_BUS,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    command_statuses,
+    exit_statuses_help,
+)
 from filelog_bus.cli.format import plural, write_line
 from filelog_bus.cli.maintenance import locked_failure, maintenance_writer
 from filelog_bus.cli.progress import progress_bar
 from filelog_bus.errors import BusLockedError
+
+#: The statuses verify can return (its --help lists them).
+EXITS = command_statuses(
+    {
+        EXIT_OK: "healthy (with --repair: once the damaged indexes are rebuilt)",
+        EXIT_PROBLEMS: "problems found (each one is printed)",
+        EXIT_DAMAGED: "--repair: the writer refuses to open the bus, whose records are damaged (restore "
+        "the segment from a backup)",
+        EXIT_LOCKED: "--repair: a writer (the server) holds the bus's writer lock (--wait waits for it)",
+    },
+    EXIT_USAGE,
+    EXIT_NOT_A_BUS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+)
 
 VERIFY_EPILOG = f"""\
 examples:
@@ -32,7 +58,7 @@ Indexes are derived data: --repair rebuilds damaged ones from their segments und
 lock (Hermes's server releases it between update loops; --wait waits for it). Damaged records
 cannot be rebuilt: restore their segment from a backup.
 
-{EXIT_STATUSES}"""
+{exit_statuses_help(EXITS)}"""
 
 
 def format_verify(report: check.VerifyReport) -> str:
