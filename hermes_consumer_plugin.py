@@ -33,9 +33,8 @@ from filelog_bus.errors import (
 HERMES_PLUGIN_CLASSNAME = "FilelogConsumerPlugin"
 
 #: How often a drained consumer checks for new events where the writer's wake-up is unavailable
-#: (filelog_bus/wakeup.py; elsewhere it is woken on publication): ~20 ms delivery latency for
-#: ~0.3 % of a core.
-#: (Hermes's SQLite consumer polls every 500 ms.)
+#: (filelog_bus/wakeup.py; elsewhere it is woken on publication): its latency and CPU cost are in
+#: benchmarks/RESULTS.md, "Against a SQLite-table bus" (Hermes's SQLite consumer polls every 500 ms).
 POLL_SECONDS = 0.02
 
 _SETTINGS = "hermes.plugins.messagebus.filelog.settings"

@@ -80,10 +80,11 @@ def write_zeros(fd: int, length: int, position: int) -> int:
 
     One ``sendfile`` from /dev/zero, which writes them with the interpreter's lock released
     throughout: a Python loop of pwrites must win the lock back between writes, 1,024 times
-    for a 64 MiB standby, and slowed the thread appending meanwhile by about 9 %. The kernel
-    copies at most a pipe's 64 KiB per write, so the file stays in small page-cache folios:
-    appends into it sync as fast as into zeros pwritten 64 KiB at a time (after 1 MiB writes
-    or pwritevs, 5-15 % slower). Where sendfile fails (refused for this file, or by a seccomp
+    for a 64 MiB standby, and slowed the thread appending meanwhile (benchmarks/RESULTS.md,
+    "Durable sends with a hermes-server's per-event work"). The kernel copies at most a pipe's
+    64 KiB per write, so the file stays in small page-cache folios: appends into it sync as fast
+    as into zeros pwritten 64 KiB at a time (after 1 MiB writes or pwritevs, slower: RESULTS.md,
+    "Against the targets"). Where sendfile fails (refused for this file, or by a seccomp
     policy; a full disk then fails the pwrite too), or /dev/zero cannot be opened, a pwrite
     of at most ``ZERO_CHUNK`` bytes.
     """

@@ -708,8 +708,9 @@ PREALLOCATION_STEP = 64 * 2**20
 
 
 #: The first segment of a bus (base offset 0) takes at most this much before it rolls: creating a bus
-#: then zero-fills 1 MiB before open() returns, not a whole segment (64 MiB: about 45 ms); the full
-#: segments after it are prepared in the background (the standby) while it fills.
+#: then zero-fills 1 MiB before open() returns, not a whole segment (what that saves:
+#: benchmarks/RESULTS.md, "Creating a bus"); the full segments after it are prepared in the
+#: background (the standby) while it fills.
 FIRST_SEGMENT_BYTES = 2**20
 
 

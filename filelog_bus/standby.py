@@ -4,8 +4,8 @@ Appends overwrite space the active segment's file already has, so that a durable
 is one fdatasync of data (docs/FORMAT.md). ``posix_fallocate`` is not enough for that:
 on ext4 the space it gives is *unwritten*, and the first write to each part of it is
 converted in a journal commit that the append's fdatasync waits for. Writing the zeros
-does the conversion once, ahead of the appends: about 45 ms for 64 MiB, too long to
-stall an append for. So the writer prepares the next segment's file while it appends to
+does the conversion once, ahead of the appends, which for a whole segment is too long to
+stall an append for (benchmarks/RESULTS.md, "Creating a bus"). So the writer prepares the next segment's file while it appends to
 the current one (``StandbyPreparer``: a background thread, from the moment the active
 segment is half full), and a roll only renames it into place (``take``). A segment of
 less than ``BACKGROUND_BYTES`` is zero-filled at the roll itself (``fill_zeros``), which

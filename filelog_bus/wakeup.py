@@ -37,10 +37,10 @@ from filelog_bus.layout import FILE_HEADER_SIZE
 
 #: While it publishes without pause, the writer wakes readers at most once per RING_INTERVAL;
 #: with ``n`` readers woken last time, once per ``SECONDS_FOR_ONE_READER + (n - 1) *
-#: SECONDS_PER_MORE_READER``, up to MAX_RING_INTERVAL (a wake-up costs each reader a Python turn,
-#: 50-300 us of CPU, and the writer's durable appends need a core: one reader gets ~500 turns a
-#: second, several ~200-300 in all: with 2 ms per reader, 10 tailing readers cost a durable writer
-#: ~7 %, with 5 ms for each after the first ~2 %, RESULTS.md);
+#: SECONDS_PER_MORE_READER``, up to MAX_RING_INTERVAL (a wake-up costs each reader a Python turn
+#: of CPU, and the writer's durable appends need a core: the more readers, the fewer turns each may
+#: take; what tailing readers cost a durable writer with these intervals: benchmarks/RESULTS.md,
+#: "A durable writer with K tailing reader processes");
 #: with none, twice as long as last time, up to NOBODY_RING_INTERVAL (how long a reader that
 #: starts waiting in the middle of such a stream may wait for its first wake-up).
 RING_INTERVAL = 0.001

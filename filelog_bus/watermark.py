@@ -3,7 +3,7 @@
 The writer publishes the end of the last record it has made durable (or merely
 written, with ``durability="never"``) in the small ``watermark`` file, with one
 16-byte ``pwrite`` after the record's fdatasync. Not through a shared mapping, although a
-store into one costs a quarter of a microsecond less: a store into a mapped file that
+store into one costs less (benchmarks/RESULTS.md, "The watermark published with a pwrite"): a store into a mapped file that
 someone truncated kills the process with SIGBUS, which Python cannot catch, where a
 ``pwrite`` cannot fail that way (see ``check_in_place``). Readers never
 read past it, so they never see a record that a power loss could still erase and
@@ -113,9 +113,9 @@ class WatermarkPublisher:
         writer stops (fail-stop) and the next open rebuilds the file. One fstat, made at each roll,
         ``sync()`` and ``close()``. Not per append: a stat of a file makes the next write into it
         update its times to the nanosecond (Linux 6.13's multigrain timestamps), which dirties the
-        inode on every publication and cost a durable append 30 % here. Before each durable
-        publication, ``publish`` sees a truncation with an ``lseek`` (which asks for no times, and
-        costs nothing measurable).
+        inode on every publication and slowed durable appends (benchmarks/RESULTS.md, "The
+        watermark published with a pwrite"). Before each durable publication, ``publish`` sees a
+        truncation with an ``lseek``, which asks for no times and costs nothing measurable there.
         """
         status = os.fstat(self.fd)
         if status.st_nlink and status.st_size == WATERMARK_FILE_SIZE:

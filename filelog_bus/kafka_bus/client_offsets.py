@@ -63,7 +63,7 @@ def _refusal(
 
 class _MarkSearch:
     """The Kafka offset of the first message whose record is at
-    or after a bus offset, in few round trips (a broker may take tens of milliseconds for each).
+    or after a bus offset, in few round trips (each one a fetch from a broker, over the network).
 
     Bus offsets grow with Kafka offsets at about a record's size per message, so a probe guesses by
     interpolation between the closest messages known on each side (every other probe bisects, so

@@ -216,8 +216,8 @@ def collect_garbage_rarely() -> None:
 
     The export allocates a few objects per record, and kafka-python a few more per message, nearly
     all freed by reference counting. With the collector's defaults, its collections (one every 700
-    allocations, and now and then a scan of everything the process holds) took about an eighth of
-    the copy's time (benchmarks/RESULTS.md, "Kafka"). So what the process holds when the export
+    allocations, and now and then a scan of everything the process holds) took a good part of the
+    copy's time (benchmarks/RESULTS.md, "The road to Kafka", garbage collection). So what the process holds when the export
     starts is moved out of the collector's scans, and a young collection comes every 100,000
     allocations; cycles are still collected.
     """
