@@ -33,11 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelog_bus import LogWriter, Record
-
-try:  # the demo's events, wherever the demo lives
-    from filelog_bus.cli.demo import demo_events
-except ImportError:
-    from filelog_bus.demo import demo_events
+from filelog_bus.cli.demo import demo_events
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DOCS = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md"))]

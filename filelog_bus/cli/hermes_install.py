@@ -18,7 +18,7 @@ from filelog_bus.cli.exits import (
 )
 from filelog_bus.cli.run import fail
 from filelog_bus.fs import replace_outside_file
-from filelog_bus.hermes_install import missing_hermes_parts, plan_install
+from filelog_bus.hermes.install import missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from filelog_bus.clients import STATES, BusPositions, ClientReport
 from filelog_bus.fs import replace_outside_file
+from filelog_bus.hermes.clients import STATES, BusPositions, ClientReport
 
 _PREFIX = "filelog_bus"
 

@@ -22,7 +22,6 @@ from filelog_bus.cli.exits import (
     EXIT_OUT_OF_RANGE,
     EXIT_USAGE,
 )
-from filelog_bus.client_cache import ClientCacheError, ClientRunningError
 from filelog_bus.errors import (
     BusLockedError,
     ClientOffsetError,
@@ -37,6 +36,7 @@ from filelog_bus.errors import (
     OffsetOutOfRangeError,
     TopicMismatchError,
 )
+from filelog_bus.hermes.client_cache import ClientCacheError, ClientRunningError
 
 
 def _one_line(text: str) -> str:
