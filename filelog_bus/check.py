@@ -9,7 +9,6 @@ to an append in progress, not to damage.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import time
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from filelog_bus import fs
+from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.errors import (
     DAMAGED_WATERMARK,
     SEGMENT_GAP,
-    BusPermissionError,
     CorruptionError,
     FilelogBusError,
     NotABusError,
@@ -32,10 +31,9 @@ from filelog_bus.index import OFFSET_INDEX
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     WATERMARK_NAME,
-    holds_no_records,
-    parse_segment_name,
     segment_name,
 )
+from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error
 from filelog_bus.problem import Problem
 from filelog_bus.record import Record
 from filelog_bus.retention import plan_retention_of, segment_spans
@@ -50,45 +48,7 @@ Progress = Callable[[int, int], None]
 _ACTIVE_RECHECK_DELAY = 0.2
 
 
-# -- what a directory is --------------------------------------------------------
-
-
-def bus_state(path: str) -> str:
-    """``"missing"`` (a writer may create it), ``"empty"`` (an empty directory) or ``"bus"``.
-
-    Raises NotABusError for anything a writer would refuse, without creating anything, and
-    BusPermissionError when the user may not look (not "missing": the path may well exist).
-    """
-    with _permission_explained(path, "look at the bus"):
-        status = fs.stat_or_explain(path, "look at the bus")
-        if status is None:
-            parent = os.path.dirname(os.path.abspath(path))
-            if not fs.is_directory(fs.stat_or_explain(parent, "look at the bus")):
-                raise NotABusError(
-                    f"{path} does not exist, nor does its parent directory {parent}", path=path
-                )
-            return "missing"
-        if not fs.is_directory(status):
-            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
-        names = set(os.listdir(path))
-    if all(holds_no_records(name) for name in names):
-        return "empty"  # as a writer sees it: it would create a bus here
-    if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
-        return "bus"
-    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-    raise NotABusError(
-        f"{path} holds no filelog-bus (it has no watermark file and no segment: {shown})", path=path
-    )
-
-
-def require_bus(path: str) -> None:
-    """Raise NotABusError unless ``path`` already holds a bus (so that nothing creates one there)."""
-    state = bus_state(path)
-    if state != "bus":
-        raise NotABusError(
-            f"no bus at {path}: the directory {'does not exist' if state == 'missing' else 'is empty'}",
-            path=path,
-        )
+# -- the bus's settings -------------------------------------------------------------
 
 
 def index_interval(path: str) -> int | None:
@@ -128,12 +88,17 @@ def _spans(bases: list[int], watermark: int) -> list[_Span]:
 
 
 def _require_directory(path: str, purpose: str) -> None:
-    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look."""
-    status = fs.stat_or_explain(path, purpose)
-    if not fs.is_directory(status):
-        if status is not None:
-            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look.
+
+    (A directory that holds no bus is refused by the watermark's reader, or reported by verify.)
+    """
+    directory = classify(path)
+    if directory.state is DirectoryState.UNREADABLE:
+        raise directory.permission_error(purpose)
+    if directory.state is DirectoryState.MISSING:
         raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+    if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
+        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
 
 
 def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
@@ -153,11 +118,8 @@ def _permission_explained(path: str, purpose: str) -> Iterator[None]:
         if isinstance(exc, FilelogBusError):
             raise
         where = os.fsdecode(exc.filename) if exc.filename else path
-        raise BusPermissionError(
-            f"permission denied reading {where} to {purpose}",
-            path=where,
-            advice=fs.READ_PERMISSION_ADVICE,
-            errno=exc.errno or errno.EACCES,
+        raise permission_error(
+            exc, f"permission denied reading {where} to {purpose}", path=where, advice=READ_PERMISSION_ADVICE
         ) from None
 
 

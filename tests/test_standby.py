@@ -26,7 +26,8 @@ from reliability_support import read_all
 from support import run_python, spawn_python
 
 from filelog_bus import LogWriter, fs
-from filelog_bus.check import bus_state, verify_bus
+from filelog_bus.bus_directory import bus_state
+from filelog_bus.check import verify_bus
 from filelog_bus.fs import ZERO_CHUNK
 from filelog_bus.layout import STANDBY_NAME, TEMPORARY_SUFFIX, segment_name
 from filelog_bus.record import encode_record

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from filelog_bus import check
+from filelog_bus.bus_directory import bus_state
 from filelog_bus.cli.args import (
     add_kafka_arguments,
     byte_count,
@@ -386,7 +386,7 @@ def _kafka_offsets(
 
 def _target(path: str, where: int | str) -> tuple[int, str]:
     """The offset --set-offsets writes, and a note when it deserves one."""
-    state = check.bus_state(path)
+    state = bus_state(path)
     if state != "bus":
         if isinstance(where, int):
             return where, ""

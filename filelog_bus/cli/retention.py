@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from filelog_bus import check
+from filelog_bus.bus_directory import require_bus
 from filelog_bus.cli.args import byte_count, days_arg, help_formatter, seconds_arg
 from filelog_bus.cli.exits import (
     EXIT_ATTENTION,
@@ -51,7 +52,7 @@ delete nothing (exit status {EXIT_BAD_CACHE}). Clients that already lost events 
 def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.days is None and args.bytes is None:
         return fail(prog, "give --days N, --bytes N or both", EXIT_USAGE)
-    check.require_bus(args.path)  # a writer would create a bus where there is none
+    require_bus(args.path)  # a writer would create a bus where there is none
     policy = " ".join(
         ([f"--days {args.days:g}"] if args.days is not None else [])
         + ([f"--bytes {args.bytes}"] if args.bytes is not None else [])
