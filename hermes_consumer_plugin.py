@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
-import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -23,12 +22,11 @@ from lib.plugins import AbstractMessageBusConsumerPlugin
 from filelog_bus import LogReader, Record
 from filelog_bus.errors import (
     BusClosedError,
-    BusPermissionError,
-    FilelogBusError,
     NotABusError,
     OffsetOutOfRangeError,
     RecordsExpiredError,
 )
+from filelog_bus.os_errors import restated
 
 HERMES_PLUGIN_CLASSNAME = "FilelogConsumerPlugin"
 
@@ -40,6 +38,10 @@ POLL_SECONDS = 0.02
 
 _SETTINGS = "hermes.plugins.messagebus.filelog.settings"
 _README = "the filelog-bus README ('Use with Hermes', 'Move a deployment from the SQLite bus')"
+_UNREADABLE_ADVICE = (
+    "give the client's user read access to the bus directory and its files, e.g. add it to the group of the "
+    "hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on the directory)"
+)
 _RETENTION_HINT = (
     "events this client had not read yet were deleted by the bus's retention (retention_in_days / "
     "retention_bytes of hermes-server's filelog settings): re-initialise this client from a fresh initsync "
@@ -179,15 +181,5 @@ class FilelogConsumerPlugin(AbstractMessageBusConsumerPlugin):
             )
             raise _with_hint(exc, f"filelog bus {self._path!r} has no event there", cause) from exc
         except PermissionError as exc:
-            raise self._unreadable(exc) from exc
-
-    def _unreadable(self, exc: PermissionError) -> BusPermissionError:
-        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
-        return BusPermissionError(
-            f"this hermes-client cannot read the filelog bus {self._path!r} ({detail})",
-            path=getattr(exc, "path", None) or exc.filename or self._path,
-            advice="give the client's user read access to the bus directory and its files, e.g. add it to the "
-            "group of the hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on "
-            "the directory)",
-            errno=exc.errno or errno.EACCES,
-        )
+            reason = f"this hermes-client cannot read the filelog bus {self._path!r}"
+            raise restated(exc, reason, path=self._path, advice=_UNREADABLE_ADVICE) from exc

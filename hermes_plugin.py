@@ -8,7 +8,6 @@ category = `event.evcategory`, payload = `event.to_json()` in UTF-8.
 from __future__ import annotations
 
 import builtins
-import errno
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,8 @@ from lib.plugins import AbstractMessageBusProducerPlugin
 
 from filelog_bus import LogWriter
 from filelog_bus.clients import log_outcome, retention_sparing
-from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError, FilelogBusError
+from filelog_bus.errors import BusLockedError, ConfigError
+from filelog_bus.os_errors import restated
 
 if TYPE_CHECKING:
     from lib.datamodel.event import Event
@@ -28,6 +28,9 @@ _SETTINGS = "hermes.plugins.messagebus.filelog.settings"
 #: The category and last event type of an initsync sequence (init-start, added..., init-stop).
 INITSYNC_CATEGORY = "initsync"
 INITSYNC_STOP = "init-stop"
+_UNWRITABLE_ADVICE = (
+    "run hermes-server as the user owning that directory, or give that user write access to it and its files"
+)
 
 
 def hermes_logger() -> logging.Logger:
@@ -86,17 +89,8 @@ class FilelogProducerPlugin(AbstractMessageBusProducerPlugin):
                 f"own bus directory ({_SETTINGS}.path)",
             ) from exc
         except PermissionError as exc:
-            raise self._unwritable(exc) from exc
-
-    def _unwritable(self, exc: PermissionError) -> BusPermissionError:
-        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
-        return BusPermissionError(
-            f"hermes-server cannot write the filelog bus {self._path!r} ({detail})",
-            path=getattr(exc, "path", None) or exc.filename or self._path,
-            advice="run hermes-server as the user owning that directory, or give that user write access to it "
-            "and its files",
-            errno=exc.errno or errno.EACCES,
-        )
+            reason = f"hermes-server cannot write the filelog bus {self._path!r}"
+            raise restated(exc, reason, path=self._path, advice=_UNWRITABLE_ADVICE) from exc
 
     def _apply_retention(self, writer: LogWriter) -> None:
         """Delete expired segments; a failure to delete is logged, not fatal (events still flow).
