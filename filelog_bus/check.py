@@ -21,9 +21,8 @@ from typing import NamedTuple
 from filelog_bus import fs
 from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.errors import (
-    DAMAGED_WATERMARK,
-    SEGMENT_GAP,
     CorruptionError,
+    DamageKind,
     FilelogBusError,
     NotABusError,
 )
@@ -40,8 +39,9 @@ from filelog_bus.retention import plan_retention_of, segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
 from filelog_bus.watermark import WatermarkReader
 
-#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
-Progress = Callable[[int, int], None]
+#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
+#: segment check's ``progress(bytes_done)``, which reports within one segment).
+TotalProgress = Callable[[int, int], None]
 
 #: How long verify waits before re-checking the newest segment once: a writer that is opening
 #: the bus rewrites the tail of that segment's indexes, which must not be reported as damage.
@@ -270,14 +270,14 @@ class BusStats:
     steps_back: StepsBack = StepsBack()
 
 
-def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
+def bus_stats(path: str, progress: TotalProgress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
     with _permission_explained(path, "take its statistics"):
         return _bus_stats(path, progress)
 
 
-def _bus_stats(path: str, progress: Progress | None) -> BusStats:
+def _bus_stats(path: str, progress: TotalProgress | None) -> BusStats:
     bases, watermark = _list_and_read_watermark(path)
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
@@ -395,7 +395,7 @@ class VerifyReport:
         return sorted({problem.file for problem in self.problems if problem.repairable})
 
 
-def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
+def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport:
     """Check every record, the continuity of the segments, every derived file and the watermark.
 
     Composed from ``LogSegment.check`` (records, and each index kind's own check against a
@@ -406,7 +406,7 @@ def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
         return _verify_bus(path, progress)
 
 
-def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
+def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
     _require_directory(path, "verify it")
     bases = list_segment_bases(path)
     problems: list[Problem] = []
@@ -423,7 +423,7 @@ def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
                 WATERMARK_NAME,
                 None,
                 None,
-                DAMAGED_WATERMARK,
+                DamageKind.WATERMARK,
                 "the watermark file is missing: readers refuse the bus; "
                 "open the bus once with a writer to recreate it",
             )
@@ -484,7 +484,7 @@ def _check_segment(
     base: int,
     end: int | None,
     active: bool,
-    progress: Progress | None,
+    progress: TotalProgress | None,
     done: int,
     total: int,
     notes: list[str],
@@ -534,7 +534,7 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
                     segment_name(base),
                     size,
                     None,
-                    SEGMENT_GAP,
+                    DamageKind.SEGMENT_GAP,
                     f"the segment ends at offset {end} but the next segment starts at {next_base}: "
                     f"the file was {how}, and a writer refuses to open the bus until it is repaired; "
                     f"restore the segment from a backup",
@@ -561,7 +561,7 @@ def _check_watermark(path: str, newest_base: int, watermark: int) -> list[Proble
             WATERMARK_NAME,
             FILE_HEADER_SIZE,
             None,
-            DAMAGED_WATERMARK,
+            DamageKind.WATERMARK,
             f"the watermark says records are published up to offset {watermark} but the newest segment's "
             f"data ends at {data_end}: the bus was not recovered after a crash; open it once with a writer",
         )

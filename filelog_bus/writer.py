@@ -26,10 +26,10 @@ from filelog_bus import fs
 from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
 from filelog_bus.errors import (
-    MISSING_SEGMENTS,
     BusClosedError,
     BusWriteError,
     CorruptionError,
+    DamageKind,
     FilelogBusError,
     InvalidRecordError,
     NotABusError,
@@ -249,7 +249,7 @@ class LogWriter:
                 raise CorruptionError(
                     f"the bus has published records up to offset {previous.offset} but no segment file is left",
                     path=self._watermark.path,
-                    damage=MISSING_SEGMENTS,
+                    damage=DamageKind.MISSING_SEGMENTS,
                     advice="restore the segments from a backup, or start a new bus in an empty directory "
                     "(and reset the consumers' offsets)",
                 )

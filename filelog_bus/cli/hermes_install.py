@@ -10,7 +10,7 @@ from filelog_bus.cli.args import Parser, help_formatter
 from filelog_bus.cli.exits import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROBLEMS, EXIT_STATUSES
 from filelog_bus.cli.run import fail
 from filelog_bus.fs import replace_outside_file
-from filelog_bus.hermes_install import missing_hermes_parts, plan_install
+from filelog_bus.hermes_install import InstallState, missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
 
@@ -68,7 +68,7 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
         )
 
     plan = plan_install(root)
-    differing = [item for item in plan if item.state == "differs"]
+    differing = [item for item in plan if item.state is InstallState.DIFFERS]
     if differing and not args.force:
         sys.stderr.write(
             f"{PROG}: error: these installed files differ from this filelog-bus version's:"
@@ -79,7 +79,7 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         for item in plan:
-            if item.state != "unchanged":
+            if item.state is not InstallState.UNCHANGED:
                 item.path.parent.mkdir(exist_ok=True)
                 replace_outside_file(item.path, item.content)
     except OSError as exc:
@@ -89,7 +89,11 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
             EXIT_FAILED,
         )
 
-    verbs = {"new": "created", "differs": "replaced", "unchanged": "unchanged"}
+    verbs = {
+        InstallState.NEW: "created",
+        InstallState.DIFFERS: "replaced",
+        InstallState.UNCHANGED: "unchanged",
+    }
     for item in plan:
         print(f"{verbs[item.state]:9} {item.path}")
     print(
