@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from filelog_bus import check
-from filelog_bus.client_cache import ClientCache, ClientCacheError, appname_of, find_clients
-from filelog_bus.errors import RecordsExpiredError
+from filelog_bus.client_cache import ClientCache, appname_of, find_clients
+from filelog_bus.errors import ClientCacheError, RecordsExpiredError
 from filelog_bus.reader import LogReader
 from filelog_bus.retention import check_policy
 from filelog_bus.writer import LogWriter

@@ -331,5 +331,19 @@ class ClientOffsetError(FilelogBusError):
         self.key = key
 
 
+class ClientCacheError(FilelogBusError):
+    """A hermes-client cache file cannot be used: unreadable, not a hermes-client cache, or damaged."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+    def where(self) -> str:
+        return ""  # every message names the cache file already
+
+
+class ClientRunningError(FilelogBusError):
+    """A hermes-client seems to be running on the cache file a command would rewrite."""
+
+
 class NotExportedYetError(ClientOffsetError):
     """The client's next event is on the bus but not in the topic yet: finish the export first."""

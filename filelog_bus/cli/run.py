@@ -22,10 +22,11 @@ from filelog_bus.cli.exits import (
     EXIT_OUT_OF_RANGE,
     EXIT_USAGE,
 )
-from filelog_bus.client_cache import ClientCacheError, ClientRunningError
 from filelog_bus.errors import (
     BusLockedError,
+    ClientCacheError,
     ClientOffsetError,
+    ClientRunningError,
     ConfigError,
     CorruptionError,
     ExportRunningError,
