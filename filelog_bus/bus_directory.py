@@ -16,6 +16,8 @@ from enum import StrEnum
 from filelog_bus.errors import BusPermissionError, NotABusError
 from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name
 from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error
+from filelog_bus.segment import list_segment_bases
+from filelog_bus.watermark import read_published
 
 
 class DirectoryState(StrEnum):
@@ -142,3 +144,24 @@ def require_bus(path: str) -> None:
             f"{'does not exist' if state is DirectoryState.MISSING else 'is empty'}",
             path=path,
         )
+
+
+def require_directory(path: str, purpose: str) -> None:
+    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look.
+
+    (A directory that holds no bus is refused by the watermark's reader, or reported by verify.)
+    """
+    directory = classify(path)
+    if directory.state is DirectoryState.UNREADABLE:
+        raise directory.permission_error(purpose)
+    if directory.state is DirectoryState.MISSING:
+        raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+    if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
+        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+
+
+def segments_and_watermark(path: str) -> tuple[list[int], int]:
+    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
+    require_directory(path, "read the bus")
+    bases = list_segment_bases(path)
+    return bases, read_published(path)

@@ -1,4 +1,4 @@
-"""Read-only inspection of a bus: statistics, verification and a retention preview.
+"""Read-only inspection of a bus: statistics and verification (the retention preview: retention.py).
 
 The operator CLI formats what these functions return; nothing here prints. Nothing here
 takes the writer lock or opens a file for writing either, so it is safe to run on a bus a
@@ -13,17 +13,15 @@ import itertools
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from filelog_bus import fs
-from filelog_bus.bus_directory import DirectoryState, classify
+from filelog_bus.bus_directory import require_directory, segments_and_watermark
 from filelog_bus.errors import (
     CorruptionError,
     DamageKind,
-    FilelogBusError,
     NotABusError,
 )
 from filelog_bus.index import OFFSET_INDEX
@@ -32,12 +30,12 @@ from filelog_bus.layout import (
     WATERMARK_NAME,
     segment_name,
 )
-from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error
+from filelog_bus.os_errors import permission_explained
 from filelog_bus.problem import Problem
 from filelog_bus.record import Record
-from filelog_bus.retention import plan_retention_of, segment_spans
+from filelog_bus.retention import segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
-from filelog_bus.watermark import WatermarkReader
+from filelog_bus.watermark import read_published
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
 #: segment check's ``progress(bytes_done)``, which reports within one segment).
@@ -73,54 +71,10 @@ class _Span(NamedTuple):
     newest: bool
 
 
-def _read_watermark(path: str) -> int:
-    reader = WatermarkReader(path)
-    try:
-        return reader.read()
-    finally:
-        reader.close()
-
-
 def _spans(bases: list[int], watermark: int) -> list[_Span]:
     """The segments' spans up to the watermark (retention.segment_spans), the newest one marked."""
     spans = segment_spans(bases, watermark)
     return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
-
-
-def _require_directory(path: str, purpose: str) -> None:
-    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look.
-
-    (A directory that holds no bus is refused by the watermark's reader, or reported by verify.)
-    """
-    directory = classify(path)
-    if directory.state is DirectoryState.UNREADABLE:
-        raise directory.permission_error(purpose)
-    if directory.state is DirectoryState.MISSING:
-        raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
-    if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
-        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
-
-
-def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
-    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
-    _require_directory(path, "read the bus")
-    bases = list_segment_bases(path)
-    return bases, _read_watermark(path)
-
-
-@contextmanager
-def _permission_explained(path: str, purpose: str) -> Iterator[None]:
-    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
-    BusPermissionError that says what the user needs, as the reader's do."""
-    try:
-        yield
-    except PermissionError as exc:
-        if isinstance(exc, FilelogBusError):
-            raise
-        where = os.fsdecode(exc.filename) if exc.filename else path
-        raise permission_error(
-            exc, f"permission denied reading {where} to {purpose}", path=where, advice=READ_PERMISSION_ADVICE
-        ) from None
 
 
 def _open_segment(path: str, base: int) -> LogSegment | None:
@@ -273,12 +227,12 @@ class BusStats:
 def bus_stats(path: str, progress: TotalProgress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
-    with _permission_explained(path, "take its statistics"):
+    with permission_explained(path, "take its statistics"):
         return _bus_stats(path, progress)
 
 
 def _bus_stats(path: str, progress: TotalProgress | None) -> BusStats:
-    bases, watermark = _list_and_read_watermark(path)
+    bases, watermark = segments_and_watermark(path)
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
     done = 0
@@ -402,18 +356,18 @@ def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    with _permission_explained(path, "verify it"):
+    with permission_explained(path, "verify it"):
         return _verify_bus(path, progress)
 
 
 def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
-    _require_directory(path, "verify it")
+    require_directory(path, "verify it")
     bases = list_segment_bases(path)
     problems: list[Problem] = []
     notes: list[str] = []
     watermark: int | None
     try:
-        watermark = _read_watermark(path)
+        watermark = read_published(path)
     except NotABusError:
         if not bases:
             raise
@@ -566,48 +520,3 @@ def _check_watermark(path: str, newest_base: int, watermark: int) -> list[Proble
             f"data ends at {data_end}: the bus was not recovered after a crash; open it once with a writer",
         )
     ]
-
-
-# -- retention preview ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    """What ``LogWriter.apply_retention`` would delete now, computed without the lock."""
-
-    segments: list[str]
-    bytes: int
-    #: The oldest offset left afterwards.
-    begin_offset: int
-    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
-    note: str | None = None
-
-
-def plan_retention_now(
-    path: str,
-    *,
-    max_age_days: float | None,
-    max_bytes: int | None,
-    now: float | None = None,
-    keep_from: int | None = None,
-) -> RetentionPlan:
-    """The same decision as the writer's apply_retention, from the files as they are now."""
-    with _permission_explained(path, "plan retention"):
-        bases, watermark = _list_and_read_watermark(path)
-        if not bases:
-            return RetentionPlan([], 0, watermark)
-        spans = segment_spans(bases, watermark)
-        doomed, future_stop = plan_retention_of(
-            path,
-            spans,
-            now=time.time() if now is None else now,
-            max_age_days=max_age_days,
-            max_bytes=max_bytes,
-            keep_from=keep_from,
-        )
-    return RetentionPlan(
-        [segment_name(span.base) for span in doomed],
-        sum(span.size for span in doomed),
-        spans[len(doomed)].base,
-        None if future_stop is None else future_stop.note(),
-    )

@@ -4,7 +4,8 @@ The bus knows nothing of its readers; their positions are in their cache files
 (filelog_bus.client_cache). From those and the bus this module answers "is every client
 keeping up?", "will retention delete events a client has not read?" and, when retention
 must delete them anyway (the size budget), "what does each client lose?".
-The decisions (classify, spare_from, losses) are pure; the rest reads the bus.
+The decisions (classify, spare_from, lost_ranges) are pure, the last two retention's
+(retention.spared_from, retention.loses) applied to the clients; the rest reads the bus.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from filelog_bus import check
 from filelog_bus.client_cache import ClientCache, appname_of, find_clients
 from filelog_bus.errors import ClientCacheError, RecordsExpiredError
 from filelog_bus.reader import LogReader
-from filelog_bus.retention import check_policy
+from filelog_bus.retention import check_policy, loses, plan_retention_now, spared_from
 from filelog_bus.writer import LogWriter
 
 
@@ -121,13 +121,9 @@ def classify(
 
 
 def spare_from(clients: Sequence[ClientCache], begin: int, end: int) -> int | None:
-    """The offset retention must keep from: the oldest position of a client still on the bus.
-
-    Clients already expired (before `begin`) or with foreign offsets (beyond `end`) hold nothing
-    back: keeping more would not save them. Uninitialised clients read from the start whatever it is.
-    """
-    positions = [c.nextoffset for c in clients if c.nextoffset is not None and begin <= c.nextoffset <= end]
-    return min(positions) if positions else None
+    """The offset retention must keep from: the oldest position of a client still on the bus
+    (retention.spared_from)."""
+    return spared_from((c.nextoffset for c in clients), begin, end)
 
 
 @dataclass(frozen=True)
@@ -149,7 +145,9 @@ class Loss:
 def lost_ranges(clients: Sequence[ClientCache], begin: int, new_begin: int) -> list[tuple[ClientCache, int]]:
     """(client, first lost offset) of each client whose unread events lie before `new_begin`."""
     return [
-        (c, c.nextoffset) for c in clients if c.nextoffset is not None and begin <= c.nextoffset < new_begin
+        (c, c.nextoffset)
+        for c in clients
+        if c.nextoffset is not None and loses(c.nextoffset, begin, new_begin)
     ]
 
 
@@ -213,7 +211,7 @@ def bus_positions(
     next_begin = begin
     if thresholds.max_age_days is not None or thresholds.max_bytes is not None:
         keep = spare_from(clients, begin, end) if thresholds.sparing else None
-        plan = check.plan_retention_now(
+        plan = plan_retention_now(
             path,
             max_age_days=thresholds.max_age_days,
             max_bytes=thresholds.max_bytes,
@@ -294,7 +292,7 @@ def plan_sparing(
     with LogReader(path) as reader:
         begin, end = reader.begin_offset, reader.end_offset
     keep = spare_from(found.clients, begin, end)
-    plan = check.plan_retention_now(
+    plan = plan_retention_now(
         path,
         max_age_days=max_age_days,
         max_bytes=max_bytes,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from filelog_bus.errors import BusIOError, BusPermissionError, FilelogBusError
 
@@ -74,3 +76,18 @@ def restated(exc: PermissionError, reason: str, *, path: str, advice: str) -> Bu
     detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
     refused = (exc.path if isinstance(exc, FilelogBusError) else None) or exc.filename or path
     return permission_error(exc, f"{reason} ({detail})", path=refused, advice=advice)
+
+
+@contextmanager
+def permission_explained(path: str, purpose: str) -> Iterator[None]:
+    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
+    BusPermissionError that says what the user needs, as the reader's do."""
+    try:
+        yield
+    except PermissionError as exc:
+        if isinstance(exc, FilelogBusError):
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename else path
+        raise permission_error(
+            exc, f"permission denied reading {where} to {purpose}", path=where, advice=READ_PERMISSION_ADVICE
+        ) from None

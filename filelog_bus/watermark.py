@@ -243,3 +243,12 @@ class WatermarkReader:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             fs.close(fd)
+
+
+def read_published(directory: str) -> int:
+    """The offset published in the bus at ``directory`` now (NotABusError without a watermark file)."""
+    reader = WatermarkReader(directory)
+    try:
+        return reader.read()
+    finally:
+        reader.close()

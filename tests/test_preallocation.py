@@ -23,10 +23,11 @@ from reliability_support import read_all
 from support import spawn_python
 
 from filelog_bus import LogReader, LogWriter, segment
-from filelog_bus.check import bus_stats, plan_retention_now, verify_bus
+from filelog_bus.check import bus_stats, verify_bus
 from filelog_bus.errors import BusWriteError, CorruptionError
 from filelog_bus.layout import FILE_HEADER_SIZE, SEGMENT_MAGIC, encode_file_header, segment_name
 from filelog_bus.record import encode_record
+from filelog_bus.retention import plan_retention_now
 from filelog_bus.segment import (
     DEFERRED_WRITE_BYTES,
     FIRST_SEGMENT_BYTES,

@@ -21,7 +21,7 @@ import pytest
 from clients_support import write_cache
 from support import run_python
 
-from filelog_bus import LogReader, LogWriter, check
+from filelog_bus import LogReader, LogWriter, check, retention
 from filelog_bus.layout import segment_name
 
 DAY = 86400.0
@@ -120,7 +120,7 @@ def test_retention_by_age_keeps_records_written_after_the_clock_stepped_back(bus
     assert segment_of(bus_dir, stepped[0]) == segment_name(step_segment), "the step is inside a segment"
     assert segments_of(bus_dir)[-1] > step_segment, "which is closed, its last record stamped 40 days ago"
 
-    plan = check.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None)
+    plan = retention.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None)
     with LogWriter(bus_dir, **SETTINGS) as writer:
         deleted = writer.apply_retention(max_age_days=30)
         assert writer.retention_note is None
@@ -141,7 +141,7 @@ def test_retention_by_age_that_stops_at_a_segment_stamped_in_the_future_says_so(
     offsets = write(bus_dir, stamps)
     future = segment_of(bus_dir, offsets[20])
 
-    plan = check.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None, now=now)
+    plan = retention.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None, now=now)
     status, dry_run, _ = cli("retention", str(bus_dir), "--days", "30", "--dry-run")
     with LogWriter(bus_dir, **SETTINGS) as writer:
         deleted = writer.apply_retention(max_age_days=30, now=now)

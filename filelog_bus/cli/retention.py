@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from filelog_bus import check
 from filelog_bus.bus_directory import require_bus
 from filelog_bus.cli.args import byte_count, days_arg, help_formatter, seconds_arg
 from filelog_bus.cli.exits import (
@@ -22,6 +21,7 @@ from filelog_bus.cli.run import fail
 from filelog_bus.client_cache import find_clients
 from filelog_bus.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
 from filelog_bus.errors import BusLockedError
+from filelog_bus.retention import plan_retention_now
 
 RETENTION_EPILOG = f"""\
 examples:
@@ -60,7 +60,7 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.clients:
         return _sparing(prog, args, policy)
     if args.dry_run:
-        plan = check.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
+        plan = plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
         _report(plan.segments, plan.bytes, plan.begin_offset, policy, dry_run=True)
         _note(plan.note)
         return EXIT_OK
