@@ -47,9 +47,9 @@ from kafka_support import Broker, topic_messages  # noqa: E402
 from lib.datamodel.event import Event  # noqa: E402
 
 from filelog_bus import LogReader, LogWriter  # noqa: E402
-from filelog_bus.kafka_bus.export import BusExport, collect_garbage_rarely  # noqa: E402
-from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Outgoing, outgoing  # noqa: E402
-from filelog_bus.kafka_bus.topic import KafkaTopic  # noqa: E402
+from filelog_bus.hermes.kafka.export import BusExport, collect_garbage_rarely  # noqa: E402
+from filelog_bus.hermes.kafka.marks import BATCH_HEADER_BYTES, Outgoing, outgoing  # noqa: E402
+from filelog_bus.hermes.kafka.topic import KafkaTopic  # noqa: E402
 
 BUS_CLI = Path(sys.executable).parent / "filelog-bus"
 BOUND_TARGET, HERMES_TARGET, CUTOVER_TARGET_SECONDS = 0.8, 5.0, 5.0

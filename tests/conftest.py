@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children see Ctrl-C as from a terminal, even when pytest itself ignores SIGINT.
+
+    A shell without job control starts a background job with SIGINT ignored, and an ignored
+    signal stays ignored across exec: the CLI tests that end a process by SIGINT would then wait
+    forever. A caught signal is reset to its default on exec, so catching it here is enough.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from filelog_bus import LogWriter
-from filelog_bus.kafka_bus.marks import Mark, Message, mark_of
+from filelog_bus.hermes.kafka.marks import Mark, Message, mark_of
 
 
 def tansu_binary() -> Path:

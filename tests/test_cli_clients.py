@@ -275,8 +275,8 @@ def test_a_stale_twin_left_by_a_compression_switch_is_noted_and_ignored(
 
 def test_prometheus_label_values_with_quotes_backslashes_and_newlines_parse_back() -> None:
     from filelog_bus.cli.prometheus import render
-    from filelog_bus.client_cache import ClientCache
-    from filelog_bus.clients import BusPositions, ClientReport, Unread
+    from filelog_bus.hermes.client_cache import ClientCache
+    from filelog_bus.hermes.clients import BusPositions, ClientReport, Unread
 
     odd = 'C:\\caches\\"odd"\nname/_hermes-client-x.json'
     report = ClientReport(

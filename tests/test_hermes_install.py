@@ -51,7 +51,7 @@ def installed(root: Path, kind: str, name: str) -> Path:
 
 
 def asset(kind: str, name: str) -> bytes:
-    return resources.files("filelog_bus").joinpath("hermes_assets", kind, name).read_bytes()
+    return resources.files("filelog_bus.hermes").joinpath("assets", kind, name).read_bytes()
 
 
 @pytest.fixture

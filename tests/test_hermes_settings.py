@@ -19,7 +19,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 
 def shipped_schema(kind: str) -> dict[str, Any]:
-    text = resources.files("filelog_bus").joinpath("hermes_assets", kind, "config-schema-plugin-filelog.yml")
+    text = resources.files("filelog_bus.hermes").joinpath("assets", kind, "config-schema-plugin-filelog.yml")
     return yaml.safe_load(text.read_text(encoding="utf-8"))
 
 

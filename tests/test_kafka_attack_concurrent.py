@@ -14,8 +14,8 @@ from test_kafka_export import as_messages, bus_records, contents, export
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import TopicMismatchError
-from filelog_bus.kafka_bus.export import BusExport
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.kafka.export import BusExport
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 
 
 # Found by the adversarial test: read_copy checked only the topic's first and last messages, so

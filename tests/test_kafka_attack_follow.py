@@ -15,7 +15,7 @@ from kafka_support import Broker, topic_messages
 from test_cli_support import BUS, HANG_GUARD, SMALL, sample, start
 
 from filelog_bus import LogWriter
-from filelog_bus.kafka_bus.marks import Mark, Message, timestamp_ms
+from filelog_bus.hermes.kafka.marks import Mark, Message, timestamp_ms
 
 
 def _assert_a_run_of(messages: list[Message], written: dict[int, tuple[str, bytes, float, int]]) -> None:

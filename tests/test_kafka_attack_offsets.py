@@ -12,10 +12,10 @@ from test_cli_support import T0, write_bus
 from test_kafka_export import export
 
 from filelog_bus import LogReader, LogWriter
-from filelog_bus.client_cache import ClientCache
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
-from filelog_bus.kafka_bus.client_offsets import bus_offsets, kafka_offsets
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.client_cache import ClientCache
+from filelog_bus.hermes.kafka.client_offsets import bus_offsets, kafka_offsets
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 
 SETTINGS = {"segment_bytes": 64 * 1024, "index_interval_bytes": 512}
 

@@ -10,8 +10,8 @@ from test_cli_support import BUS, HANG_GUARD, SMALL, Lines, sample, start, write
 from test_kafka_export import _wait_for_topic
 
 from filelog_bus import LogReader
-from filelog_bus.kafka_bus.export import BusExport
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.kafka.export import BusExport
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 
 
 # Found by the adversarial test: kafka-python's close() gave up on an unacknowledged batch and left

@@ -22,9 +22,9 @@ from test_cli_support import SMALL, T0, assert_error_line, bus, sample, write_bu
 from test_hermes_processes import handled_events, run
 
 from filelog_bus import LogReader, LogWriter
-from filelog_bus.client_cache import ClientCache
-from filelog_bus.kafka_bus.client_offsets import kafka_offsets
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.client_cache import ClientCache
+from filelog_bus.hermes.kafka.client_offsets import kafka_offsets
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 
 PROG = "filelog-bus clients"
 LAST_KEY = "late-4"

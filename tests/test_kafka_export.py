@@ -39,7 +39,7 @@ from test_cli_support import (
 )
 
 from filelog_bus import LogReader, LogWriter, Record
-from filelog_bus.kafka_bus.marks import Mark, Message, timestamp_ms
+from filelog_bus.hermes.kafka.marks import Mark, Message, timestamp_ms
 
 PROG = "filelog-bus kafka-export"
 

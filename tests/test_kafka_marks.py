@@ -1,4 +1,4 @@
-"""How a record travels as a Kafka message (filelog_bus/kafka_bus/marks.py): pure, no broker."""
+"""How a record travels as a Kafka message (filelog_bus/hermes/kafka/marks.py): pure, no broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from filelog_bus.kafka_bus.marks import (
+from filelog_bus.hermes.kafka.marks import (
     NEXT_OFFSET_HEADER,
     OFFSET_HEADER,
     Mark,

@@ -39,7 +39,8 @@ from filelog_bus.cli.exits import (
 from filelog_bus.cli.format import format_time, printable, table_lines, write_line
 from filelog_bus.cli.prometheus import render, write_textfile
 from filelog_bus.cli.run import fail
-from filelog_bus.client_cache import (
+from filelog_bus.errors import FilelogBusError
+from filelog_bus.hermes.client_cache import (
     OFFSET_KEYS,
     ClientCache,
     describe,
@@ -47,7 +48,7 @@ from filelog_bus.client_cache import (
     refuse_if_running,
     set_offsets,
 )
-from filelog_bus.clients import (
+from filelog_bus.hermes.clients import (
     CRITICAL_STATES,
     BusPositions,
     ClientReport,
@@ -56,7 +57,6 @@ from filelog_bus.clients import (
     client_reports,
     unreadable_report,
 )
-from filelog_bus.errors import FilelogBusError
 from filelog_bus.reader import LogReader
 
 CLIENTS_EPILOG = f"""\
@@ -369,8 +369,8 @@ def _kafka_offsets(
     args: argparse.Namespace, caches: list[ClientCache]
 ) -> list[tuple[ClientCache, dict[str, int | None]]]:
     """Every client's offsets in the topic (or back on the bus), all computed before any cache is written."""
-    from filelog_bus.kafka_bus.client_offsets import bus_offsets, kafka_offsets
-    from filelog_bus.kafka_bus.topic import DEFAULT_TIMEOUT_SECONDS, KafkaTopic
+    from filelog_bus.hermes.kafka.client_offsets import bus_offsets, kafka_offsets
+    from filelog_bus.hermes.kafka.topic import DEFAULT_TIMEOUT_SECONDS, KafkaTopic
 
     translate = kafka_offsets if args.set_offsets == "kafka" else bus_offsets
     timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout

@@ -10,7 +10,7 @@ from filelog_bus.cli.args import Parser, help_formatter
 from filelog_bus.cli.exits import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROBLEMS, EXIT_STATUSES
 from filelog_bus.cli.run import fail
 from filelog_bus.fs import replace_outside_file
-from filelog_bus.hermes_install import InstallState, missing_hermes_parts, plan_install
+from filelog_bus.hermes.install import InstallState, missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
 

@@ -105,8 +105,8 @@ def _kafka_export(prog: str, args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, stop: list[bool]) -> int:
-    from filelog_bus.kafka_bus.export import BusExport, collect_garbage_rarely, one_export_at_a_time
-    from filelog_bus.kafka_bus.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
+    from filelog_bus.hermes.kafka.export import BusExport, collect_garbage_rarely, one_export_at_a_time
+    from filelog_bus.hermes.kafka.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
     from filelog_bus.reader import LogReader
 
     topic = KafkaTopic(

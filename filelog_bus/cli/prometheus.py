@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from filelog_bus.clients import BusPositions, ClientReport, ClientState
 from filelog_bus.fs import replace_outside_file
+from filelog_bus.hermes.clients import BusPositions, ClientReport, ClientState
 
 _PREFIX = "filelog_bus"
 

@@ -18,9 +18,9 @@ from filelog_bus.cli.exits import (
 from filelog_bus.cli.format import write_line
 from filelog_bus.cli.maintenance import locked_failure, maintenance_writer
 from filelog_bus.cli.run import fail
-from filelog_bus.client_cache import find_clients
-from filelog_bus.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
 from filelog_bus.errors import BusLockedError
+from filelog_bus.hermes.client_cache import find_clients
+from filelog_bus.hermes.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
 from filelog_bus.retention import plan_retention_now
 
 RETENTION_EPILOG = f"""\

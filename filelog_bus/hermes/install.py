@@ -54,7 +54,7 @@ def missing_hermes_parts(root: Path) -> list[str]:
 
 
 def asset_bytes(kind: str, name: str) -> bytes:
-    return resources.files("filelog_bus").joinpath("hermes_assets", kind, name).read_bytes()
+    return resources.files("filelog_bus.hermes").joinpath("assets", kind, name).read_bytes()
 
 
 def plan_install(root: Path) -> list[PlannedFile]:

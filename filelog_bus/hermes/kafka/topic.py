@@ -29,7 +29,7 @@ from filelog_bus.errors import (
     RecordTooLargeError,
     TopicMismatchError,
 )
-from filelog_bus.kafka_bus.marks import Message, Outgoing, mark_of
+from filelog_bus.hermes.kafka.marks import Message, Outgoing, mark_of
 
 #: Kafka's own limit on a request (and Hermes's producer's ``max_request_size``): 1 MiB.
 DEFAULT_MAX_REQUEST_BYTES = 1048576

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from filelog_bus.errors import OffsetOutOfRangeError, TopicMismatchError
-from filelog_bus.kafka_bus.marks import Message, is_copy_of
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.kafka.marks import Message, is_copy_of
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 

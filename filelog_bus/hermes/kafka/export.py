@@ -33,9 +33,9 @@ from filelog_bus.errors import (
     RecordTooLargeError,
     TopicMismatchError,
 )
-from filelog_bus.kafka_bus.copy import Copy, overtaken, read_copy
-from filelog_bus.kafka_bus.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.kafka.copy import Copy, overtaken, read_copy
+from filelog_bus.hermes.kafka.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 

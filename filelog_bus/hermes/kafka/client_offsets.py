@@ -28,10 +28,10 @@ import bisect
 import itertools
 from collections.abc import Callable, Sequence
 
-from filelog_bus.client_cache import OFFSET_KEYS, ClientCache
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
-from filelog_bus.kafka_bus.copy import Copy, check_consecutive, check_message, read_copy, record_at
-from filelog_bus.kafka_bus.topic import KafkaTopic
+from filelog_bus.hermes.client_cache import OFFSET_KEYS, ClientCache
+from filelog_bus.hermes.kafka.copy import Copy, check_consecutive, check_message, read_copy, record_at
+from filelog_bus.hermes.kafka.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 
 Offsets = dict[str, int | None]

@@ -1,7 +1,7 @@
 """Who reads the bus, and how far: each hermes-client's lag and state, and retention that spares them.
 
 The bus knows nothing of its readers; their positions are in their cache files
-(filelog_bus.client_cache). From those and the bus this module answers "is every client
+(filelog_bus.hermes.client_cache). From those and the bus this module answers "is every client
 keeping up?", "will retention delete events a client has not read?" and, when retention
 must delete them anyway (the size budget), "what does each client lose?".
 The decisions (classify, spare_from, lost_ranges) are pure, the last two retention's
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from filelog_bus.client_cache import ClientCache, appname_of, find_clients
 from filelog_bus.errors import ClientCacheError, RecordsExpiredError
+from filelog_bus.hermes.client_cache import ClientCache, appname_of, find_clients
 from filelog_bus.reader import LogReader
 from filelog_bus.retention import check_policy, loses, plan_retention_now, spared_from
 from filelog_bus.writer import LogWriter
