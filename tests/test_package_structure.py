@@ -6,11 +6,12 @@ import ast
 import subprocess
 from pathlib import Path
 
-from test_cli_support import BUS, DUMP, HANG_GUARD
+from helpers.cli import BUS, DUMP, HANG_GUARD
+from helpers.processes import REPO
 
 from filelog_bus.cli.exits import EXIT_STATUSES
 
-PACKAGE = Path(__file__).resolve().parent.parent / "filelog_bus"
+PACKAGE = REPO / "filelog_bus"
 
 
 def module_name(path: Path) -> str:

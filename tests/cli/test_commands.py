@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import run_python
-from test_cli_support import (
+from helpers.cli import (
     DUMP,
     HANG_GUARD,
     Lines,
@@ -22,6 +21,7 @@ from test_cli_support import (
     snapshot,
     start,
 )
+from helpers.processes import run_python
 
 from filelog_bus.cli.dump import dump_parser
 from filelog_bus.cli.main import main_parser

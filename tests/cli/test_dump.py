@@ -10,8 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support import spawn_python
-from test_cli_support import (
+from helpers.cli import (
     DUMP,
     HANG_GUARD,
     SMALL,
@@ -27,6 +26,7 @@ from test_cli_support import (
     start,
     write_bus,
 )
+from helpers.processes import spawn_python
 
 from filelog_bus import LogWriter, Record
 

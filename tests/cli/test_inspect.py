@@ -9,8 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support import spawn_python
-from test_cli_support import (
+from helpers.cli import (
     BUS,
     HANG_GUARD,
     SMALL,
@@ -26,6 +25,7 @@ from test_cli_support import (
     snapshot,
     write_bus,
 )
+from helpers.processes import spawn_python
 
 from filelog_bus.layout import (
     CATEGORY_ENTRY,

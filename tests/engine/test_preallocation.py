@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import path_faults, seam_wrapped
-from reliability_support import read_all
-from support import spawn_python
+from helpers.bus import read_all
+from helpers.faults import path_faults, seam_wrapped
+from helpers.processes import spawn_python
 
 from filelog_bus import LogReader, LogWriter, segment
 from filelog_bus.check import bus_stats, plan_retention_now, verify_bus

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from support import spawn_python
+from helpers.processes import spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import (

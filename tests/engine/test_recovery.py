@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.bus import assert_data_then_zeros, assert_only_zeros_after, write_at
+from helpers.processes import run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import assert_data_then_zeros, assert_only_zeros_after, write_at
-from support import run_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import CorruptionError

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import spawn_python
+from helpers.processes import spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import ConfigError, OffsetOutOfRangeError, RecordsExpiredError

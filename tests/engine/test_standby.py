@@ -21,9 +21,9 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from fault_support import Interrupt, path_faults, seam_wrapped
-from reliability_support import read_all
-from support import run_python, spawn_python
+from helpers.bus import read_all
+from helpers.faults import Interrupt, path_faults, seam_wrapped
+from helpers.processes import run_python, spawn_python
 
 from filelog_bus import LogWriter, fs
 from filelog_bus.check import bus_state, verify_bus

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
-from fault_support import SWEPT_ERRORS, Fault, Interrupt, injected, same_failure
+from helpers.faults import SWEPT_ERRORS, Fault, Interrupt, injected, same_failure
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clients_support import write_cache
-from support import run_python
+from helpers.clients import write_cache
+from helpers.processes import REPO, STANDIN_DIR, run_python
 
 from filelog_bus import LogReader, LogWriter, check
 from filelog_bus.layout import segment_name
@@ -180,8 +180,7 @@ def test_the_hermes_producer_logs_where_retention_by_age_stopped(bus_dir: Path, 
         with FilelogProducerPlugin(json.loads(sys.argv[1])):
             pass
     """
-    root = Path(__file__).resolve().parent
-    result = run_python(script, json.dumps(settings), str(root.parent), str(root / "hermes_standin"))
+    result = run_python(script, json.dumps(settings), str(REPO), str(STANDIN_DIR))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING filelog bus")]
     assert len(warnings) == 1 and "retention by age stopped at" in warnings[0], result.stdout

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_python, spawn_python
+from helpers.processes import run_python, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record, check, fs
 from filelog_bus.errors import (

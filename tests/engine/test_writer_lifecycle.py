@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import Fault, Interrupt, injected, publishes_the_watermark, raised_after
+from helpers.faults import Fault, Interrupt, injected, publishes_the_watermark, raised_after
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import verify_bus

@@ -20,12 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from support import run_python, spawn_python
-
 from filelog_bus import LogReader, Record
 from filelog_bus.layout import FILE_HEADER_SIZE, parse_segment_name
+from helpers.processes import TESTS_DIR, run_python, spawn_python
 
-TESTS_DIR = Path(__file__).resolve().parent
 #: FILELOG_LONG=1 runs the randomized suites with many more trials.
 LONG = os.environ.get("FILELOG_LONG") == "1"
 CATEGORIES = ("users", "groups", "hosts", "printers")
@@ -84,7 +82,7 @@ class Expected(NamedTuple):
 WRITER_CHILD = """
 import sys
 from filelog_bus import LogWriter
-from reliability_support import category_for, payload_for, timestamp_for
+from helpers.bus import category_for, payload_for, timestamp_for
 
 path, tag, durability = sys.argv[1:4]
 segment_bytes, interval, first, count = map(int, sys.argv[4:8])

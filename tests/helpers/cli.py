@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from support import python_env
-
 from filelog_bus import LogWriter, Record
+from helpers.processes import python_env
 
 BIN = Path(sys.executable).parent
 DUMP = BIN / "filelog-dump"

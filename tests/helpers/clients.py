@@ -1,7 +1,7 @@
 """Helpers for the tests of hermes-client caches (clients, --set-offsets, retention sparing clients).
 
 Buses hold Hermes-like events written with LogWriter at chosen times; caches are written by
-the Hermes stand-in (tests/hermes_standin/hermes_cache.py) as hermes-client writes them.
+the Hermes stand-in (tests/helpers/hermes_standin/hermes_cache.py) as hermes-client writes them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from test_cli_support import bus, write_bus
-
 from filelog_bus import Record
+from helpers.cli import bus, write_bus
+from helpers.processes import STANDIN_DIR
 
-STANDIN_DIR = Path(__file__).resolve().parent / "hermes_standin"
 if str(STANDIN_DIR) not in sys.path:
     sys.path.insert(0, str(STANDIN_DIR))
 
-import hermes_cache  # noqa: E402
+import hermes_cache
 
 DAY = 86400.0
 #: Small segments, so that a few dozen events span several and retention has something to delete.
@@ -72,3 +71,8 @@ def clients_json(*args: object) -> tuple[int, dict[str, Any]]:
 
 def by_client(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {client["client"]: client for client in report["clients"]}
+
+
+def offsets(cache: Path) -> tuple[int | None, int | None, int | None]:
+    content = hermes_cache.load(cache)
+    return content["initstartoffset"], content["initstopoffset"], content["nextoffset"]

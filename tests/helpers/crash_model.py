@@ -334,7 +334,7 @@ class Recording:
 
 
 class Recorder:
-    """Wraps the seam (as tests/fault_support.py does) and keeps a Model of ``root`` in step.
+    """Wraps the seam (as tests/helpers/faults.py does) and keeps a Model of ``root`` in step.
 
     Use::
 

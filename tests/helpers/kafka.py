@@ -21,8 +21,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from filelog_bus import LogWriter
-from filelog_bus.hermes.kafka.marks import Mark, Message, mark_of
+from filelog_bus import LogWriter, Record
+from filelog_bus.hermes.kafka.marks import Mark, Message, mark_of, timestamp_ms
+from helpers.bus import read_all
+from helpers.cli import HANG_GUARD, bus
 
 
 def tansu_binary() -> Path:
@@ -258,3 +260,57 @@ def cut_by_retention(path: Path, max_bytes: int) -> int:
 
 def marks(messages: list[Message]) -> list[Mark | None]:
     return [message.mark for message in messages]
+
+
+def export(
+    path: Path, broker: Broker, topic: str, *args: object, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `filelog-bus kafka-export` of ``path`` into ``topic``; with ``check``, it must succeed."""
+    result = bus("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, *args)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def as_messages(records: list[Record]) -> list[tuple[bytes, bytes, int, Mark]]:
+    """What Hermes's producer would have written for each record, with the export's mark."""
+    return [
+        (r.category.encode("utf-8"), r.payload, timestamp_ms(r.timestamp), Mark(r.offset, r.next_offset))
+        for r in records
+    ]
+
+
+def contents(messages: list[Message]) -> list[tuple[bytes | None, bytes | None, int, Mark | None]]:
+    return [(m.key, m.value, m.timestamp_ms, m.mark) for m in messages]
+
+
+def assert_topic_is_bus(broker: Broker, topic: str, path: Path) -> list[Message]:
+    """The topic holds every record of the bus once, in order, as dense Kafka offsets from 0."""
+    messages = topic_messages(broker.bootstrap, topic)
+    assert contents(messages) == as_messages(read_all(path))
+    assert [m.kafka_offset for m in messages] == list(range(len(messages)))
+    return messages
+
+
+def wait_for_topic(broker: Broker, topic: str, count: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while len(topic_messages(broker.bootstrap, topic)) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"the topic did not reach {count} messages"
+        time.sleep(0.05)
+
+
+def migrate(path: Path, broker: Broker, topic: str, *caches: Path, timeout: str = "30") -> Any:
+    return bus(
+        "clients",
+        path,
+        *caches,
+        "--set-offsets",
+        "kafka",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--timeout",
+        timeout,
+    )

@@ -8,7 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+#: The checkout, the tests' root (on sys.path, so children can import ``helpers``) and Hermes's stand-ins.
+TESTS_DIR = Path(__file__).resolve().parent.parent
+REPO = TESTS_DIR.parent
+STANDIN_DIR = TESTS_DIR / "helpers" / "hermes_standin"
 
 
 def python_env(extra_path: list[Path] | None = None) -> dict[str, str]:

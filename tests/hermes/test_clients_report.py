@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clients_support import (
+from helpers.cli import bus, snapshot
+from helpers.clients import (
     DAY,
     SEGMENTS,
     aged_times,
@@ -24,7 +25,6 @@ from clients_support import (
     write_cache,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli_support import bus, snapshot
 
 from filelog_bus import LogWriter, Record
 

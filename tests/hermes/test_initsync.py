@@ -12,13 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_support import TESTS_DIR, read_all
-from support import spawn_python
+from helpers.bus import read_all
+from helpers.processes import STANDIN_DIR, spawn_python
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import verify_bus
-
-STANDIN_DIR = TESTS_DIR / "hermes_standin"
 
 #: Sends 30 base events, then init-start and `added` events until killed (or, with a count, then
 #: init-stop and 5 more base events). Prints what each send() returned for.

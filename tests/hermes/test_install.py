@@ -1,6 +1,6 @@
 """`filelog-bus hermes-install` on a fake Hermes tree, and the installed plugins loaded the way Hermes does.
 
-The fake tree holds the stand-in `lib/` (copied from tests/hermes_standin) and the two plugin
+The fake tree holds the stand-in `lib/` (copied from tests/helpers/hermes_standin) and the two plugin
 family directories; the installer runs as a separate process, as a user would run it.
 """
 
@@ -15,17 +15,15 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from helpers.processes import REPO, STANDIN_DIR
 
-TESTS_DIR = Path(__file__).resolve().parent
-STANDIN_DIR = TESTS_DIR / "hermes_standin"
-REPO_ROOT = TESTS_DIR.parent
 FILES = ("filelog.py", "config-schema-plugin-filelog.yml", "README.md", "requirements.txt")
 FAMILIES = {"producer": "messagebus_producers", "consumer": "messagebus_consumers"}
 
 
 def repo_env() -> dict[str, str]:
     """This checkout's filelog-bus importable, and nothing of Hermes."""
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def make_hermes_tree(root: Path) -> Path:

@@ -1,7 +1,7 @@
 """`filelog-bus kafka-export`: a bus copied into a real Kafka-protocol broker (tansu), exactly once.
 
 Every test runs the installed command against a broker started on a loopback port
-(tests/kafka_support.py) and reads the topic back with a plain kafka-python consumer.
+(tests/helpers/kafka.py) and reads the topic back with a plain kafka-python consumer.
 """
 
 from __future__ import annotations
@@ -13,17 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka_support import (
-    Broker,
-    create_topic,
-    cut_by_retention,
-    end_offset,
-    marks,
-    partitions_of,
-    produce,
-    topic_messages,
-)
-from test_cli_support import (
+from helpers.bus import read_all
+from helpers.cli import (
     BUS,
     HANG_GUARD,
     SMALL,
@@ -37,40 +28,26 @@ from test_cli_support import (
     start,
     write_bus,
 )
+from helpers.kafka import (
+    Broker,
+    as_messages,
+    assert_topic_is_bus,
+    contents,
+    create_topic,
+    cut_by_retention,
+    end_offset,
+    export,
+    marks,
+    partitions_of,
+    produce,
+    topic_messages,
+    wait_for_topic,
+)
 
-from filelog_bus import LogReader, LogWriter, Record
-from filelog_bus.hermes.kafka.marks import Mark, Message, timestamp_ms
+from filelog_bus import LogWriter
+from filelog_bus.hermes.kafka.marks import Mark
 
 PROG = "filelog-bus kafka-export"
-
-
-def export(path: Path, broker: Broker, topic: str, *args: object) -> subprocess.CompletedProcess[str]:
-    return bus("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, *args)
-
-
-def bus_records(path: Path) -> list[Record]:
-    with LogReader(path) as reader:
-        return list(reader)
-
-
-def as_messages(records: list[Record]) -> list[tuple[bytes, bytes, int, Mark]]:
-    """What Hermes's producer would have written for each record, with the export's mark."""
-    return [
-        (r.category.encode("utf-8"), r.payload, timestamp_ms(r.timestamp), Mark(r.offset, r.next_offset))
-        for r in records
-    ]
-
-
-def contents(messages: list[Message]) -> list[tuple[bytes | None, bytes | None, int, Mark | None]]:
-    return [(m.key, m.value, m.timestamp_ms, m.mark) for m in messages]
-
-
-def assert_topic_is_bus(broker: Broker, topic: str, path: Path) -> list[Message]:
-    """The topic holds every record of the bus once, in order, as dense Kafka offsets from 0."""
-    messages = topic_messages(broker.bootstrap, topic)
-    assert contents(messages) == as_messages(bus_records(path))
-    assert [m.kafka_offset for m in messages] == list(range(len(messages)))
-    return messages
 
 
 def test_a_bus_with_categories_unicode_and_binary_payloads_arrives_whole(
@@ -136,7 +113,7 @@ def test_retention_deleting_records_not_yet_exported_stops_the_next_run_with_a_g
     path = tmp_path / "bus"
     write_bus(path, sample(30), **SMALL)
     assert export(path, broker, topic).returncode == 0
-    exported = bus_records(path)
+    exported = read_all(path)
     write_bus(path, sample(60)[30:], **SMALL)
     # deletes the whole exported part, and a little more
     assert cut_by_retention(path, 1500) > exported[-1].next_offset
@@ -155,7 +132,7 @@ def test_retention_that_deleted_only_exported_records_is_resumed_after(
     path = tmp_path / "bus"
     write_bus(path, sample(40), **SMALL)
     assert export(path, broker, topic).returncode == 0
-    before = bus_records(path)
+    before = read_all(path)
     write_bus(path, sample(50)[40:], **SMALL)
     begin = cut_by_retention(path, 1500)
     assert before[0].offset < begin <= before[-1].offset  # the topic's first and last messages are gone
@@ -164,7 +141,7 @@ def test_retention_that_deleted_only_exported_records_is_resumed_after(
 
     assert result.returncode == 0, result.stderr
     messages = topic_messages(broker.bootstrap, topic)
-    assert contents(messages) == as_messages(before + bus_records(path)[-10:])
+    assert contents(messages) == as_messages(before + read_all(path)[-10:])
 
 
 def test_a_topic_with_several_partitions_is_refused(tmp_path: Path, broker: Broker, topic: str) -> None:
@@ -197,7 +174,7 @@ def test_a_topic_holding_messages_that_are_not_from_this_bus_is_refused_and_left
 
     assert "differs from this bus's record at offset 0" in assert_error_line(foreign, PROG, 3)
     assert len(topic_messages(broker.bootstrap, topic)) == 1
-    assert contents(topic_messages(broker.bootstrap, other_topic)) == as_messages(bus_records(other))
+    assert contents(topic_messages(broker.bootstrap, other_topic)) == as_messages(read_all(other))
 
 
 def test_a_topic_ahead_of_the_bus_is_refused(tmp_path: Path, broker: Broker, topic: str) -> None:
@@ -220,7 +197,7 @@ def test_killed_at_random_moments_then_run_again_the_topic_holds_every_record_on
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, [(c, p * 40, t) for c, p, t in sample(8000)], segment_bytes=256 * 1024)
-    expected = as_messages(bus_records(path))
+    expected = as_messages(read_all(path))
     chooser = random.Random(20261207)
     held: list[int] = []
     for _attempt in range(60):
@@ -397,14 +374,6 @@ def test_without_kafka_python_the_command_says_what_to_install(tmp_path: Path) -
 # -- --follow -------------------------------------------------------------------------------------
 
 
-def _wait_for_topic(broker: Broker, topic: str, count: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while len(topic_messages(broker.bootstrap, topic)) < count:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"the topic did not reach {count} messages"
-        time.sleep(0.05)
-
-
 def test_follow_copies_what_a_writer_appends_across_rolls_and_ends_cleanly_on_sigterm(
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
@@ -414,13 +383,13 @@ def test_follow_copies_what_a_writer_appends_across_rolls_and_ends_cleanly_on_si
         BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow"
     )
     try:
-        _wait_for_topic(broker, topic, 10, follower)
+        wait_for_topic(broker, topic, 10, follower)
         with LogWriter(path, **SMALL) as writer:  # rolls a segment every ~20 records
             for i, (category, payload, timestamp) in enumerate(sample(120)[10:]):
                 writer.append(category, payload, timestamp)
                 if i % 25 == 0:
                     time.sleep(0.05)  # some records arrive while the follower waits
-        _wait_for_topic(broker, topic, 120, follower)
+        wait_for_topic(broker, topic, 120, follower)
     finally:
         follower.send_signal(signal.SIGTERM)
         out, err = follower.communicate(timeout=HANG_GUARD)
@@ -449,7 +418,7 @@ def test_follow_killed_and_restarted_while_a_writer_appends_loses_and_repeats_no
     last = start(BUS, *args)
     try:
         Lines(last.stdout).wait_for(lambda line: line.startswith("resuming at bus offset"))
-        _wait_for_topic(broker, topic, 240, last)
+        wait_for_topic(broker, topic, 240, last)
     finally:
         last.send_signal(signal.SIGINT)
         last.wait(timeout=HANG_GUARD)
@@ -506,7 +475,7 @@ def test_cut_off_from_a_broker_that_keeps_the_topic_then_run_again_it_resumes_wh
     relayed_broker.relay.restore()
     held = topic_messages(relayed_broker.bootstrap, topic)
     assert 100 <= len(held) < 6000
-    assert contents(held) == as_messages(bus_records(path))[: len(held)]
+    assert contents(held) == as_messages(read_all(path))[: len(held)]
 
     result = bus(*args)
 

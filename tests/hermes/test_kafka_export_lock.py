@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kafka_support import Broker, topic_messages
-from test_cli_support import SMALL, assert_error_line, sample, write_bus
-from test_kafka_export import as_messages, bus_records, contents, export
+from helpers.bus import read_all
+from helpers.cli import SMALL, assert_error_line, sample, write_bus
+from helpers.kafka import Broker, as_messages, contents, export, topic_messages
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import TopicMismatchError
@@ -39,7 +39,7 @@ def test_a_topic_two_racing_exports_left_duplicates_in_is_refused_by_the_next_ru
         racing[0].run()
         with pytest.raises(TopicMismatchError, match="another producer writes"):
             racing[1].run()  # its first batch landed after the whole bus: detected, too late
-    expected = as_messages(bus_records(path))
+    expected = as_messages(read_all(path))
     held = contents(topic_messages(broker.bootstrap, topic))
     assert held[:60] == expected and held[60:] == expected[: len(held) - 60]  # duplicates in the topic
 

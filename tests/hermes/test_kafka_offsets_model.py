@@ -7,9 +7,8 @@ import bisect
 import random
 from pathlib import Path
 
-from kafka_support import Broker, topic_messages
-from test_cli_support import T0, write_bus
-from test_kafka_export import export
+from helpers.cli import T0, write_bus
+from helpers.kafka import Broker, export, topic_messages
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError

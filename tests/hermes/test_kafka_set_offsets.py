@@ -1,8 +1,8 @@
 """`filelog-bus clients --set-offsets kafka`: hermes-clients move to Hermes's Kafka bus without draining.
 
-Clients are tests/hermes_standin/fake_client.py, stopped at chosen events on the filelog bus; after
+Clients are tests/helpers/hermes_standin/fake_client.py, stopped at chosen events on the filelog bus; after
 the move they read the topic through the stand-in of Hermes's Kafka consumer
-(tests/hermes_standin/kafka_consumer.py). Each must then handle exactly the events it would have
+(tests/helpers/hermes_standin/kafka_consumer.py). Each must then handle exactly the events it would have
 handled had it stayed on the filelog bus.
 """
 
@@ -12,14 +12,17 @@ import bisect
 import datetime
 import random
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from clients_support import hermes_cache, write_cache
-from kafka_support import Broker, cut_by_retention
+from helpers.cli import BUS, HANG_GUARD, SMALL, T0, assert_error_line, bus, sample, start, write_bus
+from helpers.clients import hermes_cache, offsets, write_cache
+from helpers.hermes import handled_events, run
+from helpers.kafka import Broker, cut_by_retention, export, migrate, wait_for_topic
 from lib.datamodel.event import Event
-from test_cli_support import SMALL, T0, assert_error_line, bus, sample, write_bus
-from test_hermes_processes import handled_events, run
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.hermes.client_cache import ClientCache
@@ -28,32 +31,6 @@ from filelog_bus.hermes.kafka.topic import KafkaTopic
 
 PROG = "filelog-bus clients"
 LAST_KEY = "late-4"
-
-
-def export(path: Path, broker: Broker, topic: str) -> None:
-    result = bus("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic)
-    assert result.returncode == 0, result.stderr
-
-
-def migrate(path: Path, broker: Broker, topic: str, *caches: Path, timeout: str = "30") -> Any:
-    return bus(
-        "clients",
-        path,
-        *caches,
-        "--set-offsets",
-        "kafka",
-        "--bootstrap-server",
-        broker.bootstrap,
-        "--topic",
-        topic,
-        "--timeout",
-        timeout,
-    )
-
-
-def offsets(cache: Path) -> tuple[int | None, int | None, int | None]:
-    content = hermes_cache.load(cache)
-    return content["initstartoffset"], content["initstopoffset"], content["nextoffset"]
 
 
 def seen(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None, datetime.datetime]]:
@@ -93,7 +70,7 @@ def test_clients_stopped_anywhere_go_on_from_kafka_with_exactly_the_events_the_b
     shutil.copytree(filelog_caches, kafka_caches)
     begun = offsets(kafka_caches / "_hermes-client-initsync-begun.json")
     assert None not in begun and begun[2] < begun[1]  # a sequence read part-way
-    export(path, broker, topic)  # hermes-server stopped: the topic holds the whole bus
+    export(path, broker, topic, check=True)  # hermes-server stopped: the topic holds the whole bus
 
     moved = migrate(path, broker, topic, kafka_caches)
 
@@ -108,7 +85,7 @@ def test_clients_stopped_anywhere_go_on_from_kafka_with_exactly_the_events_the_b
     with LogWriter(path) as writer:
         for i in range(5):
             writer.append("base", Event("base", "modified", "user", f"late-{i}", {"n": i}).to_json().encode())
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
 
     for name in [*stops, "drained", "new"]:
         cache_name = f"_hermes-client-{name}.json"
@@ -138,7 +115,7 @@ def test_clients_stopped_anywhere_go_on_from_kafka_with_exactly_the_events_the_b
 def _bus_and_topic(tmp_path: Path, broker: Broker, topic: str, count: int = 30) -> tuple[Path, list[Any]]:
     path = tmp_path / "bus"
     written = write_bus(path, sample(count), **SMALL)
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
     return path, written
 
 
@@ -176,7 +153,7 @@ def test_a_client_that_has_read_everything_waits_at_the_end_only_once_the_topic_
     behind = migrate(path, broker, topic, drained)
 
     assert "not in the topic yet" in assert_error_line(behind, PROG, 4)
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
 
     result = migrate(path, broker, topic, drained)
 
@@ -221,7 +198,7 @@ def test_a_client_whose_unread_events_retention_deleted_before_the_export_is_ref
     path = tmp_path / "bus"
     written = write_bus(path, sample(60), **SMALL)
     begin = cut_by_retention(path, 2048)
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
     caches = tmp_path / "caches"
     expired = write_cache(caches, "hermes-client-slow", compressed=False, nextoffset=written[2].offset + 1)
     # initialised long ago: its initsync sequence is gone, and it no longer needs it
@@ -290,7 +267,7 @@ def test_the_kafka_offset_of_a_clients_bus_offset_is_the_first_message_at_or_aft
     chooser = random.Random(17)
     path = tmp_path / "bus"
     written = write_bus(path, [("base", b"x" * chooser.choice([5, 50, 500, 5000]), T0) for _ in range(6000)])
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
     # what a client holds: where an event starts (its initsync offsets), or just after (nextoffset)
     positions = [chooser.choice(written).offset + chooser.choice([0, 1]) for _ in range(60)]
     positions += [written[0].offset, written[-1].offset, written[-1].offset + 1, written[-1].next_offset]
@@ -319,7 +296,7 @@ def test_the_way_back_a_client_that_read_kafka_goes_on_from_the_bus_where_it_sto
     path = tmp_path / "bus"
     status, _, err = run("fake_server.py", path, "--initsync", 3, "--base", 20, "--loops", 2)
     assert status == 0, err
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
     cache = tmp_path / "caches" / "_hermes-client-ldap.json"
     cache.parent.mkdir()
     hermes_cache.save(cache, hermes_cache.new_content())
@@ -365,7 +342,7 @@ def test_a_client_whose_next_event_is_the_init_stop_it_has_not_read_is_refused(
     status, _, err = run("fake_client.py", path, cache, "--stop-after", 6)  # init-start and 5 added
     assert status == 0, err
     before = cache.read_bytes()
-    export(path, broker, topic)
+    export(path, broker, topic, check=True)
 
     refused = migrate(path, broker, topic, cache)
 
@@ -377,3 +354,79 @@ def test_a_client_whose_next_event_is_the_init_stop_it_has_not_read_is_refused(
     assert migrate(path, broker, topic, cache).returncode == 0
     _, stop, next_ = offsets(cache)
     assert next_ == stop + 1  # initialised, past init-stop
+
+
+# -- a client already moved to Kafka --------------------------------------------------------------
+# `clients --set-offsets kafka` run on a cache it has already moved (an operator moving "the remaining
+# clients" with a cache directory that holds one moved during the bridge).
+
+
+# Found by the adversarial test: a second move took the Kafka offsets the first wrote for bus offsets
+# (17, 42, 151 became 1, 1, 3) and the client would have replayed 148 events.
+def test_moving_a_client_already_moved_to_kafka_is_refused_and_nothing_is_written(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    path = tmp_path / "bus"
+    written = write_bus(path, sample(200), **SMALL)
+    export(path, broker, topic, check=True)
+    cache = write_cache(
+        tmp_path / "caches",
+        "hermes-client-ldap",
+        compressed=False,
+        initstartoffset=written[17].offset,
+        initstopoffset=written[42].offset,
+        nextoffset=written[150].offset + 1,
+    )
+    assert migrate(path, broker, topic, cache).returncode == 0
+    moved = offsets(cache)
+    assert moved == (17, 42, 151)
+
+    again = migrate(path, broker, topic, cache)
+
+    assert offsets(cache) == moved  # it wrote (1, 1, 3): the client would replay 148 events
+    assert "a Kafka topic's (a client moved already)" in assert_error_line(again, PROG, 4)
+
+
+def test_clients_move_while_the_bridge_copies_what_hermes_server_appends(
+    tmp_path: Path, broker: Broker, topic: str
+) -> None:
+    """The bridge of docs/HERMES.md: hermes-server writes, kafka-export --follow copies, a client moves.
+    The bus's end was read before the topic's: a message copied in between looked past the bus's end,
+    and the move failed (status 3, "holds messages that did not come from the bus") nearly every time."""
+    path = tmp_path / "bus"
+    written = write_bus(path, sample(50), **SMALL)
+    bridge = start(
+        BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow"
+    )
+    writing = threading.Event()
+    writing.set()
+
+    def hermes_server() -> None:
+        with LogWriter(path, **SMALL) as writer:
+            count = 0
+            while writing.is_set():
+                writer.append("base", b'{"n": %d}' % count)
+                count += 1
+                time.sleep(0.001)
+
+    server = threading.Thread(target=hermes_server)
+    try:
+        wait_for_topic(broker, topic, 50, bridge)
+        server.start()
+        caches = tmp_path / "caches"
+        for attempt in range(5):
+            cache = write_cache(
+                caches, f"hermes-client-{attempt}", compressed=False, nextoffset=written[10].offset + 1
+            )
+
+            moved = migrate(path, broker, topic, cache)
+
+            assert moved.returncode == 0, moved.stderr
+            assert offsets(cache) == (0, 0, 11)
+    finally:
+        writing.clear()
+        if server.is_alive():
+            server.join()
+        bridge.send_signal(signal.SIGTERM)
+        _, err = bridge.communicate(timeout=HANG_GUARD)
+    assert bridge.returncode == 0, err

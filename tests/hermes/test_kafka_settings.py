@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kafka_support import Broker, partitions_of, topic_messages
-from test_cli_support import assert_error_line, bus, sample, write_bus
-from test_kafka_export import assert_topic_is_bus
+from helpers.cli import assert_error_line, bus, sample, write_bus
+from helpers.kafka import Broker, assert_topic_is_bus, partitions_of, topic_messages
 
 PROG = "filelog-bus kafka-export"
 

@@ -1,68 +1,26 @@
 """The Hermes plugins driven by separate server and client processes, as Hermes runs them.
 
-The processes are tests/hermes_standin/fake_server.py and fake_client.py, which use the
+The processes are tests/helpers/hermes_standin/fake_server.py and fake_client.py, which use the
 plugins through the stand-in of Hermes's base classes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import pytest
+from helpers.hermes import PROCESS_TIMEOUT, finish, handled_events, keys_of, run, standin_env, start
+from helpers.processes import STANDIN_DIR
 
 from filelog_bus import LogWriter
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "hermes_standin"))
+sys.path.insert(0, str(STANDIN_DIR))
 from hermes_cache import load as load_cache
 from hermes_cache import new_content
 from hermes_cache import save as save_cache
-
-TESTS_DIR = Path(__file__).resolve().parent
-STANDIN_DIR = TESTS_DIR / "hermes_standin"
-REPO_ROOT = TESTS_DIR.parent
-PROCESS_TIMEOUT = 60
-
-
-def standin_env() -> dict[str, str]:
-    """Environment of a process that sees the Hermes stand-in and this checkout's plugins."""
-    env = dict(os.environ)
-    paths = [str(STANDIN_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
-
-
-def start(script: str, *args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(STANDIN_DIR / script), *map(str, args)],
-        env=standin_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=PROCESS_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"{process.args} did not finish in {PROCESS_TIMEOUT} s; stderr:\n{err}")
-    return process.returncode, out, err
-
-
-def run(script: str, *args: object) -> tuple[int, str, str]:
-    return finish(start(script, *args))
-
-
-def handled_events(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
 def expected_keys(initsync: int, base: int) -> list[tuple[str, str, str | None]]:
@@ -72,10 +30,6 @@ def expected_keys(initsync: int, base: int) -> list[tuple[str, str, str | None]]
     keys.append(("initsync", "init-stop", None))
     keys += [("base", "added", f"base-{i}") for i in range(base)]
     return keys
-
-
-def keys_of(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
-    return [(e["evcategory"], e["eventtype"], e["objpkey"]) for e in events]
 
 
 def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp_path: Path) -> None:

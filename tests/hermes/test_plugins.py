@@ -1,6 +1,6 @@
 """The Hermes producer and consumer plugins against the plugin contract, in one process.
 
-Hermes's base classes and Event come from the stand-in in tests/hermes_standin (put on
+Hermes's base classes and Event come from the stand-in in tests/helpers/hermes_standin (put on
 sys.path only for these tests); the bus is real, in a temporary directory.
 """
 
@@ -19,13 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fault_support import Fault, Interrupt, injected, publishes_the_watermark, raised_after
+from helpers.faults import Fault, Interrupt, injected, publishes_the_watermark, raised_after
+from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, LogWriter
-
-TESTS_DIR = Path(__file__).resolve().parent
-STANDIN_DIR = TESTS_DIR / "hermes_standin"
-REPO_ROOT = TESTS_DIR.parent
 
 
 class RecordingHandler(logging.Handler):
@@ -43,7 +40,7 @@ class RecordingHandler(logging.Handler):
 @pytest.fixture
 def hermes(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
     """The stand-in Hermes modules, the plugins, and a `__hermes__` logger recording what they log."""
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.syspath_prepend(str(STANDIN_DIR))
     import hermes_runtime
     from lib.datamodel.event import Event
@@ -196,7 +193,7 @@ def waiting_client_output(
         "    print('waiting', flush=True)\n"
         f"    print({wait}, flush=True)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN_DIR), str(REPO_ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STANDIN_DIR), str(REPO)])}
     client = subprocess.Popen(
         [sys.executable, "-c", script, str(bus)], env=env, stdout=subprocess.PIPE, text=True
     )

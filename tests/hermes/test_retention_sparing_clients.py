@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clients_support import (
+from helpers.cli import bus, segment_files, snapshot
+from helpers.clients import (
     DAY,
     SEGMENTS,
     aged_times,
@@ -21,7 +22,7 @@ from clients_support import (
     unread,
     write_cache,
 )
-from test_cli_support import bus, segment_files, snapshot
+from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, Record
 from filelog_bus.retention import SegmentSpan, plan_retention
@@ -146,9 +147,7 @@ class Recorder(logging.Handler):
 @pytest.fixture
 def producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
     """The producer plugin over the Hermes stand-in, with a recording `__hermes__` logger."""
-    from clients_support import STANDIN_DIR
-
-    monkeypatch.syspath_prepend(str(STANDIN_DIR.parent.parent))
+    monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.syspath_prepend(str(STANDIN_DIR))
     import hermes_runtime
 

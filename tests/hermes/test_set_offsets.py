@@ -1,6 +1,6 @@
 """`filelog-bus clients --set-offsets` for migrations, then a hermes-client stand-in resuming.
 
-The client processes are tests/hermes_standin/fake_client.py (the consumer plugin driven as
+The client processes are tests/helpers/hermes_standin/fake_client.py (the consumer plugin driven as
 hermes-client drives it, saving its cache as hermes-client does); the server is fake_server.py.
 """
 
@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from clients_support import (
+from helpers.cli import bus
+from helpers.clients import (
     aged_times,
     by_client,
     clients_json,
@@ -19,8 +20,7 @@ from clients_support import (
     hermes_cache,
     write_cache,
 )
-from test_cli_support import bus
-from test_hermes_processes import finish, handled_events, keys_of, run, start
+from helpers.hermes import finish, handled_events, keys_of, run, start
 
 from filelog_bus import LogReader
 

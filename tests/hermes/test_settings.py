@@ -14,8 +14,7 @@ from typing import Any
 import cerberus
 import pytest
 import yaml
-
-TESTS_DIR = Path(__file__).resolve().parent
+from helpers.processes import REPO, STANDIN_DIR
 
 
 def shipped_schema(kind: str) -> dict[str, Any]:
@@ -107,8 +106,8 @@ def test_consumer_schema_requires_only_the_bus_path() -> None:
 def test_every_setting_the_schema_accepts_opens_a_real_bus(
     settings: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(TESTS_DIR.parent))
-    monkeypatch.syspath_prepend(str(TESTS_DIR / "hermes_standin"))
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(STANDIN_DIR))
     from hermes_plugin import FilelogProducerPlugin
 
     normalised, _ = validate_like_hermes("producer", settings)
@@ -122,8 +121,8 @@ def test_an_invalid_value_that_slips_past_cerberus_names_the_hermes_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cerberus counts `true` as an integer; the engine refuses it, naming the settings to fix."""
-    monkeypatch.syspath_prepend(str(TESTS_DIR.parent))
-    monkeypatch.syspath_prepend(str(TESTS_DIR / "hermes_standin"))
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(STANDIN_DIR))
     from filelog_bus.errors import ConfigError
     from hermes_plugin import FilelogProducerPlugin
 

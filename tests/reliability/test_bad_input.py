@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from reliability_support import dir_snapshot, file_contents, read_all, segment_paths
+from helpers.bus import dir_snapshot, file_contents, read_all, segment_paths
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import (

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     CHILD_TIMEOUT,
     Expected,
     LineReader,
@@ -29,7 +29,7 @@ from reliability_support import (
     segment_base,
     segment_paths,
 )
-from support import run_python, spawn_python
+from helpers.processes import run_python, spawn_python
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import BusLockedError, RecordsExpiredError

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     LONG,
     assert_only_zeros_after,
     data_end_position,
@@ -34,7 +34,7 @@ from reliability_support import (
     segment_paths,
     suite_seed,
 )
-from support import run_python
+from helpers.processes import run_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import CorruptionError

@@ -1,6 +1,6 @@
 """Power cuts at every seam call of a workload, each possible disk state recovered (issue 8, points 6 and 9).
 
-tests/crash_states.py records a workload's file-system calls and builds, for a crash right
+tests/helpers/crash_model.py records a workload's file-system calls and builds, for a crash right
 after each call, the disk states a power cut may leave: each unsynced 4 KiB page and each
 file size kept or lost, each directory operation not yet made durable by an fsync of its
 directory kept or lost, independently and in any order. Every state is materialized in
@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import crash_states as cs
 import pytest
-from reliability_support import Hung, deadline
+from helpers import crash_model as cs
+from helpers.bus import Hung, deadline
 
 from filelog_bus import LogReader, LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus

@@ -1,7 +1,7 @@
 """Regression tests for the engine bugs 1-8 of issue 8, at the public API and CLI level.
 
 Each test is named after the bug it guards against and quotes it in its docstring. Faults
-are injected through the engine's I/O seam (``filelog_bus.fs``, see tests/fault_support.py),
+are injected through the engine's I/O seam (``filelog_bus.fs``, see tests/helpers/faults.py),
 with a real signal, a real full tmpfs, or by building the damaged on-disk state by hand.
 After each fault the tests check the promises of docs/RELIABILITY.md: every append that
 returned reads back at its offset with its own category and payload, once, in order; no
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from fault_support import Fault, Interrupt, count_calls, injected, is_directory, path_faults
-from reliability_support import deadline
-from support import python_env
+from helpers.bus import deadline
+from helpers.faults import Fault, Interrupt, count_calls, injected, is_directory, path_faults
+from helpers.processes import python_env
 
 import filelog_bus
 from filelog_bus import LogReader, LogWriter, Record, check

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
-from fault_support import (
+from helpers.faults import (
     SWEPT_CALLS,
     SWEPT_ERRORS,
     Fault,

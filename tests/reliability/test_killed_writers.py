@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     LONG,
     Expected,
     LineReader,

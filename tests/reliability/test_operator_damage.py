@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fault_support import Fault, Interrupt, injected
-from reliability_support import CHILD_TIMEOUT, Expected, LineReader, hold_bus, read_all
-from support import run_python, spawn_python
+from helpers.bus import CHILD_TIMEOUT, Expected, LineReader, hold_bus, read_all
+from helpers.faults import Fault, Interrupt, injected
+from helpers.processes import run_python, spawn_python
 
 from filelog_bus import LogWriter
 from filelog_bus.check import verify_bus

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     dir_snapshot,
     published_view,
     read_all,
@@ -29,7 +29,7 @@ from reliability_support import (
     write_and_close,
     write_then_kill,
 )
-from support import run_python
+from helpers.processes import run_python
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import BusPermissionError, OffsetOutOfRangeError

@@ -17,9 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     CHILD_TIMEOUT,
-    TESTS_DIR,
     LineReader,
     assert_contiguous,
     assert_lookups_agree,
@@ -27,13 +26,11 @@ from reliability_support import (
     read_all,
     segment_paths,
 )
-from support import REPO, run_python, spawn_python
+from helpers.processes import REPO, STANDIN_DIR, run_python, spawn_python
 
 from filelog_bus import LogWriter
 from filelog_bus.errors import FilelogBusError
 from filelog_bus.layout import FILE_HEADER_SIZE
-
-STANDIN_DIR = TESTS_DIR / "hermes_standin"
 
 #: Appends 700-byte records under a file-size limit until one fails, then retries it (the stopped
 #: writer refuses), then closes.

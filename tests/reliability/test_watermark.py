@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from reliability_support import (
+from helpers.bus import (
     Expected,
     assert_only_zeros_after,
     data_end,
