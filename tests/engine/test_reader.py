@@ -11,7 +11,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers.processes import spawn_python
+from helpers.bus import read_all, segment_bases
+from helpers.processes import PROCESS_TIMEOUT, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import (
@@ -23,7 +24,6 @@ from filelog_bus.errors import (
 from filelog_bus.layout import FILE_HEADER_SIZE
 from filelog_bus.record import encode_record
 
-PROCESS_TIMEOUT = 60
 CONFIG = {"segment_bytes": 2048, "index_interval_bytes": 256}
 CATEGORIES = ["orders", "users", "rare", "ünïcødé/☃"]
 
@@ -45,15 +45,6 @@ def payload_of(i: int) -> bytes:
 def fill(path: Path, count: int, **config: int) -> list[int]:
     with LogWriter(path, **(config or CONFIG)) as writer:
         return [writer.append(category_of(i), payload_of(i), 1000.0 + i) for i in range(count)]
-
-
-def read_all(path: Path) -> list[Record]:
-    with LogReader(path) as reader:
-        return list(reader)
-
-
-def segment_bases(path: Path) -> list[int]:
-    return sorted(int(p.stem) for p in path.glob("*.log"))
 
 
 def directory_state(path: Path) -> dict[str, tuple[int, int, str]]:

@@ -13,8 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.bus import assert_data_then_zeros, assert_only_zeros_after, write_at
-from helpers.processes import run_python
+from helpers.bus import (
+    assert_data_then_zeros,
+    assert_only_zeros_after,
+    flip_bit,
+    index_files,
+    read_all,
+    segment_paths,
+    write_at,
+)
+from helpers.processes import PROCESS_TIMEOUT, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +39,6 @@ from filelog_bus.record import encode_record
 
 CONFIG = {"segment_bytes": 3072, "index_interval_bytes": 256}
 INTERVAL = CONFIG["index_interval_bytes"]
-PROCESS_TIMEOUT = 60
 
 CRASHING_WRITER = """
     import json, os, sys
@@ -96,19 +103,6 @@ def write_bus(
     return read_all(path)
 
 
-def read_all(path: Path) -> list[Record]:
-    with LogReader(path) as reader:
-        return list(reader)
-
-
-def segment_files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.log"))
-
-
-def index_files(path: Path) -> list[Path]:
-    return sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])
-
-
 def snapshot(path: Path, end: int | None = None) -> dict[str, bytes]:
     """Every bus file's bytes except the watermark and lock, which change on every open.
 
@@ -118,7 +112,7 @@ def snapshot(path: Path, end: int | None = None) -> dict[str, bytes]:
         p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.suffix in (".log", ".index", ".catindex")
     }
     if end is not None:
-        log = segment_files(path)[-1]
+        log = segment_paths(path)[-1]
         position = data_position(log, end)
         assert_only_zeros_after(log, position)
         files[log.name] = files[log.name][:position]
@@ -127,24 +121,16 @@ def snapshot(path: Path, end: int | None = None) -> dict[str, bytes]:
 
 def log_bytes(path: Path) -> dict[str, bytes]:
     """The segments' bytes: what recovery must never cut when it refuses (indexes are derived data)."""
-    return {p.name: p.read_bytes() for p in segment_files(path)}
+    return {p.name: p.read_bytes() for p in segment_paths(path)}
 
 
 def newest(path: Path) -> tuple[Path, int]:
-    log = segment_files(path)[-1]
+    log = segment_paths(path)[-1]
     return log, int(log.stem)
 
 
 def file_position(record: Record, base: int) -> int:
     return record.offset - base + FILE_HEADER_SIZE
-
-
-def flip_bit(path: Path, position: int, bit: int = 3) -> None:
-    with open(path, "r+b") as file:
-        file.seek(position)
-        byte = file.read(1)[0]
-        file.seek(position)
-        file.write(bytes([byte ^ (1 << bit)]))
 
 
 def append_raw(path: Path, data: bytes) -> None:
@@ -254,7 +240,7 @@ def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(
     written = write_bus(bus_dir, records, crash=True, durability="never", config=single_segment)
     last = written[-1]
     assert last.offset % INTERVAL == 0 and last.category == "rare"
-    log = segment_files(bus_dir)[-1]
+    log = segment_paths(bus_dir)[-1]
     lost_from = file_position(last, 0) + last.size // 2
     if power_cut == "file cut short":
         os.truncate(log, lost_from)
@@ -384,7 +370,7 @@ def test_flipped_bit_in_a_closed_segment_is_reported_by_readers(
     CorruptionError naming the closed segment and position; the later segments stay readable."""
     bus = tmp_path / "bus"
     records = copy_of(templates, "clean", bus)
-    logs = segment_files(bus)
+    logs = segment_paths(bus)
     assert len(logs) >= 2
     closed, base = logs[0], int(logs[0].stem)
     following = int(logs[1].stem)
@@ -413,7 +399,7 @@ def test_closed_segment_of_the_wrong_size_is_refused(
     """A closed segment that no longer ends where the next begins: the writer refuses to open, naming it."""
     bus = tmp_path / "bus"
     copy_of(templates, "clean", bus)
-    closed = segment_files(bus)[0]
+    closed = segment_paths(bus)[0]
     if change == "truncated":
         os.truncate(closed, closed.stat().st_size - 10)
     else:
@@ -461,7 +447,7 @@ def test_damaged_index_is_rebuilt_by_the_writer(
     copy_of(templates, origin, reference)
     LogWriter(reference, **CONFIG).open().close()
     expected = snapshot(reference)
-    bases = [int(p.stem) for p in segment_files(bus)]
+    bases = [int(p.stem) for p in segment_paths(bus)]
     base = bases[0] if which == "closed" else bases[-1]
     damaged = sorted(index.name for index in index_files(bus) if int(index.stem) == base)
     for name in damaged:
@@ -484,7 +470,7 @@ def test_changed_index_interval_rebuilds_the_active_segment_only(
     with LogWriter(bus, segment_bytes=CONFIG["segment_bytes"], index_interval_bytes=1024):
         pass
     after = snapshot(bus)
-    active = segment_files(bus)[-1].stem
+    active = segment_paths(bus)[-1].stem
     for name, data in after.items():
         if name.startswith(active) and not name.endswith(".log"):
             assert data != before[name]

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.processes import spawn_python
+from helpers.bus import read_all, segment_bases
+from helpers.processes import PROCESS_TIMEOUT, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import ConfigError, OffsetOutOfRangeError, RecordsExpiredError
@@ -15,7 +16,6 @@ from filelog_bus.layout import segment_name
 CONFIG = {"segment_bytes": 1024, "index_interval_bytes": 128}
 DAY = 86400.0
 T0 = 1_700_000_000.0
-PROCESS_TIMEOUT = 60
 
 
 def fill(path: Path, count: int, *, start: int = 0, day_per_record: float = 0.25) -> None:
@@ -23,15 +23,6 @@ def fill(path: Path, count: int, *, start: int = 0, day_per_record: float = 0.25
     with LogWriter(path, **CONFIG) as writer:
         for i in range(start, start + count):
             writer.append(("a", "b")[i % 2], b"%06d:" % i + b"." * 120, T0 + i * day_per_record * DAY)
-
-
-def read_all(path: Path) -> list[Record]:
-    with LogReader(path) as reader:
-        return list(reader)
-
-
-def segment_bases(path: Path) -> list[int]:
-    return sorted(int(p.stem) for p in path.glob("*.log"))
 
 
 def bus_files(path: Path) -> list[str]:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.processes import run_python, spawn_python
+from helpers.bus import read_all, segment_bases
+from helpers.processes import PROCESS_TIMEOUT, run_python, spawn_python
 
-from filelog_bus import LogReader, LogWriter, Record, check, fs
+from filelog_bus import LogWriter, check, fs
 from filelog_bus.errors import (
     BusClosedError,
     BusIOError,
@@ -23,20 +24,8 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import parse_segment_name, segment_name
+from filelog_bus.layout import segment_name
 from filelog_bus.record import encode_record
-
-PROCESS_TIMEOUT = 60
-
-
-def read_all(path: Path) -> list[Record]:
-    with LogReader(path) as reader:
-        return list(reader)
-
-
-def segment_bases(path: Path) -> list[int]:
-    return sorted(b for n in os.listdir(path) if (b := parse_segment_name(n)) is not None)
-
 
 # -- appending, rolling, reopening ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import select
 import signal
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -272,9 +272,16 @@ def kill_and_collect(process: subprocess.Popen[bytes], lines: LineReader) -> tup
 # -- looking at a bus --------------------------------------------------------------------------------------
 
 
-def read_all(path: Path | str, *, missing_ok: bool = True) -> list[Record]:
-    """Every record a fresh reader yields from the beginning (no waiting)."""
-    with LogReader(path, missing_ok=missing_ok) as reader:
+def read_all(path: Path | str, *, missing_ok: bool = True, hang_guard: float | None = None) -> list[Record]:
+    """Every record a fresh reader yields from the beginning (no waiting).
+
+    With ``hang_guard``, a reader still iterating after that many seconds (one that spins) fails
+    the test with ``Hung`` instead of hanging the suite.
+    """
+    with ExitStack() as stack:
+        if hang_guard is not None:
+            stack.enter_context(deadline(hang_guard, "iterating a LogReader with timeout=0"))
+        reader = stack.enter_context(LogReader(path, missing_ok=missing_ok))
         return list(reader)
 
 
@@ -379,7 +386,7 @@ def write_at(segment: Path | str, file_position: int, data: bytes) -> None:
         os.close(fd)
 
 
-def flip_bit(path: Path, position: int, bit: int) -> None:
+def flip_bit(path: Path, position: int, bit: int = 3) -> None:
     """Invert one bit of a file in place."""
     fd = os.open(path, os.O_RDWR)
     try:
@@ -464,3 +471,11 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def segment_bases(path: Path) -> list[int]:
+    return sorted(b for n in os.listdir(path) if (b := parse_segment_name(n)) is not None)
+
+
+def index_files(path: Path) -> list[Path]:
+    return sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])

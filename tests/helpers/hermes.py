@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers.processes import REPO, STANDIN_DIR
-
-PROCESS_TIMEOUT = 60
+from helpers.processes import PROCESS_TIMEOUT, REPO, STANDIN_DIR
 
 
 def standin_env() -> dict[str, str]:

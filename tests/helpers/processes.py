@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+#: Bound on a child process the test waits for: only reached when something hangs.
+PROCESS_TIMEOUT = 60
 #: The checkout, the tests' root (on sys.path, so children can import ``helpers``) and Hermes's stand-ins.
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO = TESTS_DIR.parent

@@ -28,6 +28,7 @@ from helpers.bus import (
     data_end_position,
     file_contents,
     flip_bit,
+    index_files,
     lookup_results,
     read_all,
     segment_base,
@@ -41,7 +42,6 @@ from filelog_bus.errors import CorruptionError
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_SUFFIX,
-    CATEGORY_SUMMARY_SUFFIX,
     FILE_HEADER_SIZE,
     LOCK_NAME,
     OFFSET_ENTRY,
@@ -173,14 +173,6 @@ def test_every_bit_of_a_segment_header_is_checked(
                 assert (exc.path, exc.file_position) == (str(segment), 0)
             segment.write_bytes(original)
     assert not missed, f"header bit flips nobody noticed (byte, bit): {missed}"
-
-
-def index_files(bus: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in bus.iterdir()
-        if p.suffix in (OFFSET_INDEX_SUFFIX, CATEGORY_INDEX_SUFFIX, CATEGORY_SUMMARY_SUFFIX)
-    )
 
 
 def probes_for(records: list[Record], rng: random.Random) -> list[int]:

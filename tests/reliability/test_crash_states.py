@@ -47,9 +47,9 @@ from typing import Any
 
 import pytest
 from helpers import crash_model as cs
-from helpers.bus import Hung, deadline
+from helpers.bus import Hung, deadline, read_all
 
-from filelog_bus import LogReader, LogWriter, fs, segment, standby
+from filelog_bus import LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import FilelogBusError
 from filelog_bus.layout import FILE_HEADER_SIZE, STANDBY_NAME
@@ -119,9 +119,8 @@ class Workload:
     stalls: int = 0
 
 
-def read_all(bus: Path) -> list[Appended]:
-    with deadline(HANG_SECONDS, "a LogReader with timeout=0"), LogReader(bus, timeout=0) as reader:
-        return [as_appended(record) for record in reader]
+def read_appended(bus: Path) -> list[Appended]:
+    return [as_appended(record) for record in read_all(bus, hang_guard=HANG_SECONDS)]
 
 
 def is_segment_name(name: str) -> bool:
@@ -179,7 +178,7 @@ def record_workload(
     snapshot.mkdir()
     if prepare is not None:
         prepare(snapshot / "bus")
-    initial = read_all(snapshot / "bus") if (snapshot / "bus").exists() else []
+    initial = read_appended(snapshot / "bus") if (snapshot / "bus").exists() else []
     world = scratch / f"{name}-world"
     cs.copy_tree(str(snapshot), str(world))
     with cs.Recorder(str(world)) as recorder:
@@ -189,7 +188,7 @@ def record_workload(
         "the engine changed bus files outside the I/O seam (filelog_bus.fs), so the crash states "
         f"would be wrong: {recording.unseen}"
     )
-    expected = read_all(world / "bus")
+    expected = read_appended(world / "bus")
     assert not keeps_what_it_started_with or expected[: len(initial)] == initial, (
         "the workload should keep the records it started with"
     )
@@ -253,7 +252,7 @@ def check_state(workload: Workload, state: cs.CrashState, directory: Path, requi
     if problem:
         return problem
     try:
-        records = read_all(bus)
+        records = read_appended(bus)
     except (Exception, Hung) as exc:
         workload.stalls += isinstance(exc, Hung)
         return f"reading the recovered bus fails: {type(exc).__name__}: {exc}"
@@ -270,7 +269,7 @@ def check_state(workload: Workload, state: cs.CrashState, directory: Path, requi
     try:
         with LogWriter(bus, **workload.config) as writer:
             offset = writer.append("after", b"after recovery", timestamp=TIMESTAMP - 1)
-        again = read_all(bus)
+        again = read_appended(bus)
     except (Exception, Hung) as exc:
         workload.stalls += isinstance(exc, Hung)
         return f"appending after recovery fails: {type(exc).__name__}: {exc}"
@@ -340,7 +339,7 @@ def check_raw_reader(
     if workload.hangs >= MAX_HANGS:
         return None, []
     try:
-        records = read_all(bus)
+        records = read_appended(bus)
     except Hung as exc:
         workload.hangs += 1
         more = (
@@ -588,7 +587,7 @@ def test_retention_cut_short_by_a_power_cut_leaves_a_bus_that_opens(scratch: Pat
     # After the full run the bus starts at the first segment retention kept; before it, it held
     # every record of the snapshot. A crash state holds a contiguous run of both, that covers
     # at least the kept segments' records and, once its append returned (mark 2), the new one.
-    snapshot = read_all(scratch / "retention-snapshot" / "bus")
+    snapshot = read_appended(scratch / "retention-snapshot" / "bus")
     workload.keep_from = workload.expected[0].offset
     workload.expected = snapshot + [r for r in workload.expected if r.offset >= snapshot[-1].end]
     workload.required = lambda checkpoint: len(snapshot) + (1 if checkpoint.marks >= 2 else 0)
@@ -706,10 +705,10 @@ def test_a_clean_close_note_never_vouches_for_a_later_unsynced_writer(scratch: P
                 if any(log.read_bytes()[FILE_HEADER_SIZE + end :]):
                     failures.append(f"stale bytes past the end {end}: {state.describe()[:300]}")
                 offsets = [third.append("c", b"C" * size) for _ in range(3)]
-            categories = [record.category for record in read_all(bus)]
+            categories = [record.category for record in read_appended(bus)]
             if categories[:3] != ["a"] * 3 or categories[-3:] != ["c"] * 3 or set(categories[3:-3]) - {"b"}:
                 failures.append(f"records out of order {categories}: {state.describe()[:300]}")
-            assert [r.offset for r in read_all(bus)][-3:] == offsets
+            assert [r.offset for r in read_appended(bus)][-3:] == offsets
             shutil.rmtree(directory)
     assert states > 50
     assert not failures, "\n".join(failures[:5])

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from helpers.bus import deadline
+from helpers.bus import deadline, read_all
 from helpers.faults import Fault, Interrupt, count_calls, injected, is_directory, path_faults
 from helpers.processes import python_env
 
@@ -103,12 +103,6 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def read_all(bus: Path) -> list[Record]:
-    """Every record on the bus, with a reader that does not wait (CorruptionError fails the test)."""
-    with deadline(READ_DEADLINE, "iterating a LogReader with timeout=0"), LogReader(bus, timeout=0) as reader:
-        return list(reader)
-
-
 def assert_healthy(bus: Path) -> None:
     report = check.verify_bus(str(bus))
     assert report.healthy, f"verify_bus found problems: {report.problems}"
@@ -122,7 +116,7 @@ def check_bus(bus: Path, acks: list[Ack], *, since: int = 0, verify: bool = True
     """
     offsets = [ack.offset for ack in acks]
     assert offsets == sorted(set(offsets)), f"an offset was returned twice, or out of order: {offsets}"
-    records = read_all(bus)
+    records = read_all(bus, hang_guard=READ_DEADLINE)
     seen = [r.offset for r in records]
     assert seen == sorted(set(seen)), f"the reader yielded an offset twice, or out of order: {seen}"
     by_offset = {r.offset: r for r in records}
@@ -196,7 +190,7 @@ def reopen_append_and_roll(bus: Path, acks: list[Ack], tag: str, *, since: int =
 def after_failed_append(bus: Path, writer: LogWriter, acks: list[Ack], failure: type[BaseException]) -> None:
     """What must hold after an append failed: stopped, failed record invisible, bus reopens and goes on."""
     assert_stopped(writer, failure, bus)
-    visible = read_all(bus)
+    visible = read_all(bus, hang_guard=READ_DEADLINE)
     assert [(r.offset, r.payload) for r in visible] == [(a.offset, a.payload) for a in acks], (
         "while the failed writer lives, readers must see exactly the acknowledged records"
     )
@@ -419,7 +413,7 @@ def test_bug2_roll_failing_after_the_new_segment_was_linked(
     assert info.value.path is None or Path(info.value.path).is_relative_to(bus)
     assert info.value.offset in (None, offset)
     assert_stopped(writer, BusWriteError, bus)
-    assert [r.offset for r in read_all(bus)] == [a.offset for a in acks]
+    assert [r.offset for r in read_all(bus, hang_guard=READ_DEADLINE)] == [a.offset for a in acks]
     writer.close()
 
     since = 0
@@ -712,7 +706,7 @@ def test_bug6_never_durability_page_lost_in_the_middle_of_the_tail(
     shutil.copytree(live, bus)  # the writer is still open: no clean close, nothing synced
     writer.close()
 
-    records = read_all(bus)
+    records = read_all(bus, hang_guard=READ_DEADLINE)
     assert [r.offset for r in records] == [a.offset for a in acks]
     base = active_base(bus)
     active = bus / f"{base:020d}.log"
@@ -741,7 +735,7 @@ def test_bug6_never_durability_page_lost_in_the_middle_of_the_tail(
         new_acks = [Ack(first_new, "users", b"after the cut")]
         for i in range(30):
             append(writer, new_acks, record("new", i, size=150))
-    after = read_all(bus)
+    after = read_all(bus, hang_guard=READ_DEADLINE)
     assert [r.offset for r in after[: len(kept)]] == [r.offset for r in kept]
     assert [r.payload for r in after[: len(kept)]] == [r.payload for r in kept], (
         "records before the hole changed"
@@ -809,7 +803,7 @@ def test_bug7_reader_with_timeout_0_returns_when_the_segment_is_behind_the_water
             seq += 1
         for i in range(2):
             append(writer, acks, record("t", i, category="tail"))
-    records = read_all(bus)
+    records = read_all(bus, hang_guard=READ_DEADLINE)
     assert [r.offset for r in records] == [a.offset for a in acks]
     base = active_base(bus)
     if cut == "record-boundary":
