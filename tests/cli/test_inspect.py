@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers.cli import (
     BUS,
     HANG_GUARD,
@@ -25,7 +28,16 @@ from helpers.cli import (
     snapshot,
     write_bus,
 )
-from helpers.processes import spawn_python
+from helpers.processes import python_env, spawn_python
+from helpers.promises import (
+    HEADER,
+    Ack,
+    append,
+    check_bus,
+    open_writer,
+    record,
+    segment_names,
+)
 
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
@@ -491,3 +503,62 @@ def test_retention_never_creates_a_bus_and_needs_a_policy(tmp_path: Path, bus_di
     assert "--days N, --bytes N" in assert_error_line(bus("retention", bus_dir), "filelog-bus retention", 2)
     for bad in (["--days", "0"], ["--days", "soon"], ["--bytes", "lots"], ["--wait", "-1"]):
         assert_error_line(bus("retention", bus_dir, "--bytes", "1", *bad), "filelog-bus retention", 2)
+
+
+# -- verify --repair and a damaged category summary -----------------------------------------------
+
+
+def filelog_bus_command() -> str:
+    command = shutil.which("filelog-bus", path=os.path.dirname(sys.executable)) or shutil.which("filelog-bus")
+    if command is None:
+        pytest.skip("the filelog-bus command is not installed (pip install -e .)")
+    return command
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [filelog_bus_command(), *args], capture_output=True, text=True, timeout=120, env=python_env()
+    )
+
+
+# Went wrong: filelog-bus verify --repair did not rebuild a damaged .catsummary.
+@pytest.mark.parametrize("damage", ["entry-byte", "header-byte", "last-byte", "deleted"])
+def test_verify_repair_rebuilds_a_damaged_category_summary(tmp_path: Path, damage: str) -> None:
+    """Bug 8: "filelog-bus verify --repair does not rebuild a damaged .catsummary (verify says it will;
+    both runs exit 1)."
+    """
+    bus = tmp_path / "bus"
+    acks: list[Ack] = []
+    with open_writer(bus) as writer:
+        seq = 0
+        while len(segment_names(bus)) < 3:
+            append(writer, acks, record("s", seq))
+            seq += 1
+    base = segment_names(bus)[0][:20]
+    summary = bus / f"{base}.catsummary"
+    original = summary.read_bytes()
+    assert len(original) > HEADER + 16, "a closed segment's summary has entries"
+    if damage == "deleted":
+        summary.unlink()
+    else:
+        data = bytearray(original)
+        position = {"entry-byte": HEADER + 2, "header-byte": 10, "last-byte": len(data) - 1}[damage]
+        data[position] ^= 0x10
+        summary.write_bytes(bytes(data))
+
+    before = run_cli("verify", str(bus))
+    assert before.returncode in (0, 1), before.stderr
+    if damage != "deleted":
+        assert before.returncode == 1, "verify did not report the damaged category summary"
+    repair = run_cli("verify", "--repair", "--json", str(bus))
+    assert repair.returncode == 0, f"verify --repair did not end healthy:\n{repair.stdout}\n{repair.stderr}"
+    report = json.loads(repair.stdout)
+    assert report["healthy"] is True
+    if before.returncode == 1:
+        assert any(base in name for name in report.get("repaired", [])), (
+            f"verify --repair did not report rebuilding {summary.name}: {report.get('repaired')}"
+        )
+    after = run_cli("verify", str(bus))
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert summary.read_bytes() == original, "the rebuilt summary differs from the one the writer wrote"
+    check_bus(bus, acks)

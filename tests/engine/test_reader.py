@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
 import pytest
+from helpers import promises
 from helpers.bus import read_all, segment_bases
-from helpers.processes import PROCESS_TIMEOUT, spawn_python
+from helpers.processes import PROCESS_TIMEOUT, python_env, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import (
@@ -478,3 +482,104 @@ def test_find_next_waiting_consumes_what_it_searched_and_finds_what_comes_later(
             later = writer.append("initsync", b"3")
             found = reader.find_next_waiting("initsync")
             assert found is not None and found.offset == later and found.payload == b"3"
+
+
+# -- timeout=0 while the newest segment is shorter than the watermark -----------------------------
+
+
+READER_CHILD = """
+import json, sys
+from filelog_bus import LogReader
+from filelog_bus.errors import FilelogBusError
+
+path = sys.argv[1]
+out = {}
+
+def probe(name, timeout, action):
+    try:
+        with LogReader(path, timeout=timeout) as reader:
+            out[name] = action(reader)
+    except FilelogBusError as exc:
+        out[name] = "error:" + type(exc).__name__
+
+def offset_of(found):
+    return None if found is None else found.offset
+
+def drain(reader):
+    offsets = []
+    while (found := reader.read_next()) is not None:
+        offsets.append(found.offset)
+    return offsets
+
+probe("iterate", 0, lambda r: [x.offset for x in r])
+probe("iterate_with_timeout", 0.3, lambda r: [x.offset for x in r])
+probe("read_next", 0, drain)
+probe("wait_at_end", 0, lambda r: (drain(r), r.wait_for_records())[1])
+probe("find_next_tail", 0, lambda r: offset_of(r.find_next("tail")))
+probe("find_next_absent", 0, lambda r: offset_of(r.find_next("absent")))
+probe("find_next_waiting_tail", 0, lambda r: offset_of(r.find_next_waiting("tail")))
+print(json.dumps(out))
+"""
+
+
+# Went wrong: a reader with timeout=0 spun at 100 % CPU while the newest segment was shorter than the watermark.
+@pytest.mark.parametrize("cut", ["record-boundary", "mid-record", "header-only"])
+def test_a_reader_with_timeout_0_returns_when_the_segment_is_behind_the_watermark(
+    tmp_path: Path, cut: str
+) -> None:
+    """Bug 7: "A reader with timeout=0 spins at 100 % CPU forever when the newest segment is shorter
+    than the published watermark (the state after 2. or 6.)."
+
+    The state is made by truncating the active segment below the watermark after a clean close; the
+    reader runs in a child process killed after 20 s, so a spin fails the test instead of hanging it.
+    """
+    bus = tmp_path / "bus"
+    acks: list[promises.Ack] = []
+    with promises.open_writer(bus) as writer:
+        seq = 0
+        while len(promises.segment_names(bus)) < 2 or writer.end_offset - promises.active_base(bus) < 300:
+            promises.append(writer, acks, promises.record("w", seq))
+            seq += 1
+        for i in range(2):
+            promises.append(writer, acks, promises.record("t", i, category="tail"))
+    records = read_all(bus, hang_guard=promises.READ_DEADLINE)
+    assert [r.offset for r in records] == [a.offset for a in acks]
+    base = promises.active_base(bus)
+    if cut == "record-boundary":
+        position = records[-2].offset - base + promises.HEADER
+    elif cut == "mid-record":
+        position = records[-1].offset - base + promises.HEADER + 5
+    else:
+        position = promises.HEADER
+    os.truncate(bus / f"{base:020d}.log", position)
+    intact = [r for r in records if r.offset + r.size - base + promises.HEADER <= position]
+    intact_offsets = [r.offset for r in intact]
+    tail = [r.offset for r in intact if r.category == "tail"]
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(READER_CHILD), str(bus)],
+            env=python_env(),
+            capture_output=True,
+            text=True,
+            timeout=promises.READ_DEADLINE,
+        )
+    except subprocess.TimeoutExpired:
+        result = None
+    if result is None:
+        pytest.fail(f"a reader with timeout=0 did not return within {promises.READ_DEADLINE} s (it spins)")
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    partial_ok = cut == "mid-record"  # a torn record at the end may be reported, never yielded
+
+    def acceptable(value: object, expected: object) -> bool:
+        return value == expected or (partial_ok and value == "error:CorruptionError")
+
+    for name in ("iterate", "iterate_with_timeout", "read_next"):
+        assert acceptable(seen[name], intact_offsets), f"{name}: {seen[name]} != {intact_offsets}"
+    assert acceptable(seen["wait_at_end"], False), seen["wait_at_end"]
+    assert acceptable(seen["find_next_tail"], tail[0] if tail else None), seen["find_next_tail"]
+    assert acceptable(seen["find_next_waiting_tail"], tail[0] if tail else None), seen[
+        "find_next_waiting_tail"
+    ]
+    assert acceptable(seen["find_next_absent"], None), seen["find_next_absent"]

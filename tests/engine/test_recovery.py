@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import promises
 from helpers.bus import (
     assert_data_then_zeros,
     assert_only_zeros_after,
@@ -27,7 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from filelog_bus import LogReader, LogWriter, Record
-from filelog_bus.errors import CorruptionError
+from filelog_bus.errors import (
+    CorruptionError,
+)
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     FORMAT_VERSION,
@@ -513,3 +516,83 @@ def test_crash_while_rolling_leaves_a_segment_the_writer_finishes(
     assert read_all(bus)[:-1] == records
     assert (bus / segment_name(end)).read_bytes().startswith(header)
     assert not (bus / (segment_name(end) + ".new")).exists()
+
+
+# -- durability="never": a page lost in the middle of the unsynced tail ---------------------------
+
+
+# Went wrong: with durability='never', recovery scanned only after the last index entry, kept a lost page's hole and published it.
+@pytest.mark.parametrize("indexes", ["kept", "lost"])
+@pytest.mark.parametrize("segment", ["first", "after-rolls"])
+def test_a_page_lost_in_the_middle_of_an_unsynced_tail_is_cut_not_published(
+    tmp_path: Path, indexes: str, segment: str
+) -> None:
+    """Bug 6: "durability="never" and a power cut that loses a page in the middle of the unsynced tail
+    (a later page did reach the disk): either the writer reopens, keeps the hole and publishes it as
+    durable (readers stop at it; new records land behind it), or, with the index files lost too, the
+    bus refuses to open. The documented promise is that the bus opens and the lost tail is cut."
+
+    Built by hand: the bus is copied while its durability="never" writer is open (what the page
+    cache held), then one 4096-byte page of the active segment's tail is zeroed, a later one kept.
+    The active segment is preallocated (its file goes on past its data with zeros), so the tail and
+    its pages are measured from the data end (the writer's end offset), not from the file size.
+    """
+    live = tmp_path / "live"
+    bus = tmp_path / "bus"
+    segment_bytes = 2**20 if segment == "first" else 12_000
+    writer = promises.open_writer(
+        live, durability="never", segment_bytes=segment_bytes, index_interval_bytes=256
+    )
+    acks: list[promises.Ack] = []
+    seq = 0
+    while True:
+        promises.append(writer, acks, promises.record("never", seq, size=200 + seq % 50))
+        seq += 1
+        enough_segments = segment == "first" or len(promises.segment_names(live)) >= 3
+        if (
+            enough_segments
+            and promises.HEADER + writer.end_offset - promises.active_base(live) >= 2 * promises.PAGE + 1500
+        ):
+            break
+    shutil.copytree(live, bus)  # the writer is still open: no clean close, nothing synced
+    writer.close()
+
+    records = read_all(bus, hang_guard=promises.READ_DEADLINE)
+    assert [r.offset for r in records] == [a.offset for a in acks]
+    base = promises.active_base(bus)
+    active = bus / f"{base:020d}.log"
+    size = promises.HEADER + records[-1].next_offset - base  # where the data ends in the file
+    assert active.stat().st_size >= size
+    assert not any(active.read_bytes()[size:]), "only the zeros of the preallocated tail follow the data"
+    hole_page = 1 if size < 4 * promises.PAGE else (size // promises.PAGE) // 2
+    assert (hole_page + 1) * promises.PAGE < size, "no page after the hole: the test premise is broken"
+    with open(active, "r+b") as file:
+        file.seek(hole_page * promises.PAGE)
+        file.write(bytes(promises.PAGE))
+    if indexes == "lost":
+        for suffix in (".index", ".catindex"):
+            (bus / f"{base:020d}{suffix}").unlink()
+    hole = base + hole_page * promises.PAGE - promises.HEADER  # the bus offset of the first lost byte
+    kept = [r for r in records if r.offset + r.size <= hole]
+    cut = next(r.offset for r in records if r.offset + r.size > hole)
+    assert kept and cut >= base
+
+    with promises.open_writer(
+        bus, durability="never", segment_bytes=segment_bytes, index_interval_bytes=256
+    ) as writer:
+        assert writer.end_offset == cut, "the writer did not cut the tail at the first damaged record"
+        first_new = writer.append("users", b"after the cut")
+        assert first_new == cut, "the first new record must land right after the cut"
+        new_acks = [promises.Ack(first_new, "users", b"after the cut")]
+        for i in range(30):
+            promises.append(writer, new_acks, promises.record("new", i, size=150))
+    after = read_all(bus, hang_guard=promises.READ_DEADLINE)
+    assert [r.offset for r in after[: len(kept)]] == [r.offset for r in kept]
+    assert [r.payload for r in after[: len(kept)]] == [r.payload for r in kept], (
+        "records before the hole changed"
+    )
+    assert [r.offset for r in after[len(kept) :]] == [a.offset for a in new_acks], (
+        "records after the hole survived, or new records did not land right after the cut"
+    )
+    kept_acks = [promises.Ack(r.offset, r.category, r.payload) for r in kept]
+    promises.check_bus(bus, kept_acks + new_acks)

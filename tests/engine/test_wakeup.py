@@ -326,6 +326,7 @@ def _interrupt_once_at(code: object, line_text: str) -> list[bool]:
     return fired
 
 
+# Went wrong: an interrupt inside the writer's first wake-up left the waker busy with its ringer asleep: readers fell back to polling.
 @pytest.mark.parametrize(
     "line_text", ["self._pending = False", "self._ring(self._word.wake())", "if self._thread is None:"]
 )
