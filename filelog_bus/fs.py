@@ -5,7 +5,7 @@ module as ``fs.NAME(...)``, looked up at call time. That costs nothing over
 calling ``os`` directly, and lets the test suite replace any of them, as
 SQLite's test VFS does, to fail the Nth call with ENOSPC, EIO or EMFILE, raise
 an exception as a signal handler would, or record the calls of a workload to
-build the states a power cut could leave (see tests/fault_support.py).
+build the states a power cut could leave (see tests/helpers/faults.py).
 
 Reads that change nothing (``pread``, ``fstat``, ``listdir``) call ``os``
 directly.
