@@ -4,7 +4,7 @@ and durable sends against what a server could do without the library.
 Not a test. The SQLite-table bus is written here the way Hermes's SQLite plugin works: one table
 with an autoincrement id, one commit per event, a purge then VACUUM on every producer open, a
 read-only consumer selecting `id >= offset` and polling every 0.5 s. Both run through the same
-stand-in Hermes base classes and Event (tests/hermes_standin), side by side in one run, rounds
+stand-in Hermes base classes and Event (tests/helpers/hermes_standin), side by side in one run, rounds
 interleaved; the table shows medians and the filelog/SQLite ratio::
 
     python benchmarks/bench_hermes.py                # 100k-event buses, 1M for the producer open cost
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / "tests" / "hermes_standin"
+STANDIN = ROOT / "tests" / "helpers" / "hermes_standin"
 # Measure this checkout's plugins through the Hermes stand-in, not an installed copy.
 sys.path[:0] = [str(STANDIN), str(ROOT)]
 

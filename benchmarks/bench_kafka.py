@@ -40,10 +40,10 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "hermes_standin"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "helpers" / "hermes_standin"), str(ROOT)]
 
 import hermes_cache  # noqa: E402
-from kafka_support import Broker, topic_messages  # noqa: E402
+from helpers.kafka import Broker, topic_messages  # noqa: E402
 from lib.datamodel.event import Event  # noqa: E402
 
 from filelog_bus import LogReader, LogWriter  # noqa: E402

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / "tests" / "hermes_standin"
+STANDIN = ROOT / "tests" / "helpers" / "hermes_standin"
 sys.path[:0] = [str(STANDIN), str(ROOT)]
 
 from filelog_bus import LogReader, LogWriter, wakeup  # noqa: E402

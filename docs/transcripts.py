@@ -14,7 +14,7 @@ depends on the machine or on an earlier block. Output stays the same from one ru
   a broker's port, how long a run took), never by editing the doc.
 
 ``python docs/transcripts.py`` rewrites the blocks; ``--check`` only compares and exits 1 with
-a diff when a doc differs (tests/test_docs.py runs it). Every ``console`` block must be marked.
+a diff when a doc differs (tests/cli/test_docs.py runs it). Every ``console`` block must be marked.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Read-only inspection of a bus: statistics, verification and a retention preview.
+"""Read-only inspection of a bus: statistics and verification (the retention preview: retention.py).
 
 The operator CLI formats what these functions return; nothing here prints. Nothing here
 takes the writer lock or opens a file for writing either, so it is safe to run on a bus a
@@ -9,86 +9,44 @@ to an append in progress, not to damage.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from filelog_bus import fs
+from filelog_bus.bus_directory import require_directory, segments_and_watermark
 from filelog_bus.errors import (
-    DAMAGED_WATERMARK,
-    SEGMENT_GAP,
-    BusPermissionError,
     CorruptionError,
-    FilelogBusError,
+    DamageKind,
     NotABusError,
 )
 from filelog_bus.index import OFFSET_INDEX
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     WATERMARK_NAME,
-    holds_no_records,
-    parse_segment_name,
     segment_name,
 )
+from filelog_bus.os_errors import permission_explained
 from filelog_bus.problem import Problem
 from filelog_bus.record import Record
-from filelog_bus.retention import plan_retention_of, segment_spans
+from filelog_bus.retention import segment_spans
 from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
-from filelog_bus.watermark import WatermarkReader
+from filelog_bus.watermark import read_published
 
-#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar.
-Progress = Callable[[int, int], None]
+#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
+#: segment check's ``progress(bytes_done)``, which reports within one segment).
+TotalProgress = Callable[[int, int], None]
 
 #: How long verify waits before re-checking the newest segment once: a writer that is opening
 #: the bus rewrites the tail of that segment's indexes, which must not be reported as damage.
 _ACTIVE_RECHECK_DELAY = 0.2
 
 
-# -- what a directory is --------------------------------------------------------
-
-
-def bus_state(path: str) -> str:
-    """``"missing"`` (a writer may create it), ``"empty"`` (an empty directory) or ``"bus"``.
-
-    Raises NotABusError for anything a writer would refuse, without creating anything, and
-    BusPermissionError when the user may not look (not "missing": the path may well exist).
-    """
-    with _permission_explained(path, "look at the bus"):
-        status = fs.stat_or_explain(path, "look at the bus")
-        if status is None:
-            parent = os.path.dirname(os.path.abspath(path))
-            if not fs.is_directory(fs.stat_or_explain(parent, "look at the bus")):
-                raise NotABusError(
-                    f"{path} does not exist, nor does its parent directory {parent}", path=path
-                )
-            return "missing"
-        if not fs.is_directory(status):
-            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
-        names = set(os.listdir(path))
-    if all(holds_no_records(name) for name in names):
-        return "empty"  # as a writer sees it: it would create a bus here
-    if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
-        return "bus"
-    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-    raise NotABusError(
-        f"{path} holds no filelog-bus (it has no watermark file and no segment: {shown})", path=path
-    )
-
-
-def require_bus(path: str) -> None:
-    """Raise NotABusError unless ``path`` already holds a bus (so that nothing creates one there)."""
-    state = bus_state(path)
-    if state != "bus":
-        raise NotABusError(
-            f"no bus at {path}: the directory {'does not exist' if state == 'missing' else 'is empty'}",
-            path=path,
-        )
+# -- the bus's settings -------------------------------------------------------------
 
 
 def index_interval(path: str) -> int | None:
@@ -113,52 +71,10 @@ class _Span(NamedTuple):
     newest: bool
 
 
-def _read_watermark(path: str) -> int:
-    reader = WatermarkReader(path)
-    try:
-        return reader.read()
-    finally:
-        reader.close()
-
-
 def _spans(bases: list[int], watermark: int) -> list[_Span]:
     """The segments' spans up to the watermark (retention.segment_spans), the newest one marked."""
     spans = segment_spans(bases, watermark)
     return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
-
-
-def _require_directory(path: str, purpose: str) -> None:
-    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look."""
-    status = fs.stat_or_explain(path, purpose)
-    if not fs.is_directory(status):
-        if status is not None:
-            raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
-        raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
-
-
-def _list_and_read_watermark(path: str) -> tuple[list[int], int]:
-    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
-    _require_directory(path, "read the bus")
-    bases = list_segment_bases(path)
-    return bases, _read_watermark(path)
-
-
-@contextmanager
-def _permission_explained(path: str, purpose: str) -> Iterator[None]:
-    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
-    BusPermissionError that says what the user needs, as the reader's do."""
-    try:
-        yield
-    except PermissionError as exc:
-        if isinstance(exc, FilelogBusError):
-            raise
-        where = os.fsdecode(exc.filename) if exc.filename else path
-        raise BusPermissionError(
-            f"permission denied reading {where} to {purpose}",
-            path=where,
-            advice=fs.READ_PERMISSION_ADVICE,
-            errno=exc.errno or errno.EACCES,
-        ) from None
 
 
 def _open_segment(path: str, base: int) -> LogSegment | None:
@@ -308,15 +224,15 @@ class BusStats:
     steps_back: StepsBack = StepsBack()
 
 
-def bus_stats(path: str, progress: Progress | None = None) -> BusStats:
+def bus_stats(path: str, progress: TotalProgress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
-    with _permission_explained(path, "take its statistics"):
+    with permission_explained(path, "take its statistics"):
         return _bus_stats(path, progress)
 
 
-def _bus_stats(path: str, progress: Progress | None) -> BusStats:
-    bases, watermark = _list_and_read_watermark(path)
+def _bus_stats(path: str, progress: TotalProgress | None) -> BusStats:
+    bases, watermark = segments_and_watermark(path)
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
     done = 0
@@ -433,25 +349,25 @@ class VerifyReport:
         return sorted({problem.file for problem in self.problems if problem.repairable})
 
 
-def verify_bus(path: str, progress: Progress | None = None) -> VerifyReport:
+def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport:
     """Check every record, the continuity of the segments, every derived file and the watermark.
 
     Composed from ``LogSegment.check`` (records, and each index kind's own check against a
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    with _permission_explained(path, "verify it"):
+    with permission_explained(path, "verify it"):
         return _verify_bus(path, progress)
 
 
-def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
-    _require_directory(path, "verify it")
+def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
+    require_directory(path, "verify it")
     bases = list_segment_bases(path)
     problems: list[Problem] = []
     notes: list[str] = []
     watermark: int | None
     try:
-        watermark = _read_watermark(path)
+        watermark = read_published(path)
     except NotABusError:
         if not bases:
             raise
@@ -461,7 +377,7 @@ def _verify_bus(path: str, progress: Progress | None) -> VerifyReport:
                 WATERMARK_NAME,
                 None,
                 None,
-                DAMAGED_WATERMARK,
+                DamageKind.WATERMARK,
                 "the watermark file is missing: readers refuse the bus; "
                 "open the bus once with a writer to recreate it",
             )
@@ -522,7 +438,7 @@ def _check_segment(
     base: int,
     end: int | None,
     active: bool,
-    progress: Progress | None,
+    progress: TotalProgress | None,
     done: int,
     total: int,
     notes: list[str],
@@ -572,7 +488,7 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
                     segment_name(base),
                     size,
                     None,
-                    SEGMENT_GAP,
+                    DamageKind.SEGMENT_GAP,
                     f"the segment ends at offset {end} but the next segment starts at {next_base}: "
                     f"the file was {how}, and a writer refuses to open the bus until it is repaired; "
                     f"restore the segment from a backup",
@@ -599,53 +515,8 @@ def _check_watermark(path: str, newest_base: int, watermark: int) -> list[Proble
             WATERMARK_NAME,
             FILE_HEADER_SIZE,
             None,
-            DAMAGED_WATERMARK,
+            DamageKind.WATERMARK,
             f"the watermark says records are published up to offset {watermark} but the newest segment's "
             f"data ends at {data_end}: the bus was not recovered after a crash; open it once with a writer",
         )
     ]
-
-
-# -- retention preview ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    """What ``LogWriter.apply_retention`` would delete now, computed without the lock."""
-
-    segments: list[str]
-    bytes: int
-    #: The oldest offset left afterwards.
-    begin_offset: int
-    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
-    note: str | None = None
-
-
-def plan_retention_now(
-    path: str,
-    *,
-    max_age_days: float | None,
-    max_bytes: int | None,
-    now: float | None = None,
-    keep_from: int | None = None,
-) -> RetentionPlan:
-    """The same decision as the writer's apply_retention, from the files as they are now."""
-    with _permission_explained(path, "plan retention"):
-        bases, watermark = _list_and_read_watermark(path)
-        if not bases:
-            return RetentionPlan([], 0, watermark)
-        spans = segment_spans(bases, watermark)
-        doomed, future_stop = plan_retention_of(
-            path,
-            spans,
-            now=time.time() if now is None else now,
-            max_age_days=max_age_days,
-            max_bytes=max_bytes,
-            keep_from=keep_from,
-        )
-    return RetentionPlan(
-        [segment_name(span.base) for span in doomed],
-        sum(span.size for span in doomed),
-        spans[len(doomed)].base,
-        None if future_stop is None else future_stop.note(),
-    )

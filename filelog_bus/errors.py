@@ -9,6 +9,8 @@ Hermes plugins replace ``advice`` with words for their own users.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class FilelogBusError(Exception):
     """Base class of every error raised by filelog-bus."""
@@ -146,20 +148,29 @@ class BusPermissionError(FilelogBusError, PermissionError):
         self.strerror = reason
 
 
-#: Kinds of damage a CorruptionError (and a check Problem) names.
-DAMAGED_RECORD = "record"
-DAMAGED_HEADER = "file-header"
-SEGMENT_GAP = "segment-gap"
-DAMAGED_INDEX = "index"
-DAMAGED_WATERMARK = "watermark"
-MISSING_SEGMENTS = "missing-segments"
+class DamageKind(StrEnum):
+    """Which kind of damage a CorruptionError (and a check Problem) is about; the values are the words
+    the CLI prints."""
+
+    RECORD = "record"
+    FILE_HEADER = "file-header"
+    SEGMENT_GAP = "segment-gap"
+    INDEX = "index"
+    WATERMARK = "watermark"
+    MISSING_SEGMENTS = "missing-segments"
+
+
+#: The names segment.py still uses (to be replaced by DamageKind there once its split is merged).
+DAMAGED_RECORD = DamageKind.RECORD
+DAMAGED_HEADER = DamageKind.FILE_HEADER
+DAMAGED_WATERMARK = DamageKind.WATERMARK
 
 
 class CorruptionError(FilelogBusError):
     """Bytes on disk do not match the format: damage, or not written by us.
 
     ``path`` and ``file_position`` say where, ``offset`` the bus offset when it is about a
-    record, ``damage`` which kind (one of the ``DAMAGED_*`` / ``SEGMENT_GAP`` names above).
+    record, ``damage`` which kind.
     """
 
     def __init__(
@@ -169,26 +180,27 @@ class CorruptionError(FilelogBusError):
         path: str,
         file_position: int | None = None,
         offset: int | None = None,
-        damage: str = DAMAGED_RECORD,
+        damage: DamageKind = DamageKind.RECORD,
         advice: str | None = None,
     ) -> None:
         super().__init__(reason, path=path, file_position=file_position, offset=offset, advice=advice)
         self.damage = damage
 
 
-#: What happened to a file under a running process (``BusFileChangedError.change``).
-FILE_DELETED = "deleted"
-FILE_REPLACED = "replaced"
-FILE_TRUNCATED = "truncated"
+class FileChange(StrEnum):
+    """What happened to a file under a running process (``BusFileChangedError.change``)."""
+
+    DELETED = "deleted"
+    REPLACED = "replaced"
+    TRUNCATED = "truncated"
 
 
 class BusFileChangedError(CorruptionError):
     """A file the process holds open was deleted, replaced or truncated (or grown) by someone
-    else: an operator, a clean-up job. ``change`` says which (one of the ``FILE_*`` names above);
-    ``path`` is the file."""
+    else: an operator, a clean-up job. ``change`` says which; ``path`` is the file."""
 
     def __init__(
-        self, reason: str, *, path: str, change: str, damage: str, advice: str | None = None
+        self, reason: str, *, path: str, change: FileChange, damage: DamageKind, advice: str | None = None
     ) -> None:
         super().__init__(reason, path=path, damage=damage, advice=advice)
         self.change = change
@@ -317,6 +329,20 @@ class ClientOffsetError(FilelogBusError):
     def __init__(self, reason: str, *, path: str, key: str, offset: int, advice: str | None = None) -> None:
         super().__init__(reason, path=path, offset=offset, advice=advice)
         self.key = key
+
+
+class ClientCacheError(FilelogBusError):
+    """A hermes-client cache file cannot be used: unreadable, not a hermes-client cache, or damaged."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+    def where(self) -> str:
+        return ""  # every message names the cache file already
+
+
+class ClientRunningError(FilelogBusError):
+    """A hermes-client seems to be running on the cache file a command would rewrite."""
 
 
 class NotExportedYetError(ClientOffsetError):

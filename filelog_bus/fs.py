@@ -5,7 +5,7 @@ module as ``fs.NAME(...)``, looked up at call time. That costs nothing over
 calling ``os`` directly, and lets the test suite replace any of them, as
 SQLite's test VFS does, to fail the Nth call with ENOSPC, EIO or EMFILE, raise
 an exception as a signal handler would, or record the calls of a workload to
-build the states a power cut could leave (see tests/fault_support.py).
+build the states a power cut could leave (see tests/helpers/faults.py).
 
 Reads that change nothing (``pread``, ``fstat``, ``listdir``) call ``os``
 directly.
@@ -14,14 +14,12 @@ directly.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
-import stat
 import tempfile
 from typing import Protocol, TypeGuard
 
-from filelog_bus.errors import BusPermissionError
+from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error
 
 
 class Closable(Protocol):
@@ -194,11 +192,11 @@ def open_or_explain(path: str, flags: int, mode: int = 0o666) -> int:
         return open(path, flags, mode)
     except PermissionError as exc:
         access = "write" if flags & (os.O_WRONLY | os.O_RDWR) else "read"
-        raise BusPermissionError(
+        raise permission_error(
+            exc,
             f"permission denied opening {path} to {access} it",
             path=path,
             advice=f"run as a user that may {access} the bus directory's files (see docs/RELIABILITY.md, 'Permissions')",
-            errno=exc.errno or errno.EACCES,
         ) from None
 
 
@@ -213,23 +211,9 @@ def stat_or_explain(path: str, purpose: str) -> os.stat_result | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except PermissionError as exc:
-        raise BusPermissionError(
-            f"permission denied looking at {path} to {purpose}",
-            path=path,
-            advice=READ_PERMISSION_ADVICE,
-            errno=exc.errno or errno.EACCES,
+        raise permission_error(
+            exc, f"permission denied looking at {path} to {purpose}", path=path, advice=READ_PERMISSION_ADVICE
         ) from None
-
-
-#: What a user who may not look into a bus needs (stat_or_explain, and the inspecting commands).
-READ_PERMISSION_ADVICE = (
-    "the user running this process needs search (x) permission on every directory above the bus and "
-    "read and search (r-x) permission on the bus directory (see docs/RELIABILITY.md, 'Permissions')"
-)
-
-
-def is_directory(status: os.stat_result | None) -> bool:
-    return status is not None and stat.S_ISDIR(status.st_mode)
 
 
 def replace_outside_file(path: str | os.PathLike[str], data: bytes) -> None:

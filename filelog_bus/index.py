@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from filelog_bus import fs
-from filelog_bus.errors import DAMAGED_INDEX
+from filelog_bus.errors import DamageKind
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
     CATEGORY_INDEX_MAGIC,
@@ -482,7 +482,7 @@ class IndexCheck:
 
     def problem(self, file_position: int | None, offset: int | None, message: str) -> None:
         self.problems.append(
-            Problem(self.name, file_position, offset, DAMAGED_INDEX, message, repairable=True)
+            Problem(self.name, file_position, offset, DamageKind.INDEX, message, repairable=True)
         )
 
     def entries(self) -> list[tuple[int, int | float, int]]:

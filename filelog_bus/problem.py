@@ -2,12 +2,14 @@
 
 Check methods (``LogSegment.check``, the index kinds' ``check``, ``check.verify_bus``)
 return Problems instead of raising, so that one run reports everything; tools only
-present them. ``kind`` is one of the damage kinds of ``filelog_bus.errors``.
+present them. ``kind`` is a ``DamageKind``, as a CorruptionError's ``damage``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from filelog_bus.errors import DamageKind
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class Problem:
     file_position: int | None
     #: Bus offset, when the problem is about a record.
     offset: int | None
-    #: What kind of damage (errors.DAMAGED_RECORD, DAMAGED_INDEX, ...).
-    kind: str
+    #: What kind of damage.
+    kind: DamageKind
     message: str
     #: A rebuild from the segment fixes it (derived files: indexes and summaries).
     repairable: bool = False

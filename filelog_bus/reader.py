@@ -8,7 +8,6 @@ deleting the segment it is reading (the open file stays readable).
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import time
@@ -17,14 +16,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from filelog_bus import fs
+from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.errors import (
     BusClosedError,
     BusDeletedError,
-    BusIOError,
     BusPermissionError,
     ConfigError,
     CorruptionError,
-    FilelogBusError,
     InvalidOffsetError,
     NotABusError,
     OffsetOutOfRangeError,
@@ -32,6 +30,7 @@ from filelog_bus.errors import (
 )
 from filelog_bus.index import IndexView, load_category_index, load_category_summary, load_offset_index
 from filelog_bus.layout import WATERMARK_NAME
+from filelog_bus.os_errors import io_error, permission_error
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
 from filelog_bus.scan import READ_CHUNK, Damage
 from filelog_bus.segment import LogSegment, list_segment_bases
@@ -108,30 +107,31 @@ class LogReader:
     def open(self) -> LogReader:
         if self._open:
             return self
-        status = fs.stat_or_explain(self.path, "read the bus")
-        if not fs.is_directory(status):
-            if status is not None:
-                raise NotABusError(
-                    f"{self.path} is not a directory, so it is not a filelog-bus", path=self.path
-                )
-            if not self.missing_ok:
-                raise NotABusError(
-                    f"no bus at {self.path}: the directory does not exist",
-                    path=self.path,
-                    advice="check the path",
-                )
+        directory = classify(self.path)
+        if directory.state is DirectoryState.UNREADABLE:
+            if directory.denied_listing:
+                raise self._unlistable(directory.denied) from None
+            raise directory.permission_error("read the bus")
+        if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
+            raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus", path=self.path)
+        if directory.state is DirectoryState.MISSING and not self.missing_ok:
+            raise NotABusError(
+                f"no bus at {self.path}: the directory does not exist",
+                path=self.path,
+                advice="check the path",
+            )
         self._open = True
         try:
             self._attach()
             self.seek_to_beginning()
         except BaseException as exc:
             self.close()
-            if isinstance(exc, OSError) and not isinstance(exc, FilelogBusError):
-                raise BusIOError(
-                    f"could not open the bus at {self.path} for reading: {exc.strerror or exc}",
-                    path=exc.filename or self.path,
-                    advice="check the disk, the system log and the open-files limit (ulimit -n)",
-                    errno=exc.errno,
+            if fs.failed_call(exc):
+                raise io_error(
+                    exc,
+                    f"could not open the bus at {self.path} for reading",
+                    self.path,
+                    then="open the reader again",
                 ) from exc
             raise
         return self
@@ -216,14 +216,16 @@ class LogReader:
             self._bases = list_segment_bases(self.path)
         except FileNotFoundError:
             raise NotABusError(f"the bus directory {self.path} was removed", path=self.path) from None
-        except PermissionError:
-            raise BusPermissionError(
-                f"permission denied listing the bus directory {self.path}",
-                path=self.path,
-                advice="readers need read and search (r-x) permission on it (see docs/RELIABILITY.md, "
-                "'Permissions')",
-                errno=errno.EACCES,
-            ) from None
+        except PermissionError as exc:
+            raise self._unlistable(exc) from None
+
+    def _unlistable(self, exc: OSError) -> BusPermissionError:
+        return permission_error(
+            exc,
+            f"permission denied listing the bus directory {self.path}",
+            path=self.path,
+            advice="readers need read and search (r-x) permission on it (see docs/RELIABILITY.md, 'Permissions')",
+        )
 
     # -- positioning --------------------------------------------------------------
 

@@ -89,7 +89,7 @@ class CategoryEncoder:
     A writer appends to a handful of categories, each thousands of times: keeping one
     encoder per category leaves only the timestamp, the payload and the two CRCs to do
     per record. The body is the msgpack array ``[category, float64 timestamp, bin payload]``,
-    built here byte for byte as ``msgpack.packb`` builds it (tests/test_record.py checks).
+    built here byte for byte as ``msgpack.packb`` builds it (tests/engine/test_record_format.py checks).
     """
 
     __slots__ = ("_head", "category", "key")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from filelog_bus import fs
-from filelog_bus.errors import SEGMENT_GAP, CorruptionError
+from filelog_bus.errors import CorruptionError, DamageKind
 from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
 from filelog_bus.segment import LogSegment, list_segment_bases
 
@@ -98,7 +98,7 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
                 f"truncated or extended",
                 path=os.path.join(directory, segment_name(base)),
                 file_position=size,
-                damage=SEGMENT_GAP,
+                damage=DamageKind.SEGMENT_GAP,
                 advice="restore it from a backup, or move it and every older segment aside to keep only the "
                 "newer records",
             )

@@ -1,9 +1,12 @@
-"""Retention: which closed segments to delete, and deleting them.
+"""Retention: which closed segments to delete, in one place.
 
-The decision (plan_retention) is pure; the writer applies it, oldest segment first,
-each deletion made durable before the next begins: a power cut in the middle of a
-pass can then only leave a shorter prefix deleted, never a gap. The active segment
-is never deleted, so the bus always keeps its newest offset.
+The decision (plan_retention) is pure; ``plan_retention_of`` reads the stamps it needs from a
+bus's files, ``plan_retention_now`` the bus as it is now (a preview, without the lock), and
+``spared_from`` and ``loses`` say what sparing readers' unread records means (the Hermes clients
+report asks them for its clients). The writer applies a plan, oldest segment first, each
+deletion made durable before the next begins: a power cut in the middle of a pass can then only
+leave a shorter prefix deleted, never a gap. The active segment is never deleted, so the bus
+always keeps its newest offset.
 
 Retention by age follows the bus's own order, not its clock alone: a segment is deleted
 only when every record in it, and (oldest first) every record before it, is stamped
@@ -18,13 +21,16 @@ backwards".
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from filelog_bus.bus_directory import segments_and_watermark
 from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
 from filelog_bus.layout import segment_name
+from filelog_bus.os_errors import permission_explained
 from filelog_bus.segment import LogSegment
 
 SECONDS_PER_DAY = 86400.0
@@ -181,6 +187,68 @@ def plan_retention_of(
         ),
         keep_from=keep_from,
     )
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What ``LogWriter.apply_retention`` would delete now, computed without the lock."""
+
+    segments: list[str]
+    bytes: int
+    #: The oldest offset left afterwards.
+    begin_offset: int
+    #: Why the age budget stopped at a segment stamped in the future, or None (LogWriter.retention_note).
+    note: str | None = None
+
+
+def plan_retention_now(
+    path: str,
+    *,
+    max_age_days: float | None,
+    max_bytes: int | None,
+    now: float | None = None,
+    keep_from: int | None = None,
+) -> RetentionPlan:
+    """The same decision as the writer's apply_retention, from the files as they are now."""
+    with permission_explained(path, "plan retention"):
+        bases, watermark = segments_and_watermark(path)
+        if not bases:
+            return RetentionPlan([], 0, watermark)
+        spans = segment_spans(bases, watermark)
+        doomed, future_stop = plan_retention_of(
+            path,
+            spans,
+            now=time.time() if now is None else now,
+            max_age_days=max_age_days,
+            max_bytes=max_bytes,
+            keep_from=keep_from,
+        )
+    return RetentionPlan(
+        [segment_name(span.base) for span in doomed],
+        sum(span.size for span in doomed),
+        spans[len(doomed)].base,
+        None if future_stop is None else future_stop.note(),
+    )
+
+
+# -- sparing readers' unread records -----------------------------------------------------------
+
+
+def spared_from(positions: Iterable[int | None], begin: int, end: int) -> int | None:
+    """The offset retention must keep from to spare readers at ``positions`` (their next offsets):
+    the oldest of them still on the bus [begin, end].
+
+    Positions already deleted (before ``begin``) or foreign (beyond ``end``) hold nothing back:
+    keeping more would not save them. None (a reader not started) reads from the start whatever it is.
+    """
+    on_bus = [p for p in positions if p is not None and begin <= p <= end]
+    return min(on_bus) if on_bus else None
+
+
+def loses(position: int | None, begin: int, new_begin: int) -> bool:
+    """Whether a reader at ``position`` loses unread records when retention moves the bus's beginning
+    from ``begin`` to ``new_begin`` (it loses [position, new_begin))."""
+    return position is not None and begin <= position < new_begin
 
 
 def _iso(stamp: float) -> str:

@@ -21,12 +21,10 @@ import time
 
 from filelog_bus import fs
 from filelog_bus.errors import (
-    DAMAGED_WATERMARK,
-    FILE_DELETED,
-    FILE_REPLACED,
-    FILE_TRUNCATED,
     BusFileChangedError,
     CorruptionError,
+    DamageKind,
+    FileChange,
     NotABusError,
 )
 from filelog_bus.layout import (
@@ -121,14 +119,14 @@ class WatermarkPublisher:
         if status.st_nlink and status.st_size == WATERMARK_FILE_SIZE:
             return
         if status.st_nlink:
-            change = FILE_TRUNCATED
+            change = FileChange.TRUNCATED
         else:
-            change = FILE_REPLACED if os.path.lexists(self.path) else FILE_DELETED
+            change = FileChange.REPLACED if os.path.lexists(self.path) else FileChange.DELETED
         raise BusFileChangedError(
             f"the watermark file was {change} under the writer (by another process: the writer never does it)",
             path=self.path,
             change=change,
-            damage=DAMAGED_WATERMARK,
+            damage=DamageKind.WATERMARK,
             advice="the writer stopped, and earlier records are intact; open a new writer, which rebuilds "
             "the file (see docs/RELIABILITY.md, 'What an operator may delete')",
         )
@@ -214,7 +212,7 @@ class WatermarkReader:
                 f"the watermark file is not readable: {exc}",
                 path=self.path,
                 file_position=0,
-                damage=DAMAGED_WATERMARK,
+                damage=DamageKind.WATERMARK,
                 advice="open the bus once with a writer to rebuild it",
             ) from None
 
@@ -236,7 +234,7 @@ class WatermarkReader:
                     "the watermark slot is damaged",
                     path=self.path,
                     file_position=FILE_HEADER_SIZE,
-                    damage=DAMAGED_WATERMARK,
+                    damage=DamageKind.WATERMARK,
                     advice="open the bus once with a writer to rebuild it",
                 )
             time.sleep(0.001)
@@ -245,3 +243,12 @@ class WatermarkReader:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             fs.close(fd)
+
+
+def read_published(directory: str) -> int:
+    """The offset published in the bus at ``directory`` now (NotABusError without a watermark file)."""
+    reader = WatermarkReader(directory)
+    try:
+        return reader.read()
+    finally:
+        reader.close()

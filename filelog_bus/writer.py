@@ -16,7 +16,6 @@ the one recovery path. Nothing it published is ever taken back.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
@@ -24,19 +23,19 @@ import warnings
 from typing import NoReturn
 
 from filelog_bus import fs
+from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.config import DURABILITY_ALWAYS, WriterConfig
 from filelog_bus.errors import (
-    MISSING_SEGMENTS,
     BusClosedError,
-    BusIOError,
-    BusPermissionError,
     BusWriteError,
     CorruptionError,
+    DamageKind,
     FilelogBusError,
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name
+from filelog_bus.layout import parse_segment_name
+from filelog_bus.os_errors import io_error, permission_error
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
 from filelog_bus.retention import (
@@ -103,7 +102,6 @@ class LogWriter:
         self._failure = None
         try:
             self._prepare_directory()
-            self._refuse_foreign_directory()
             self._lock = WriterLock.acquire(self.path, self.config.lock_timeout)
             self._load()
         except BaseException as exc:
@@ -186,48 +184,51 @@ class LogWriter:
         return self._bases[0]
 
     def _prepare_directory(self) -> None:
-        status = fs.stat_or_explain(self.path, "open the bus for writing")
-        if fs.is_directory(status):
-            return
-        if status is not None:
+        """Create the bus directory if it is missing; refuse, before creating anything, a path that
+        is not a bus's (a file, a non-empty directory holding no bus) or that may not be looked at."""
+        directory = classify(self.path)
+        if directory.state is DirectoryState.MISSING:
+            if not directory.parent_exists:
+                raise NotABusError(
+                    f"cannot create the bus directory {self.path}: its parent {directory.parent} does not exist",
+                    path=self.path,
+                    advice="create the parent directory first",
+                )
+            if self._create_directory(directory.parent):
+                return
+            directory = classify(self.path)  # created by someone else meanwhile
+        if directory.state is DirectoryState.UNREADABLE:
+            raise directory.permission_error("open the bus for writing")
+        if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
             raise NotABusError(
                 f"{self.path} exists and is not a directory",
                 path=self.path,
                 advice="give the bus its own directory",
             )
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not fs.is_directory(fs.stat_or_explain(parent, "create the bus directory")):
-            raise NotABusError(
-                f"cannot create the bus directory {self.path}: its parent {parent} does not exist",
-                path=self.path,
-                advice="create the parent directory first",
-            )
-        try:
-            fs.mkdir(self.path)
-        except FileExistsError:
-            return
-        except PermissionError:
-            raise BusPermissionError(
-                f"permission denied creating the bus directory {self.path} in {parent}",
-                path=parent,
-                advice="run as a user that may write to the parent directory, or create the bus directory first",
-                errno=errno.EACCES,
-            ) from None
-        fs.fsync_directory(parent)  # the bus directory's own entry must survive a power cut
-
-    def _refuse_foreign_directory(self) -> None:
-        """Refuse, before creating anything, a non-empty directory that holds no bus."""
-        names = set(os.listdir(self.path))
-        if WATERMARK_NAME in names or any(parse_segment_name(name) is not None for name in names):
-            return
-        foreign = sorted(name for name in names if not holds_no_records(name))
-        if foreign:
+        if directory.state is DirectoryState.NOT_A_BUS:
+            foreign = directory.foreign
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise NotABusError(
                 f"{self.path} is not empty and holds no filelog-bus ({shown})",
                 path=self.path,
                 advice="give the bus an empty or new directory",
             )
+
+    def _create_directory(self, parent: str) -> bool:
+        """Create the bus directory, durably; False when another process created it first."""
+        try:
+            fs.mkdir(self.path)
+        except FileExistsError:
+            return False
+        except PermissionError as exc:
+            raise permission_error(
+                exc,
+                f"permission denied creating the bus directory {self.path} in {parent}",
+                path=parent,
+                advice="run as a user that may write to the parent directory, or create the bus directory first",
+            ) from None
+        fs.fsync_directory(parent)  # the bus directory's own entry must survive a power cut
+        return True
 
     def _load(self) -> None:
         interval = self.config.index_interval_bytes
@@ -248,7 +249,7 @@ class LogWriter:
                 raise CorruptionError(
                     f"the bus has published records up to offset {previous.offset} but no segment file is left",
                     path=self._watermark.path,
-                    damage=MISSING_SEGMENTS,
+                    damage=DamageKind.MISSING_SEGMENTS,
                     advice="restore the segments from a backup, or start a new bus in an empty directory "
                     "(and reset the consumers' offsets)",
                 )
@@ -534,7 +535,7 @@ class LogWriter:
         except OSError as exc:  # reading timestamps, before anything is deleted: the writer goes on
             if not fs.failed_call(exc):
                 raise
-            raise _io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
+            raise io_error(exc, "retention could not read the segments' timestamps", self.path) from exc
         if future_stop is not None:
             self._retention_note = future_stop.note()
         deleted: list[str] = []
@@ -557,20 +558,17 @@ def _write_error(exc: BaseException, failed: str, path: str, offset: int | None 
     What did not come from a failed system call is kept as it is: an interrupt, and an OSError
     without an errno (what a signal handler raises, a TimeoutError say: not a disk error).
     """
-    if not fs.failed_call(exc) or isinstance(exc, FilelogBusError):
+    if not fs.failed_call(exc):
         return exc
-    error_number = exc.errno or errno.EIO
-    return BusWriteError(
-        f"{failed}: {os.strerror(error_number)}",
-        path=exc.filename or path,
+    return io_error(
+        exc,
+        failed,
+        path,
+        error_type=BusWriteError,
         offset=offset,
-        advice=(
-            "the record is not visible to readers and earlier records are intact; "
-            if offset is not None
-            else ""
-        )
-        + _advice(error_number),
-        errno=error_number,
+        advice_prefix="the record is not visible to readers and earlier records are intact; "
+        if offset is not None
+        else "",
     )
 
 
@@ -579,28 +577,3 @@ def _raise_as(failure: BaseException, exc: BaseException) -> NoReturn:
     if failure is exc:
         raise exc
     raise failure from exc
-
-
-def _io_error(exc: OSError, failed: str, path: str) -> FilelogBusError:
-    """A typed error for a failed read (the writer's files are unchanged, so it goes on)."""
-    if isinstance(exc, FilelogBusError):
-        return exc
-    error_number = exc.errno or errno.EIO
-    return BusIOError(
-        f"{failed}: {os.strerror(error_number)}",
-        path=exc.filename or path,
-        advice=_advice(error_number),
-        errno=error_number,
-    )
-
-
-def _advice(error_number: int) -> str:
-    if error_number in (errno.ENOSPC, errno.EDQUOT):
-        return "free disk space (or apply retention), then open the writer again"
-    if error_number == errno.EFBIG:
-        return "the file-size limit (ulimit -f) was reached: raise it or lower segment_bytes"
-    if error_number in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "check the bus directory's permissions and that its file system is writable"
-    if error_number in (errno.EMFILE, errno.ENFILE):
-        return "the process has too many open files: raise its limit (ulimit -n), then open the writer again"
-    return "check the disk and the system log, then open the writer again"

@@ -30,11 +30,10 @@ import portalocker
 
 from filelog_bus import fs
 from filelog_bus.errors import (
-    FILE_DELETED,
-    FILE_REPLACED,
-    MISSING_SEGMENTS,
     BusFileChangedError,
     BusLockedError,
+    DamageKind,
+    FileChange,
 )
 from filelog_bus.layout import LOCK_NAME
 
@@ -84,16 +83,16 @@ class WriterLock:
         try:
             named = os.stat(self.directory)
         except FileNotFoundError:
-            change = FILE_DELETED
+            change = FileChange.DELETED
         else:
             if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
                 return
-            change = FILE_REPLACED
+            change = FileChange.REPLACED
         raise BusFileChangedError(
             f"the bus directory was {change} under the writer (by another process: the writer never does it)",
             path=self.directory,
             change=change,
-            damage=MISSING_SEGMENTS,
+            damage=DamageKind.MISSING_SEGMENTS,
             advice="the writer stopped and writes nothing more there; what the bus held is gone with the "
             "directory (see docs/RELIABILITY.md, 'What an operator may delete')",
         )

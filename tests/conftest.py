@@ -1,4 +1,4 @@
-"""Shared fixtures. Helpers for subprocesses live in tests/support.py."""
+"""Shared fixtures. Every other helper lives in the tests/helpers package (tests/ is on sys.path)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# The helpers' asserts explain their failures as the tests' own do.
+pytest.register_assert_rewrite("helpers")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,4 +54,4 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 # The Kafka broker fixtures (a real tansu broker on a loopback port) for the Kafka road's tests.
-from kafka_support import broker, own_broker, relayed_broker, topic  # noqa: E402, F401
+from helpers.kafka import broker, own_broker, relayed_broker, topic  # noqa: E402, F401

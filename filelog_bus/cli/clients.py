@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from filelog_bus import check
+from filelog_bus.bus_directory import bus_state
 from filelog_bus.cli.args import (
     add_kafka_arguments,
     byte_count,
@@ -56,11 +56,9 @@ from filelog_bus.hermes.client_cache import (
 )
 from filelog_bus.hermes.clients import (
     CRITICAL_STATES,
-    OK,
-    STATES,
-    UNREADABLE,
     BusPositions,
     ClientReport,
+    ClientState,
     Thresholds,
     client_reports,
     unreadable_report,
@@ -256,7 +254,7 @@ def _clients(prog: str, args: argparse.Namespace) -> int:
             write_textfile(args.prometheus, text)
     else:
         write_line(_table(args.path, bus, reports, found.notes))
-    return EXIT_OK if all(report.state == OK for report in reports) else EXIT_ATTENTION
+    return EXIT_OK if all(report.state == ClientState.OK for report in reports) else EXIT_ATTENTION
 
 
 def _initialised(cache: ClientCache) -> str:
@@ -269,7 +267,7 @@ def _initialised(cache: ClientCache) -> str:
 
 def _summary(reports: list[ClientReport]) -> str:
     counts = Counter(report.state for report in reports)
-    return ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])
+    return ", ".join(f"{counts[state]} {state}" for state in ClientState if counts[state])
 
 
 def _table(path: str, bus: BusPositions, reports: list[ClientReport], notes: list[str]) -> str:
@@ -289,17 +287,17 @@ def _table(path: str, bus: BusPositions, reports: list[ClientReport], notes: lis
                 "-" if unread is None else str(unread.events),
                 "-" if unread is None else str(unread.bytes),
                 format_time(None if unread is None else unread.oldest_time),
-                "-" if report.state == UNREADABLE else _initialised(report.cache),
+                "-" if report.state == ClientState.UNREADABLE else _initialised(report.cache),
                 report.state,
             ]
         )
     lines += table_lines(rows, indent="")
     lines += [
         printable(report.cache.appname)
-        + ("" if report.state == UNREADABLE else f" ({printable(report.cache.path)})")
+        + ("" if report.state == ClientState.UNREADABLE else f" ({printable(report.cache.path)})")
         + f": {printable(report.why)}"
         for report in reports
-        if report.state != OK
+        if report.state != ClientState.OK
     ]
     lines += [f"note: {printable(note)}" for note in notes]
     lines.append(f"result: {_summary(reports) or 'no client'}")
@@ -318,7 +316,7 @@ def _as_json(path: str, bus: BusPositions, reports: list[ClientReport], notes: l
                 "initstartoffset": cache.initstartoffset,
                 "initstopoffset": cache.initstopoffset,
                 "nextoffset": cache.nextoffset,
-                "initialised": None if report.state == UNREADABLE else cache.initialised,
+                "initialised": None if report.state == ClientState.UNREADABLE else cache.initialised,
                 "unread_events": None if unread is None else unread.events,
                 "unread_bytes": None if unread is None else unread.bytes,
                 "oldest_unread_time": None if unread is None else unread.oldest_time,
@@ -352,11 +350,11 @@ def _nagios(args: argparse.Namespace, thresholds: Thresholds) -> int:
     states = {report.state for report in reports}
     if states & set(CRITICAL_STATES):
         status, word = NAGIOS_CRITICAL, "CRITICAL"
-    elif states - {OK}:
+    elif states - {ClientState.OK}:
         status, word = NAGIOS_WARNING, "WARNING"
     else:
         status, word = NAGIOS_OK, "OK"
-    bad = [f"{r.cache.appname} {r.state}" for r in reports if r.state != OK]
+    bad = [f"{r.cache.appname} {r.state}" for r in reports if r.state != ClientState.OK]
     perfdata = " ".join(
         f"'{r.cache.appname}_unread'={r.unread.events};;;0" for r in reports if r.unread is not None
     )
@@ -412,7 +410,7 @@ def _kafka_offsets(
 
 def _target(path: str, where: int | str) -> tuple[int, str]:
     """The offset --set-offsets writes, and a note when it deserves one."""
-    state = check.bus_state(path)
+    state = bus_state(path)
     if state != "bus":
         if isinstance(where, int):
             return where, ""

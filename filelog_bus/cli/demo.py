@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from filelog_bus import check
+from filelog_bus.bus_directory import bus_state
 from filelog_bus.cli.args import help_formatter
 from filelog_bus.cli.exits import (
     EXIT_DAMAGED,
@@ -185,7 +186,7 @@ def _demo_history(path: str) -> tuple[bool, int]:
 def run_demo(prog: str, args: argparse.Namespace) -> int:
     """`filelog-bus demo DIR`: a writer process appends Hermes-like events while this one follows."""
     path = args.dir
-    state = check.bus_state(path)
+    state = bus_state(path)
     had_initsync, runs = _demo_history(path) if state == "bus" else (False, 0)
     with_initsync, run = not had_initsync, runs + 1
     expected = len(demo_events(with_initsync=with_initsync, run=run))

@@ -18,7 +18,7 @@ from filelog_bus.cli.exits import (
 )
 from filelog_bus.cli.run import fail
 from filelog_bus.fs import replace_outside_file
-from filelog_bus.hermes.install import missing_hermes_parts, plan_install
+from filelog_bus.hermes.install import InstallState, missing_hermes_parts, plan_install
 
 PROG = "filelog-bus hermes-install"
 
@@ -87,7 +87,7 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
         )
 
     plan = plan_install(root)
-    differing = [item for item in plan if item.state == "differs"]
+    differing = [item for item in plan if item.state is InstallState.DIFFERS]
     if differing and not args.force:
         sys.stderr.write(
             f"{PROG}: error: these installed files differ from this filelog-bus version's:"
@@ -98,7 +98,7 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         for item in plan:
-            if item.state != "unchanged":
+            if item.state is not InstallState.UNCHANGED:
                 item.path.parent.mkdir(exist_ok=True)
                 replace_outside_file(item.path, item.content)
     except OSError as exc:
@@ -108,7 +108,11 @@ def hermes_install_main(argv: Sequence[str] | None = None) -> int:
             EXIT_FAILED,
         )
 
-    verbs = {"new": "created", "differs": "replaced", "unchanged": "unchanged"}
+    verbs = {
+        InstallState.NEW: "created",
+        InstallState.DIFFERS: "replaced",
+        InstallState.UNCHANGED: "unchanged",
+    }
     for item in plan:
         print(f"{verbs[item.state]:9} {item.path}")
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from filelog_bus import check
+from filelog_bus.bus_directory import require_bus
 from filelog_bus.cli.exits import EXIT_LOCKED
 from filelog_bus.cli.run import fail
 from filelog_bus.config import MAX_INDEX_INTERVAL, MIN_INDEX_INTERVAL
@@ -15,7 +16,7 @@ from filelog_bus.writer import LogWriter
 def maintenance_writer(path: str, wait: float) -> LogWriter:
     """An open writer for retention or repairs, never creating a bus, with the bus's index block size
     (a different one would make opening re-index the active segment)."""
-    check.require_bus(path)
+    require_bus(path)
     settings: dict[str, Any] = {"lock_timeout": wait}
     interval = check.index_interval(path)
     if interval is not None and MIN_INDEX_INTERVAL <= interval <= MAX_INDEX_INTERVAL:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from filelog_bus.fs import replace_outside_file
-from filelog_bus.hermes.clients import STATES, BusPositions, ClientReport
+from filelog_bus.hermes.clients import BusPositions, ClientReport, ClientState
 
 _PREFIX = "filelog_bus"
 
@@ -56,7 +56,7 @@ def render(bus_path: str, bus: BusPositions | None, reports: Sequence[ClientRepo
                 (client, 0.0 if oldest is None else max(0.0, now - oldest))
             )
         samples["client_initialised"][1].append((client, int(report.cache.initialised)))
-        for state in STATES:
+        for state in ClientState:
             state_labels = _labels(**labels, state=state)
             samples["client_state"][1].append((state_labels, int(report.state == state)))
     lines = []

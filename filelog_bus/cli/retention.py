@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from filelog_bus import check
+from filelog_bus.bus_directory import require_bus
 from filelog_bus.cli.args import byte_count, days_arg, help_formatter, seconds_arg
 from filelog_bus.cli.exits import (
     EXIT_ATTENTION,
@@ -26,6 +26,7 @@ from filelog_bus.cli.run import fail
 from filelog_bus.errors import BusLockedError
 from filelog_bus.hermes.client_cache import find_clients
 from filelog_bus.hermes.clients import SparingOutcome, expired_message, plan_sparing, retention_sparing
+from filelog_bus.retention import plan_retention_now
 
 #: The statuses retention can return (its --help lists them).
 EXITS = command_statuses(
@@ -71,7 +72,7 @@ delete nothing (exit status {EXIT_BAD_CACHE}). Clients that already lost events 
 def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.days is None and args.bytes is None:
         return fail(prog, "give --days N, --bytes N or both", EXIT_USAGE)
-    check.require_bus(args.path)  # a writer would create a bus where there is none
+    require_bus(args.path)  # a writer would create a bus where there is none
     policy = " ".join(
         ([f"--days {args.days:g}"] if args.days is not None else [])
         + ([f"--bytes {args.bytes}"] if args.bytes is not None else [])
@@ -79,7 +80,7 @@ def _retention(prog: str, args: argparse.Namespace) -> int:
     if args.clients:
         return _sparing(prog, args, policy)
     if args.dry_run:
-        plan = check.plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
+        plan = plan_retention_now(args.path, max_age_days=args.days, max_bytes=args.bytes)
         _report(plan.segments, plan.bytes, plan.begin_offset, policy, dry_run=True)
         _note(plan.note)
         return EXIT_OK

@@ -24,7 +24,9 @@ from filelog_bus.cli.exits import (
 )
 from filelog_bus.errors import (
     BusLockedError,
+    ClientCacheError,
     ClientOffsetError,
+    ClientRunningError,
     ConfigError,
     CorruptionError,
     ExportRunningError,
@@ -36,7 +38,6 @@ from filelog_bus.errors import (
     OffsetOutOfRangeError,
     TopicMismatchError,
 )
-from filelog_bus.hermes.client_cache import ClientCacheError, ClientRunningError
 
 
 def _one_line(text: str) -> str:

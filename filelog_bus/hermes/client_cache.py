@@ -24,26 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from filelog_bus import fs
-from filelog_bus.errors import FilelogBusError
+from filelog_bus.errors import ClientCacheError, ClientRunningError
 
 OFFSET_KEYS = ("initstartoffset", "initstopoffset", "nextoffset")
 _SUFFIXES = (".json.gz", ".json")
 #: A cache file is a few KiB to a few MiB; refuse to decompress a file into more than this.
 _MAX_CACHE_BYTES = 512 * 2**20
-
-
-class ClientCacheError(FilelogBusError):
-    """A hermes-client cache file cannot be used: unreadable, not a hermes-client cache, or damaged."""
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message, path=path)
-
-    def where(self) -> str:
-        return ""  # every message names the cache file already
-
-
-class ClientRunningError(FilelogBusError):
-    """A hermes-client seems to be running on the cache file a command would rewrite."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The bus knows nothing of its readers; their positions are in their cache files
 (filelog_bus.hermes.client_cache). From those and the bus this module answers "is every client
 keeping up?", "will retention delete events a client has not read?" and, when retention
 must delete them anyway (the size budget), "what does each client lose?".
-The decisions (classify, spare_from, losses) are pure; the rest reads the bus.
+The decisions (classify, spare_from, lost_ranges) are pure, the last two retention's
+(retention.spared_from, retention.loses) applied to the clients; the rest reads the bus.
 """
 
 from __future__ import annotations
@@ -14,20 +15,29 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
-from filelog_bus import check
-from filelog_bus.errors import RecordsExpiredError
-from filelog_bus.hermes.client_cache import ClientCache, ClientCacheError, appname_of, find_clients
+from filelog_bus.errors import ClientCacheError, RecordsExpiredError
+from filelog_bus.hermes.client_cache import ClientCache, appname_of, find_clients
 from filelog_bus.reader import LogReader
-from filelog_bus.retention import check_policy
+from filelog_bus.retention import check_policy, loses, plan_retention_now, spared_from
 from filelog_bus.writer import LogWriter
 
-OK, BEHIND, AT_RISK, EXPIRED, AHEAD = "ok", "behind", "at risk", "expired", "ahead"
-UNREADABLE = "unreadable"
-#: Every state, from the best to the worst (the order a summary and the exit status use).
-STATES = (OK, BEHIND, AT_RISK, EXPIRED, AHEAD, UNREADABLE)
+
+class ClientState(StrEnum):
+    """A client's state, from the best to the worst (the order a summary and the exit status use;
+    the values are the words the CLI prints)."""
+
+    OK = "ok"
+    BEHIND = "behind"
+    AT_RISK = "at risk"
+    EXPIRED = "expired"
+    AHEAD = "ahead"
+    UNREADABLE = "unreadable"
+
+
 #: States that need action now (Nagios CRITICAL); BEHIND and AT_RISK are warnings.
-CRITICAL_STATES = (EXPIRED, AHEAD, UNREADABLE)
+CRITICAL_STATES = (ClientState.EXPIRED, ClientState.AHEAD, ClientState.UNREADABLE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class ClientReport:
     """One row of `filelog-bus clients`."""
 
     cache: ClientCache
-    state: str
+    state: ClientState
     why: str
     unread: Unread | None
 
@@ -75,46 +85,45 @@ class BusPositions:
 
 def classify(
     cache: ClientCache, bus: BusPositions, unread: Unread | None, thresholds: Thresholds, now: float
-) -> tuple[str, str]:
+) -> tuple[ClientState, str]:
     """(state, why) of a client; `unread` is None when its position is not on the bus."""
     position = cache.nextoffset
     if position is None:
-        return OK, "not initialised yet: it looks for an initsync sequence from the start of the bus"
+        return (
+            ClientState.OK,
+            "not initialised yet: it looks for an initsync sequence from the start of the bus",
+        )
     if position > bus.end:
-        return AHEAD, (
+        return ClientState.AHEAD, (
             f"its next offset {position} is beyond the end of the bus ({bus.end}): its offsets come from "
             "another bus; set them with --set-offsets"
         )
     if position < bus.begin:
-        return EXPIRED, (
+        return ClientState.EXPIRED, (
             f"retention deleted offsets {position} to {bus.begin} before it read them: re-initialise it "
             "(empty its cache and have hermes-server send an initsync sequence)"
         )
     assert unread is not None
     if bus.next_begin > position:  # its next seek would fail, as for an expired client
-        return AT_RISK, (
+        return ClientState.AT_RISK, (
             f"the next retention pass deletes the bus up to offset {bus.next_begin}, past its next offset: "
             "events it has not read"
         )
     lag = None if unread.oldest_time is None else max(0.0, now - unread.oldest_time)
     if thresholds.behind_seconds is not None and lag is not None and lag > thresholds.behind_seconds:
         return (
-            BEHIND,
+            ClientState.BEHIND,
             f"its oldest unread event is {_duration(lag)} old (threshold {_duration(thresholds.behind_seconds)})",
         )
     if thresholds.behind_events is not None and unread.events > thresholds.behind_events:
-        return BEHIND, f"{unread.events} unread events (threshold {thresholds.behind_events})"
-    return OK, "keeping up" if unread.events else "has read every event"
+        return ClientState.BEHIND, f"{unread.events} unread events (threshold {thresholds.behind_events})"
+    return ClientState.OK, "keeping up" if unread.events else "has read every event"
 
 
 def spare_from(clients: Sequence[ClientCache], begin: int, end: int) -> int | None:
-    """The offset retention must keep from: the oldest position of a client still on the bus.
-
-    Clients already expired (before `begin`) or with foreign offsets (beyond `end`) hold nothing
-    back: keeping more would not save them. Uninitialised clients read from the start whatever it is.
-    """
-    positions = [c.nextoffset for c in clients if c.nextoffset is not None and begin <= c.nextoffset <= end]
-    return min(positions) if positions else None
+    """The offset retention must keep from: the oldest position of a client still on the bus
+    (retention.spared_from)."""
+    return spared_from((c.nextoffset for c in clients), begin, end)
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,9 @@ class Loss:
 def lost_ranges(clients: Sequence[ClientCache], begin: int, new_begin: int) -> list[tuple[ClientCache, int]]:
     """(client, first lost offset) of each client whose unread events lie before `new_begin`."""
     return [
-        (c, c.nextoffset) for c in clients if c.nextoffset is not None and begin <= c.nextoffset < new_begin
+        (c, c.nextoffset)
+        for c in clients
+        if c.nextoffset is not None and loses(c.nextoffset, begin, new_begin)
     ]
 
 
@@ -200,7 +211,7 @@ def bus_positions(
     next_begin = begin
     if thresholds.max_age_days is not None or thresholds.max_bytes is not None:
         keep = spare_from(clients, begin, end) if thresholds.sparing else None
-        plan = check.plan_retention_now(
+        plan = plan_retention_now(
             path,
             max_age_days=thresholds.max_age_days,
             max_bytes=thresholds.max_bytes,
@@ -231,7 +242,7 @@ def client_reports(
 
 def unreadable_report(error: ClientCacheError) -> ClientReport:
     cache = ClientCache(error.path, appname_of(error.path), None, None, None, None)
-    return ClientReport(cache, UNREADABLE, str(error), None)
+    return ClientReport(cache, ClientState.UNREADABLE, str(error), None)
 
 
 # -- retention that spares unread events ---------------------------------------------------------
@@ -281,7 +292,7 @@ def plan_sparing(
     with LogReader(path) as reader:
         begin, end = reader.begin_offset, reader.end_offset
     keep = spare_from(found.clients, begin, end)
-    plan = check.plan_retention_now(
+    plan = plan_retention_now(
         path,
         max_age_days=max_age_days,
         max_bytes=max_bytes,

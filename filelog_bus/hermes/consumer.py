@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from filelog_bus.errors import (
     BusClosedError,
-    BusPermissionError,
-    FilelogBusError,
     NotABusError,
     OffsetOutOfRangeError,
     RecordsExpiredError,
 )
 from filelog_bus.hermes.context import SETTINGS, hermes_logger
+from filelog_bus.os_errors import restated
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
@@ -38,6 +36,10 @@ EventFromJson = Callable[[str], "Event"]
 POLL_SECONDS = 0.02
 
 _README = "the filelog-bus README ('Use with Hermes', 'Move a deployment from the SQLite bus')"
+_UNREADABLE_ADVICE = (
+    "give the client's user read access to the bus directory and its files, e.g. add it to the group of the "
+    "hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on the directory)"
+)
 _RETENTION_HINT = (
     "events this client had not read yet were deleted by the bus's retention (retention_in_days / "
     "retention_bytes of hermes-server's filelog settings): re-initialise this client from a fresh initsync "
@@ -173,15 +175,5 @@ class BusConsumer:
             )
             raise _with_hint(exc, f"filelog bus {self._path!r} has no event there", cause) from exc
         except PermissionError as exc:
-            raise self._unreadable(exc) from exc
-
-    def _unreadable(self, exc: PermissionError) -> BusPermissionError:
-        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
-        return BusPermissionError(
-            f"this hermes-client cannot read the filelog bus {self._path!r} ({detail})",
-            path=getattr(exc, "path", None) or exc.filename or self._path,
-            advice="give the client's user read access to the bus directory and its files, e.g. add it to the "
-            "group of the hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on "
-            "the directory)",
-            errno=exc.errno or errno.EACCES,
-        )
+            reason = f"this hermes-client cannot read the filelog bus {self._path!r}"
+            raise restated(exc, reason, path=self._path, advice=_UNREADABLE_ADVICE) from exc

@@ -9,6 +9,7 @@ the plugins. Idempotent; a file that differs from ours is only replaced with `--
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 
@@ -23,13 +24,21 @@ ASSET_FILES = (
 )
 
 
+class InstallState(StrEnum):
+    """An installed file compared with ours."""
+
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    DIFFERS = "differs"
+
+
 @dataclass(frozen=True)
 class PlannedFile:
     """One file to install, and what installing it would do."""
 
     path: Path
     content: bytes
-    state: str  # "new", "unchanged" or "differs"
+    state: InstallState
 
 
 def missing_hermes_parts(root: Path) -> list[str]:
@@ -55,10 +64,10 @@ def plan_install(root: Path) -> list[PlannedFile]:
             path = root / "plugins" / family / PLUGIN_NAME / name
             content = asset_bytes(kind, name)
             if not path.exists():
-                state = "new"
+                state = InstallState.NEW
             elif path.is_file() and path.read_bytes() == content:
-                state = "unchanged"
+                state = InstallState.UNCHANGED
             else:
-                state = "differs"
+                state = InstallState.DIFFERS
             plan.append(PlannedFile(path, content, state))
     return plan

@@ -6,13 +6,13 @@ One record per event: category = `event.evcategory`, payload = `event.to_json()`
 
 from __future__ import annotations
 
-import errno
 import time
 from typing import TYPE_CHECKING, Any
 
-from filelog_bus.errors import BusLockedError, BusPermissionError, ConfigError, FilelogBusError
+from filelog_bus.errors import BusLockedError, ConfigError
 from filelog_bus.hermes.clients import log_outcome, retention_sparing
 from filelog_bus.hermes.context import SETTINGS, hermes_logger
+from filelog_bus.os_errors import restated
 from filelog_bus.writer import LogWriter
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 #: The category and last event type of an initsync sequence (init-start, added..., init-stop).
 INITSYNC_CATEGORY = "initsync"
 INITSYNC_STOP = "init-stop"
+_UNWRITABLE_ADVICE = (
+    "run hermes-server as the user owning that directory, or give that user write access to it and its files"
+)
 
 
 class BusProducer:
@@ -74,17 +77,8 @@ class BusProducer:
                 f"own bus directory ({SETTINGS}.path)",
             ) from exc
         except PermissionError as exc:
-            raise self._unwritable(exc) from exc
-
-    def _unwritable(self, exc: PermissionError) -> BusPermissionError:
-        detail = exc.reason if isinstance(exc, FilelogBusError) else str(exc)
-        return BusPermissionError(
-            f"hermes-server cannot write the filelog bus {self._path!r} ({detail})",
-            path=getattr(exc, "path", None) or exc.filename or self._path,
-            advice="run hermes-server as the user owning that directory, or give that user write access to it "
-            "and its files",
-            errno=exc.errno or errno.EACCES,
-        )
+            reason = f"hermes-server cannot write the filelog bus {self._path!r}"
+            raise restated(exc, reason, path=self._path, advice=_UNWRITABLE_ADVICE) from exc
 
     def _apply_retention(self, writer: LogWriter) -> None:
         """Delete expired segments; a failure to delete is logged, not fatal (events still flow).

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from filelog_bus.check import TotalProgress
 from filelog_bus.errors import (
     ExportRunningError,
     FilelogBusError,
@@ -40,8 +41,6 @@ from filelog_bus.record import Record
 
 #: How long a --follow export waits for the bus at a time before it looks at its stop flag.
 _FOLLOW_WAIT_SECONDS = 0.5
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,9 @@ class _Batch:
 class BusExport:
     """One run of the copy: ``run`` appends the records after ``resume`` in batches."""
 
-    def __init__(self, reader: LogReader, topic: KafkaTopic, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self, reader: LogReader, topic: KafkaTopic, *, progress: TotalProgress | None = None
+    ) -> None:
         self.reader = reader
         self.topic = topic
         self.progress = progress
