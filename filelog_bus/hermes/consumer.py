@@ -35,7 +35,7 @@ EventFromJson = Callable[[str], "Event"]
 #: benchmarks/RESULTS.md, "Against a SQLite-table bus" (Hermes's SQLite consumer polls every 500 ms).
 POLL_SECONDS = 0.02
 
-_README = "the filelog-bus README ('Use with Hermes', 'Move a deployment from the SQLite bus')"
+_README = "filelog-bus's docs/HERMES.md ('Move a deployment from the SQLite bus')"
 _UNREADABLE_ADVICE = (
     "give the client's user read access to the bus directory and its files, e.g. add it to the group of the "
     "hermes-server user and make the bus group-readable (chmod -R g+rX, and chmod g+s on the directory)"

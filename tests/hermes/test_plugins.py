@@ -139,7 +139,7 @@ def test_seek_to_an_offset_not_on_the_bus_raises_index_error_naming_the_range(
     message = str(raised.value)
     assert f"[0, {end}]" in message
     assert f"offset {end + 1000}" in message
-    assert "README" in message  # says what to do about offsets cached for another bus
+    assert "docs/HERMES.md" in message  # says what to do about offsets cached for another bus
 
 
 def test_find_next_event_of_category_uses_the_index_and_never_parses_other_categories(
