@@ -3,7 +3,9 @@
 Writes `plugins/messagebus_producers/filelog/` and `plugins/messagebus_consumers/filelog/`,
 each with the four files Hermes expects of a plugin. The installed `filelog.py` only imports
 the plugin class from the installed filelog-bus package, so upgrading filelog-bus upgrades
-the plugins. Idempotent; a file that differs from ours is only replaced with `--force`.
+the plugins: it is written from `PLUGIN_CLASSES` (no Python source of this package imports the
+top-level plugin modules); the other three files are the package's `assets/`. Idempotent; a file
+that differs from ours is only replaced with `--force`.
 """
 
 from __future__ import annotations
@@ -53,7 +55,34 @@ def missing_hermes_parts(root: Path) -> list[str]:
     return missing
 
 
+#: asset folder -> the top-level module and class Hermes loads (hermes_plugin.py, hermes_consumer_plugin.py)
+PLUGIN_CLASSES = {
+    "producer": ("hermes_plugin", "FilelogProducerPlugin"),
+    "consumer": ("hermes_consumer_plugin", "FilelogConsumerPlugin"),
+}
+
+
+def plugin_module(kind: str) -> bytes:
+    """The `filelog.py` Hermes loads from an installed plugin directory: it only imports our class."""
+    module, name = PLUGIN_CLASSES[kind]
+    return (
+        f'''"""Hermes {kind} plugin `{PLUGIN_NAME}`, installed by `filelog-bus hermes-install`.
+
+The implementation lives in the `filelog-bus` package installed in Hermes's Python environment.
+"""
+
+from {module} import {name}
+
+HERMES_PLUGIN_CLASSNAME = "{name}"
+
+__all__ = ["HERMES_PLUGIN_CLASSNAME", "{name}"]
+'''
+    ).encode()
+
+
 def asset_bytes(kind: str, name: str) -> bytes:
+    if name == f"{PLUGIN_NAME}.py":
+        return plugin_module(kind)
     return resources.files("filelog_bus.hermes").joinpath("assets", kind, name).read_bytes()
 
 

@@ -48,7 +48,28 @@ def installed(root: Path, kind: str, name: str) -> Path:
     return root / "plugins" / FAMILIES[kind] / "filelog" / name
 
 
+#: What the installed `filelog.py` of each plugin must be: an import of our class, nothing more.
+PLUGIN_MODULE = """\"\"\"Hermes {kind} plugin `filelog`, installed by `filelog-bus hermes-install`.
+
+The implementation lives in the `filelog-bus` package installed in Hermes's Python environment.
+\"\"\"
+
+from {module} import {name}
+
+HERMES_PLUGIN_CLASSNAME = "{name}"
+
+__all__ = ["HERMES_PLUGIN_CLASSNAME", "{name}"]
+"""
+PLUGIN_CLASSES = {
+    "producer": ("hermes_plugin", "FilelogProducerPlugin"),
+    "consumer": ("hermes_consumer_plugin", "FilelogConsumerPlugin"),
+}
+
+
 def asset(kind: str, name: str) -> bytes:
+    if name == "filelog.py":
+        module, class_name = PLUGIN_CLASSES[kind]
+        return PLUGIN_MODULE.format(kind=kind, module=module, name=class_name).encode()
     return resources.files("filelog_bus.hermes").joinpath("assets", kind, name).read_bytes()
 
 
