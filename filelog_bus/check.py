@@ -14,7 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from filelog_bus import fs
@@ -24,7 +24,7 @@ from filelog_bus.errors import (
     DamageKind,
     NotABusError,
 )
-from filelog_bus.index import OFFSET_INDEX
+from filelog_bus.index import CATEGORY_SUMMARY, INDEX_KINDS, OFFSET_INDEX, IndexCheck
 from filelog_bus.layout import (
     FILE_HEADER_SIZE,
     WATERMARK_NAME,
@@ -34,7 +34,8 @@ from filelog_bus.os_errors import permission_explained
 from filelog_bus.problem import Problem
 from filelog_bus.record import Record
 from filelog_bus.retention import segment_spans
-from filelog_bus.segment import LogSegment, SegmentCheck, list_segment_bases
+from filelog_bus.scan import CollectDamage, Damage
+from filelog_bus.segment import ReadOnlySegment, header_incomplete, list_segment_bases
 from filelog_bus.watermark import read_published
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
@@ -77,22 +78,22 @@ def _spans(bases: list[int], watermark: int) -> list[_Span]:
     return [_Span(span.base, span.end, i == len(spans) - 1) for i, span in enumerate(spans)]
 
 
-def _open_segment(path: str, base: int) -> LogSegment | None:
+def _open_segment(path: str, base: int) -> ReadOnlySegment | None:
     """Open a segment read-only; None when retention deleted it since it was listed."""
     try:
-        return LogSegment.open(path, base)
+        return ReadOnlySegment.open(path, base)
     except FileNotFoundError:
         return None
 
 
 def _being_created(path: str, base: int) -> bool:
-    """Whether a segment's file holds only the start of its header (LogSegment.header_incomplete)."""
+    """Whether a segment's file holds only the start of its header (segment.header_incomplete)."""
     try:
         fd = fs.open(os.path.join(path, segment_name(base)), os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
-        return LogSegment.header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base)
+        return header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base)
     finally:
         fs.close(fd)
 
@@ -352,7 +353,7 @@ class VerifyReport:
 def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport:
     """Check every record, the continuity of the segments, every derived file and the watermark.
 
-    Composed from ``LogSegment.check`` (records, and each index kind's own check against a
+    Composed from ``check_segment`` (records, and each index kind's own check against a
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
@@ -395,10 +396,10 @@ def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
     steps_back = _StepsBackFinder()
     for i, base in enumerate(bases):
         active = i == len(bases) - 1
-        check = _check_segment(path, base, ends[i], active, progress, done, total, notes, steps_back)
+        check = _check_listed_segment(path, base, ends[i], active, progress, done, total, notes, steps_back)
         if check is not None and active and check.problems:
             time.sleep(_ACTIVE_RECHECK_DELAY)  # a writer opening the bus rewrites the tail of its indexes
-            check = _check_segment(path, base, ends[i], active, progress, done, total, [], steps_back)
+            check = _check_listed_segment(path, base, ends[i], active, progress, done, total, [], steps_back)
         if check is None:
             continue
         done += check.bytes
@@ -433,7 +434,7 @@ def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
     )
 
 
-def _check_segment(
+def _check_listed_segment(
     path: str,
     base: int,
     end: int | None,
@@ -453,12 +454,13 @@ def _check_segment(
         )
         return None
     try:
-        segment = LogSegment.open(path, base, check_header=False)  # its check reports a bad header
+        segment = ReadOnlySegment.open(path, base, check_header=False)  # its check reports a bad header
     except FileNotFoundError:
         notes.append(f"{name} was deleted (by retention) while the bus was being checked")
         return None
     try:
-        check = segment.check(
+        check = check_segment(
+            segment,
             end,
             active=active,
             progress=None if progress is None else lambda done_here: progress(done + done_here, total),
@@ -472,12 +474,123 @@ def _check_segment(
     return check
 
 
+# -- one segment's check ----------------------------------------------------------
+
+_RECORD_ADVICE = "restore the segment from a backup: readers stop with an error at this offset"
+
+
+@dataclass
+class SegmentCheck:
+    """What ``check_segment`` found."""
+
+    records: int = 0
+    bytes: int = 0
+    index_files: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    #: The active segment's index checks, to report how far they lag (normal, not damage).
+    lagging: list[IndexCheck] = field(default_factory=list)
+
+
+def check_segment(
+    segment: ReadOnlySegment,
+    end: int | None,
+    *,
+    active: bool,
+    progress: Callable[[int], None] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+) -> SegmentCheck:
+    """Check every record below ``end`` and each derived file against a rebuild. Never raises.
+
+    ``progress(bytes_done)`` is called as records are read; ``on_record`` sees every valid
+    record read, in order (verify looks at their stamps).
+
+    ``end`` None: the watermark is unknown, so an incomplete tail of the active segment
+    may be an append in progress and is not reported.
+    """
+    result = SegmentCheck()
+    base = segment.base
+    name = segment_name(base)
+    try:
+        segment.check_header()
+    except CorruptionError as exc:
+        result.problems.append(Problem(name, exc.file_position, None, DamageKind.FILE_HEADER, exc.reason))
+    kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
+    indexes = [kind.start_check(segment.directory, base) for kind in kinds]
+    file_end = segment.file_end()
+    scan_end = file_end if end is None else max(base, min(end, file_end))
+    damage = CollectDamage()
+    first_damage: int | None = None
+    for record in segment.scanner.records(base, scan_end, damage):
+        if first_damage is None and damage.found:
+            first_damage = damage.found[0].offset
+        result.records += 1
+        if on_record is not None:
+            on_record(record)
+        if first_damage is None:
+            for index in indexes:
+                if index.rebuild is not None:
+                    index.rebuild.add(record)
+        if progress is not None and result.records % 1024 == 0:
+            progress(record.offset - base)
+    if first_damage is None and damage.found:
+        first_damage = damage.found[0].offset
+    for found in damage.found:
+        if active and found.resume is None:
+            if end is None:
+                break  # no watermark to trust: the tail may be an append in progress, or zeros
+            if segment.unwritten_at(found.offset):
+                result.problems.append(_unrecovered_problem(segment, found.offset))
+                break
+        result.problems.append(_damage_problem(segment, found, scan_end))
+    result.bytes = scan_end - base
+    result.index_files = sum(index.data is not None for index in indexes)
+    # A rebuild stops at damage: entries from there on cannot be judged, nor can a summary.
+    judged_to = scan_end if first_damage is None else first_damage
+    for index in indexes:
+        if first_damage is None or index.kind is not CATEGORY_SUMMARY:
+            index.finish(judged_to, complete=not active and first_damage is None, lenient=active)
+        result.problems += index.problems
+        if active:
+            result.lagging.append(index)
+    return result
+
+
+def _unrecovered_problem(segment: ReadOnlySegment, offset: int) -> Problem:
+    """Nothing was written at ``offset``, below the watermark: a crash state (pages an unsynced
+    writer never got to the disk) that no writer has recovered yet. Readers wait there."""
+    return Problem(
+        segment_name(segment.base),
+        segment.file_position(offset),
+        offset,
+        DamageKind.WATERMARK,
+        "nothing was written here, below the published watermark: the bus was not recovered after a "
+        "crash (readers wait here); open it once with a writer, which cuts the lost tail",
+    )
+
+
+def _damage_problem(segment: ReadOnlySegment, damage: Damage, end: int) -> Problem:
+    if damage.resume is None:
+        extent = f"no valid record follows before offset {end}"
+    else:
+        extent = (
+            f"{damage.resume - damage.offset} bytes are unreadable, up to the next valid record at "
+            f"offset {damage.resume}"
+        )
+    return Problem(
+        segment_name(segment.base),
+        segment.file_position(damage.offset),
+        damage.offset,
+        DamageKind.RECORD,
+        f"damaged record: {damage.reason}; {extent}; {_RECORD_ADVICE}",
+    )
+
+
 def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
     """Each closed segment must end exactly where the next one begins."""
     problems = []
     for base, next_base in itertools.pairwise(bases):
         try:
-            gap = LogSegment.gap_after(path, base, next_base)
+            gap = ReadOnlySegment.gap_after(path, base, next_base)
         except FileNotFoundError:
             continue  # deleted by retention since it was listed
         if gap is not None:

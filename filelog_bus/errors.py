@@ -160,12 +160,6 @@ class DamageKind(StrEnum):
     MISSING_SEGMENTS = "missing-segments"
 
 
-#: The names segment.py still uses (to be replaced by DamageKind there once its split is merged).
-DAMAGED_RECORD = DamageKind.RECORD
-DAMAGED_HEADER = DamageKind.FILE_HEADER
-DAMAGED_WATERMARK = DamageKind.WATERMARK
-
-
 class CorruptionError(FilelogBusError):
     """Bytes on disk do not match the format: damage, or not written by us.
 

@@ -7,9 +7,9 @@ block, and (closed segments only) one summary entry for the first record of each
 category in the segment. Every entry ends with a chained CRC, so one CRC pass
 validates a whole file.
 
-Indexes are derived data: the segment that owns them (``segment.LogSegment``) writes,
-rebuilds and checks them through this module; readers (IndexView) only trust entries
-below the published watermark and scan otherwise. ``OFFSET_INDEX``, ``CATEGORY_INDEX``
+Indexes are derived data: the segment that owns them (``segment.ActiveSegment``) writes
+them, the segment classes rebuild them and ``check`` checks them, through this module;
+readers (IndexView) only trust entries below the published watermark and scan otherwise. ``OFFSET_INDEX``, ``CATEGORY_INDEX``
 and ``CATEGORY_SUMMARY`` describe the three kinds, each with its own check.
 """
 

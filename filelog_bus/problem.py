@@ -1,6 +1,6 @@
 """Problem: one thing a consistency check found wrong with a bus file (diskcache's check is the model).
 
-Check methods (``LogSegment.check``, the index kinds' ``check``, ``check.verify_bus``)
+Check methods (``check.check_segment``, the index kinds' ``check``, ``check.verify_bus``)
 return Problems instead of raising, so that one run reports everything; tools only
 present them. ``kind`` is a ``DamageKind``, as a CorruptionError's ``damage``.
 """

@@ -33,7 +33,7 @@ from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.os_errors import io_error, permission_error
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
 from filelog_bus.scan import READ_CHUNK, Damage
-from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.segment import ReadOnlySegment, list_segment_bases
 from filelog_bus.wakeup import RECHECK_SECONDS, Waiter
 from filelog_bus.watermark import WatermarkReader
 
@@ -79,7 +79,7 @@ class LogReader:
         self._open = False
         self._watermark: WatermarkReader | None = None
         self._bases: list[int] = []
-        self._segment: LogSegment | None = None
+        self._segment: ReadOnlySegment | None = None
         self._batch: list[Record] = []
         self._next_in_batch = 0
         self._position = 0
@@ -87,7 +87,7 @@ class LogReader:
         self._summary_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
         self._chunk = READ_CHUNK
         #: Set while the newest segment's file is behind the watermark: (watermark, segment, its data end).
-        self._stalled: tuple[int, LogSegment, int] | None = None
+        self._stalled: tuple[int, ReadOnlySegment, int] | None = None
         #: Sleeps until the watermark moves (made at the first wait; see filelog_bus/wakeup.py).
         self._waiter: Waiter | None = None
         #: The watermark read by the last _has_news, which the waiter sleeps on.
@@ -284,7 +284,7 @@ class LogReader:
             )
         return segment_end
 
-    def _locate(self, offset: int, end: int) -> tuple[LogSegment, int]:
+    def _locate(self, offset: int, end: int) -> tuple[ReadOnlySegment, int]:
         """The segment holding ``offset`` and where its readable records end."""
         for attempt in range(3):
             if attempt:
@@ -321,10 +321,10 @@ class LogReader:
             f"no segment of {self.path} holds this offset", offset=offset, begin=begin, end=end
         )
 
-    def _open_segment(self, base: int) -> LogSegment:
+    def _open_segment(self, base: int) -> ReadOnlySegment:
         if self._segment is not None and self._segment.base == base:
             return self._segment
-        segment = LogSegment.open(self.path, base)
+        segment = ReadOnlySegment.open(self.path, base)
         if self._segment is not None:
             self._segment.close()
         self._segment = segment
@@ -345,7 +345,7 @@ class LogReader:
 
     def _advance(
         self,
-        segment: LogSegment,
+        segment: ReadOnlySegment,
         position: int,
         consumed: int,
         error: RecordDecodeError | None,
@@ -418,7 +418,7 @@ class LogReader:
     def _watermark_durable(self) -> bool:
         return self._watermark is None or self._watermark.durable
 
-    def _stall(self, watermark: int, segment: LogSegment) -> None:
+    def _stall(self, watermark: int, segment: ReadOnlySegment) -> None:
         """The newest segment's data ends before the watermark (a crash state, until a writer recovers
         the bus): until the watermark or the file changes, behave as at the end of the bus."""
         self._stalled = (watermark, segment, segment.file_end())
@@ -574,7 +574,7 @@ class LogReader:
             position = segment_end
         return None
 
-    def _may_hold(self, segment: LogSegment, segment_end: int, key: int) -> bool:
+    def _may_hold(self, segment: ReadOnlySegment, segment_end: int, key: int) -> bool:
         """False when a closed segment's category summary shows no category with this key."""
         if segment.base == self._bases[-1]:
             return True  # the active segment has no summary yet
@@ -582,7 +582,7 @@ class LogReader:
         return summary is None or summary.find_key(key, 0) >= 0
 
     def _find_in_segment(
-        self, segment: LogSegment, segment_end: int, position: int, category: str, key: int
+        self, segment: ReadOnlySegment, segment_end: int, position: int, category: str, key: int
     ) -> Record | None:
         index = self._index("categories", segment.base, segment_end)
         if index is None:
@@ -615,14 +615,14 @@ class LogReader:
         start = max(position, index.offset_at(index.bisect_offset(last_block_start)))
         return self._scan_for(segment, start, segment_end, category, None)[0]
 
-    def _record_at(self, segment: LogSegment, offset: int, segment_end: int) -> Record:
+    def _record_at(self, segment: ReadOnlySegment, offset: int, segment_end: int) -> Record:
         batch = segment.scanner.batch(offset, segment_end, _LOOKUP_CHUNK)
         if not batch.records:
             self._advance(segment, offset, 0, batch.error, False, segment_end)
         return batch.records[0]
 
     def _scan_for(
-        self, segment: LogSegment, position: int, end: int, category: str, stop_at: int | None
+        self, segment: ReadOnlySegment, position: int, end: int, category: str, stop_at: int | None
     ) -> tuple[Record | None, int]:
         """Scan records from ``position``: the first of ``category``, or where the scan stopped.
 

@@ -7,7 +7,7 @@
 2. check that closed segments follow each other without gaps (a stat each) and rebuild
    derived files that are missing or misshapen (a cheap header check each);
 3. open the active segment: continue where a clean close left it, or recover it
-   (``LogSegment.recover``: only what follows the last durable point is scanned, so the
+   (``ActiveSegment.recover``: only what follows the last durable point is scanned, so the
    cost does not grow with the bus).
 
 This is the single recovery path: whatever a crash or a failed write left behind, the
@@ -25,7 +25,7 @@ from typing import NamedTuple
 from filelog_bus import fs
 from filelog_bus.errors import CorruptionError, DamageKind
 from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
-from filelog_bus.segment import LogSegment, list_segment_bases
+from filelog_bus.segment import ActiveSegment, ReadOnlySegment, list_segment_bases
 
 
 class DurablePoint(NamedTuple):
@@ -39,7 +39,7 @@ class DurablePoint(NamedTuple):
 
 class LoadedSegments(NamedTuple):
     bases: list[int]
-    active: LogSegment
+    active: ActiveSegment
     end: int
 
 
@@ -59,7 +59,7 @@ def load_segments(
     bases = list_segment_bases(directory)
     remove_leftovers(directory, bases)  # 1
     check_closed_segments(directory, bases, interval)  # 2
-    active = LogSegment.open_active(directory, bases[-1], interval, segment_bytes)  # 3
+    active = ActiveSegment.open(directory, bases[-1], interval, segment_bytes)  # 3
     try:
         if clean_close is not None and active.continue_after_clean_close(clean_close):
             end = clean_close.end
@@ -78,7 +78,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
     names = os.listdir(directory)
     orphans = {base for name in names if (base := parse_index_name(name)) is not None} - set(bases)
     for base in sorted(orphans):
-        LogSegment.delete(directory, base)
+        ReadOnlySegment.delete(directory, base)
     temporaries = [name for name in names if name.endswith(TEMPORARY_SUFFIX)]
     for name in temporaries:
         with contextlib.suppress(FileNotFoundError):
@@ -90,7 +90,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
 def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:
     """Check that closed segments follow each other without gaps; rebuild damaged derived files."""
     for base, next_base in itertools.pairwise(bases):
-        gap = LogSegment.gap_after(directory, base, next_base)
+        gap = ReadOnlySegment.gap_after(directory, base, next_base)
         if gap is not None:
             end, size = gap
             raise CorruptionError(
@@ -102,9 +102,9 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
                 advice="restore it from a backup, or move it and every older segment aside to keep only the "
                 "newer records",
             )
-        if not LogSegment.derived_files_sound(directory, base):
-            segment = LogSegment.open(directory, base)
+        if not ReadOnlySegment.derived_files_sound(directory, base):
+            segment = ReadOnlySegment.open(directory, base)
             try:
-                segment.repair_derived(next_base, closed=True, default_interval=interval)
+                segment.repair_derived(next_base, default_interval=interval)
             finally:
                 segment.close()

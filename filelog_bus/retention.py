@@ -31,7 +31,7 @@ from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
 from filelog_bus.layout import segment_name
 from filelog_bus.os_errors import permission_explained
-from filelog_bus.segment import LogSegment
+from filelog_bus.segment import ReadOnlySegment
 
 SECONDS_PER_DAY = 86400.0
 
@@ -153,7 +153,7 @@ def read_latest_timestamp(directory: str, base: int, end: int, at_least: float) 
     index = load_offset_index(directory, base, end)
     stamps = [float(index.entry_at(i)[1]) for i in range(index.count)] if index is not None else []
     start = index.offset_at(index.count - 1) if index is not None and index.count else base
-    segment = LogSegment.open(directory, base)
+    segment = ReadOnlySegment.open(directory, base)
     try:
         latest = max(stamps, default=None)
         for first in (start, base):  # the last block, then (if needed) the whole segment

@@ -1,14 +1,23 @@
-"""LogSegment: one segment of the bus and every file that belongs to it (Kafka's LogSegment).
+"""Segments: one segment of the bus and every file that belongs to it (Kafka's LogSegment).
 
 A segment is ``<base>.log`` (records whose offsets start at ``base``: the record at
 file position ``FILE_HEADER_SIZE + k`` has offset ``base + k``) and its derived files:
 the offset index, the category index and, once the segment is closed, the category
-summary. This class is the only code that writes any of them, so appending,
-truncating, sealing, recovering, checking and rebuilding keep them in step in one
-place. Only the newest segment (the *active* one) is ever appended to.
+summary. The classes here are the only code that writes any of them, so appending,
+truncating, sealing, recovering and rebuilding keep them in step in one place.
+
+Two types, so that the state each operation needs exists by construction:
+
+- ``ReadOnlySegment``: a segment opened to read (readers, ``check``, retention, the repair
+  of a closed segment's derived files). It has no index writers and never writes its log.
+- ``ActiveSegment``: the newest segment, opened by the one writer to append to. It owns
+  the index writers, the deferred records and the preallocation state.
+
+Both share ``Segment``: reading records by offset. The checks that report a segment's
+damage as Problems live in filelog_bus/check.py.
 
 Writing is fail-stop: a method that fails part-way raises, and the writer that owns
-the segment stops using it; opening the bus again runs ``recover``.
+the segment stops using it; opening the bus again runs ``ActiveSegment.recover``.
 
 Segments of format version 2 are *preallocated*: created at their full size, written with
 zeros (up to ``PREALLOCATION_STEP``; larger segments grow by that much ahead of their
@@ -24,17 +33,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from filelog_bus import fs, standby
-from filelog_bus.errors import (
-    DAMAGED_HEADER,
-    DAMAGED_RECORD,
-    DAMAGED_WATERMARK,
-    CorruptionError,
-    UnsupportedFormatError,
-)
+from filelog_bus.errors import CorruptionError, DamageKind, UnsupportedFormatError
 from filelog_bus.index import (
     CATEGORY_INDEX,
     CATEGORY_SUMMARY,
@@ -42,7 +44,7 @@ from filelog_bus.index import (
     INDEX_LAG_BLOCKS,
     OFFSET_INDEX,
     IndexBlocks,
-    IndexCheck,
+    IndexKind,
     IndexRebuild,
     IndexView,
     IndexWriter,
@@ -64,28 +66,21 @@ from filelog_bus.layout import (
     parse_segment_name,
     segment_name,
 )
-from filelog_bus.problem import Problem
 from filelog_bus.record import HEADER_SIZE, Record, category_key
-from filelog_bus.scan import (
-    READ_CHUNK,
-    CollectDamage,
-    Damage,
-    RaiseOnDamage,
-    RecordScanner,
-    StopAtDamage,
-)
-
-_RECORD_ADVICE = "restore the segment from a backup: readers stop with an error at this offset"
-
-#: ``progress(bytes_done)`` of one segment's check, called as records are read.
-Progress = Callable[[int], None]
+from filelog_bus.scan import READ_CHUNK, Damage, RaiseOnDamage, RecordScanner, StopAtDamage
 
 
-class LogSegment:
-    """A segment. Reading is positional (pread), so one fd serves any number of cursors.
+class Segment:
+    """What every open segment does: read its records by bus offset.
 
-    Opened read-only (``open``) it reads records and checks or rebuilds its derived files;
-    opened for appending (``create``, ``open_active``) it also owns writers for its indexes.
+    Invariants:
+    - the record at file position ``FILE_HEADER_SIZE + k`` has bus offset ``base + k``, and the
+      header names ``base`` too (``check_header``, which also learns the format ``version``);
+    - from ``base`` the file holds whole records up to where its data ends; a closed segment's
+      file ends exactly there (where the next segment begins), a version 2 segment's file may
+      go on with zeros, where no record starts;
+    - reads are positional (pread): one fd serves any number of cursors, and reading never
+      changes a file.
     """
 
     def __init__(self, directory: str, base: int, fd: int) -> None:
@@ -96,22 +91,106 @@ class LogSegment:
         self.scanner = RecordScanner(self)
         #: The format version of its header (known once checked); version 2 may be preallocated.
         self.version = 1
-        # Only for the active segment: the index writers and which records they index.
-        self._offsets: IndexWriter | None = None
-        self._categories: IndexWriter | None = None
-        self._blocks: IndexBlocks | None = None
-        #: Only for the active segment: how many bytes of records it takes before a roll (segment_capacity).
-        self.capacity = 0
-        self._allocated_end = base
-        self._index_flush_at = base
-        #: Deferred records not written yet (``append(deferred=True)``), the first at ``_deferred_at``.
-        self._deferred: list[bytes] = []
-        self._deferred_at = base
 
-    # -- opening -----------------------------------------------------------------------
+    def check_header(self) -> None:
+        """Check that the header is a segment's, of this base. The format version is learnt even when
+        the base is wrong, so that a check reporting that can go on reading the records."""
+        recorded_base, self.version = _read_header(self.fd, self.path)
+        if recorded_base != self.base:
+            raise _wrong_base(self.path, recorded_base, self.base)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def file_end(self) -> int:
+        """Offset just past the last byte in the file: the data end, or past it when preallocated."""
+        return self.base + max(os.fstat(self.fd).st_size - FILE_HEADER_SIZE, 0)
+
+    def file_position(self, offset: int) -> int:
+        return offset - self.base + FILE_HEADER_SIZE
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes starting at bus offset ``offset`` (fewer at end of file)."""
+        return os.pread(self.fd, length, self.file_position(offset))
+
+    def records(self, start: int, end: int) -> Iterator[Record]:
+        """Every record in [start, end), which must be whole records; CorruptionError on damage."""
+        return self.scanner.records(
+            start, end, RaiseOnDamage(lambda _source, damage: self.corruption(damage))
+        )
+
+    def unwritten_at(self, offset: int) -> bool:
+        """Whether no record was written at ``offset`` yet: the zeros of a preallocated tail."""
+        return self.version >= 2 and self.read(offset, HEADER_SIZE) == bytes(HEADER_SIZE)
+
+    def corruption(self, damage: Damage, advice: str = "") -> CorruptionError:
+        """A CorruptionError for ``damage`` met in this segment."""
+        return CorruptionError(
+            f"damaged record at bus offset {damage.offset}: {damage.reason}",
+            path=self.path,
+            file_position=self.file_position(damage.offset),
+            offset=damage.offset,
+            damage=DamageKind.RECORD,
+            advice=advice or "restore this segment from a backup, or move it aside to drop its records",
+        )
+
+    # -- derived files -----------------------------------------------------------------
+
+    def rebuilt_files(self, end: int, interval: int) -> dict[str, bytes]:
+        """The bytes a rebuild from the records below ``end`` gives each derived file, by name."""
+        rebuild = IndexRebuild(self.base, interval)
+        for record in self.records(self.base, end):
+            rebuild.add(record)
+        offsets, categories, summary = rebuild.files()
+        names = [kind.file_name(self.base) for kind in INDEX_KINDS]
+        return dict(zip(names, (offsets, categories, summary), strict=True))
+
+    def _differing_derived(
+        self, end: int, default_interval: int, kinds: tuple[IndexKind, ...]
+    ) -> dict[str, bytes]:
+        """The files of ``kinds`` whose bytes differ from a rebuild from the records below ``end``,
+        with the bytes they should hold, by name."""
+        interval = OFFSET_INDEX.recorded_interval(self.directory, self.base) or default_interval
+        expected = self.rebuilt_files(end, interval)
+        names = {kind.file_name(self.base) for kind in kinds}
+        return {
+            name: data
+            for name, data in expected.items()
+            if name in names and self._read_derived(name) != data
+        }
+
+    def _read_derived(self, name: str) -> bytes | None:
+        try:
+            return fs.read_file(os.path.join(self.directory, name))
+        except FileNotFoundError:
+            return None
+
+    def _write_derived(self, files: dict[str, bytes]) -> None:
+        """Replace derived files atomically (readers see the old or the new file), durably."""
+        for name, data in files.items():
+            fs.write_file_atomically(os.path.join(self.directory, name), data)
+        fs.fsync_directory(self.directory)
+
+    def close(self) -> None:
+        """Close the log; safe to call twice, and after a failure."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            fs.close(fd)
+
+
+class ReadOnlySegment(Segment):
+    """A segment opened to read: a closed one, or the newest while a writer appends to it.
+
+    Invariants:
+    - its log is open read-only and it has no index writers: it never writes the log, so any
+      number of them may be open beside the writer;
+    - it replaces derived files only whole and atomically (a closed segment's, ``repair_derived``),
+      so a reader sees the old file or the new one;
+    - in the newest segment only records below the published watermark are meaningful: past it
+      is an append in progress, or zeros.
+    """
 
     @classmethod
-    def open(cls, directory: str, base: int, *, check_header: bool = True) -> LogSegment:
+    def open(cls, directory: str, base: int, *, check_header: bool = True) -> ReadOnlySegment:
         """Open an existing segment to read it. FileNotFoundError if it is gone."""
         fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDONLY)
         segment = cls(directory, base, fd)
@@ -123,8 +202,80 @@ class LogSegment:
                 raise
         return segment
 
+    def repair_derived(self, end: int, *, default_interval: int) -> list[str]:
+        """Replace, atomically, a closed segment's derived files that differ from a rebuild from its
+        records below ``end`` (its data end); return the names rewritten."""
+        differing = self._differing_derived(end, default_interval, INDEX_KINDS)
+        if differing:
+            self._write_derived(differing)
+        return sorted(differing)
+
+    # -- closed segments, by name ------------------------------------------------------
+
+    @staticmethod
+    def gap_after(directory: str, base: int, next_base: int) -> tuple[int, int] | None:
+        """For a closed segment: (where its data ends, its file size) when that is not where the next
+        segment begins (the file was truncated or extended), else None. FileNotFoundError if gone."""
+        size = os.stat(os.path.join(directory, segment_name(base))).st_size
+        end = base + size - FILE_HEADER_SIZE
+        return None if end == next_base else (end, size)
+
+    @staticmethod
+    def derived_files_sound(directory: str, base: int) -> bool:
+        """Cheap check of a closed segment's derived files: present, right header, whole entries."""
+        return all(kind.header_sound(directory, base) for kind in INDEX_KINDS)
+
+    @staticmethod
+    def delete(directory: str, base: int) -> str:
+        """Delete a closed segment durably: the log first (readers never find a log without its
+        base), then its derived files (an open after a crash deletes those left behind), then
+        fsync the directory. Returns the log's name."""
+        for name in (segment_name(base), *(kind.file_name(base) for kind in INDEX_KINDS)):
+            with contextlib.suppress(FileNotFoundError):
+                fs.unlink(os.path.join(directory, name))
+        fs.fsync_directory(directory)
+        return segment_name(base)
+
+
+class ActiveSegment(Segment):
+    """The newest segment, which the one writer holding the bus's lock appends to.
+
+    Invariants:
+    - only its owner writes its log and its indexes, and only at the end: ``append`` at the data
+      end, ``discard_from``/``recover`` cut back to a record boundary, ``seal`` ends it for good;
+    - deferred records wait in memory, contiguous from ``_deferred_at``, and are written before
+      anything after them (an append that is not deferred, a sync, a seal);
+    - an index entry never reaches its file before the record it points at: entries wait in
+      memory (``INDEX_LAG_BLOCKS`` blocks at most) and are written after their records;
+    - a version 2 file is allocated up to ``_allocated_end``: an append past it allocates the
+      next step first, so appends overwrite written space.
+    """
+
+    def __init__(
+        self, directory: str, base: int, fd: int, *, version: int, interval: int, capacity: int
+    ) -> None:
+        """Take ``fd`` (closed here if the index files cannot be opened) and open the index writers."""
+        super().__init__(directory, base, fd)
+        self.version = version
+        #: How many bytes of records it takes before a roll (segment_capacity).
+        self.capacity = capacity
+        #: Which records the indexes take an entry for.
+        self._blocks = IndexBlocks(base, interval)
+        self._index_flush_at = base
+        #: Deferred records not written yet (``append(deferred=True)``), the first at ``_deferred_at``.
+        self._deferred: list[bytes] = []
+        self._deferred_at = base
+        try:
+            self._allocated_end = self.file_end()
+            self._offsets, self._categories = _open_index_writers(directory, base, interval)
+        except BaseException:
+            super().close()
+            raise
+
+    # -- opening -----------------------------------------------------------------------
+
     @classmethod
-    def create(cls, directory: str, base: int, interval: int, segment_bytes: int) -> LogSegment:
+    def create(cls, directory: str, base: int, interval: int, segment_bytes: int) -> ActiveSegment:
         """Create the new active segment, durably, zero-filled to its size, with empty indexes.
 
         Its file is the standby when one is ready (filelog_bus/standby.py), else zero-filled
@@ -149,10 +300,8 @@ class LogSegment:
         except BaseException:
             fs.close(fd)
             raise
-        segment = cls(directory, base, fd)
-        segment.version = FORMAT_VERSION
+        segment = cls(directory, base, fd, version=FORMAT_VERSION, interval=interval, capacity=capacity)
         try:
-            segment._open_indexes(interval, capacity)
             segment._reset_indexes()
         except BaseException:
             segment.close()
@@ -160,112 +309,27 @@ class LogSegment:
         return segment
 
     @classmethod
-    def open_active(cls, directory: str, base: int, interval: int, segment_bytes: int) -> LogSegment:
+    def open(cls, directory: str, base: int, interval: int, segment_bytes: int) -> ActiveSegment:
         """Open the newest segment for appending, finishing a creation a crash cut short.
 
         The caller then either continues after a clean close or runs ``recover``.
         """
-        fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDWR)
-        segment = cls(directory, base, fd)
+        path = os.path.join(directory, segment_name(base))
+        fd = fs.open_or_explain(path, os.O_RDWR)
         try:
-            if cls.header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base):
+            if header_incomplete(os.pread(fd, FILE_HEADER_SIZE, 0), base):
                 fs.pwrite_all(fd, encode_file_header(SEGMENT_MAGIC, base), 0)
                 fs.fsync(fd)
-            segment.check_header()
-            segment._open_indexes(interval, segment_capacity(base, segment_bytes))
+            recorded_base, version = _read_header(fd, path)
+            if recorded_base != base:
+                raise _wrong_base(path, recorded_base, base)
         except BaseException:
-            segment.close()
+            fs.close(fd)
             raise
-        return segment
+        capacity = segment_capacity(base, segment_bytes)
+        return cls(directory, base, fd, version=version, interval=interval, capacity=capacity)
 
-    def _open_indexes(self, interval: int, capacity: int) -> None:
-        """Become the active segment: open the index writers; know how far the file is allocated."""
-        self.capacity = capacity
-        self._allocated_end = self.file_end()
-        self._offsets = IndexWriter(
-            os.path.join(self.directory, OFFSET_INDEX.file_name(self.base)),
-            OFFSET_INDEX.magic,
-            OFFSET_INDEX.entry,
-            self.base,
-            interval,
-        )
-        self._categories = IndexWriter(
-            os.path.join(self.directory, CATEGORY_INDEX.file_name(self.base)),
-            CATEGORY_INDEX.magic,
-            CATEGORY_INDEX.entry,
-            self.base,
-            interval,
-        )
-        self._blocks = IndexBlocks(self.base, interval)
-
-    @staticmethod
-    def gap_after(directory: str, base: int, next_base: int) -> tuple[int, int] | None:
-        """For a closed segment: (where its data ends, its file size) when that is not where the next
-        segment begins (the file was truncated or extended), else None. FileNotFoundError if gone."""
-        size = os.stat(os.path.join(directory, segment_name(base))).st_size
-        end = base + size - FILE_HEADER_SIZE
-        return None if end == next_base else (end, size)
-
-    @staticmethod
-    def header_incomplete(header: bytes, base: int) -> bool:
-        """Whether a segment file's first bytes are only the start of its (version 1) header: an older
-        filelog-bus created segments in place and may have crashed doing so. (This one links a
-        complete header into place.)"""
-        return len(header) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(header)
-
-    def check_header(self) -> None:
-        header = os.pread(self.fd, FILE_HEADER_SIZE, 0)
-        try:
-            recorded_base, _ = decode_file_header(SEGMENT_MAGIC, header)
-        except LayoutError as exc:
-            raise UnsupportedFormatError(
-                f"not a readable filelog-bus segment: {exc}",
-                path=self.path,
-                file_position=0,
-                damage=DAMAGED_HEADER,
-                advice="if this file does not belong to the bus, move it out of the bus directory",
-            ) from None
-        self.version = file_header_version(header)
-        if recorded_base != self.base:
-            raise CorruptionError(
-                f"segment header says base offset {recorded_base} but the file name says {self.base}",
-                path=self.path,
-                file_position=0,
-                damage=DAMAGED_HEADER,
-                advice="the file was renamed or damaged: restore it from a backup or move it aside",
-            )
-
-    # -- reading -----------------------------------------------------------------------
-
-    def file_end(self) -> int:
-        """Offset just past the last byte in the file: the data end, or past it when preallocated."""
-        return self.base + max(os.fstat(self.fd).st_size - FILE_HEADER_SIZE, 0)
-
-    def file_position(self, offset: int) -> int:
-        return offset - self.base + FILE_HEADER_SIZE
-
-    def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes starting at bus offset ``offset`` (fewer at end of file)."""
-        return os.pread(self.fd, length, self.file_position(offset))
-
-    def records(self, start: int, end: int) -> Iterator[Record]:
-        """Every record in [start, end), which must be whole records; CorruptionError on damage."""
-        return self.scanner.records(
-            start, end, RaiseOnDamage(lambda _source, damage: self.corruption(damage))
-        )
-
-    def corruption(self, damage: Damage, advice: str = "") -> CorruptionError:
-        """A CorruptionError for ``damage`` met in this segment."""
-        return CorruptionError(
-            f"damaged record at bus offset {damage.offset}: {damage.reason}",
-            path=self.path,
-            file_position=self.file_position(damage.offset),
-            offset=damage.offset,
-            damage=DAMAGED_RECORD,
-            advice=advice or "restore this segment from a backup, or move it aside to drop its records",
-        )
-
-    # -- appending (active segment) ---------------------------------------------------
+    # -- appending ---------------------------------------------------------------------
 
     def append(
         self,
@@ -315,7 +379,6 @@ class LogSegment:
         """Note the index entries a record at ``offset`` needs (IndexBlocks decides which); they are
         written every INDEX_LAG_BLOCKS blocks, or with the deferred records when some wait (an index
         never runs ahead of its records in the file)."""
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         new_block, new_key = self._blocks.admit(offset, key)
         if new_block:
             self._offsets.append(offset, timestamp)
@@ -326,7 +389,6 @@ class LogSegment:
 
     def _flush_index(self, written_to: int) -> None:
         """Write the index entries waiting in memory (their records are in the file below ``written_to``)."""
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         self._offsets.flush()
         self._categories.flush()
         self._index_flush_at = written_to + INDEX_LAG_BLOCKS * self._blocks.interval
@@ -336,10 +398,6 @@ class LogSegment:
         target = max(needed, min(self._allocated_end + PREALLOCATION_STEP, self.base + self.capacity))
         _preallocate(self.fd, target - self._allocated_end, self.file_position(self._allocated_end))
         self._allocated_end = target  # even when the file system refused: then writes extend the file
-
-    def unwritten_at(self, offset: int) -> bool:
-        """Whether no record was written at ``offset`` yet: the zeros of a preallocated tail."""
-        return self.version >= 2 and self.read(offset, HEADER_SIZE) == bytes(HEADER_SIZE)
 
     def discard_from(self, offset: int) -> None:
         """Best effort, after a failed append: cut the log back to ``offset`` (never published).
@@ -358,20 +416,19 @@ class LogSegment:
 
     def write_pending(self) -> None:
         """Write what waits in memory (deferred records, index entries) to the files; no sync."""
-        assert self._offsets is not None and self._categories is not None
         self._write_deferred()
         self._offsets.flush()
         self._categories.flush()
 
     def sync(self) -> None:
         """Make the records and the indexes durable."""
-        assert self._offsets is not None and self._categories is not None
         self.sync_data()
         self._offsets.sync()
         self._categories.sync()
 
+    # -- closing -----------------------------------------------------------------------
+
     def clean_close_note(self, end: int) -> CleanClose:
-        assert self._offsets is not None and self._categories is not None
         return CleanClose(self.base, end, self._offsets.size(), self._categories.size())
 
     def seal(self, end: int) -> None:
@@ -387,13 +444,20 @@ class LogSegment:
             entries = summarize_categories(categories)
             summary = encode_category_summary(self.base, categories.interval, entries, end)
         else:  # unreadable (damaged, or a failing read): rebuild it from the records themselves
-            assert self._blocks is not None
             summary = self.rebuilt_files(end, self._blocks.interval)[name]
         self._write_derived({name: summary})
 
+    def close(self) -> None:
+        """Close every file; safe to call twice, and after a failure."""
+        try:
+            fs.close_all(self._offsets, self._categories)
+        finally:
+            super().close()
+
+    # -- opening again: a clean close's note, or recovery --------------------------------
+
     def continue_after_clean_close(self, note: CleanClose) -> bool:
         """Pick up where a clean close left the files; False if they are not as it left them."""
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         if note.base != self.base or not self._ends_at(note.end):
             return False
         if not (
@@ -409,8 +473,6 @@ class LogSegment:
             self._blocks.seen = {key for _, key in self._categories.tail_offsets(block_start)}
         return True
 
-    # -- recovery (active segment) ---------------------------------------------------
-
     def recover(self, durable_to: int, unsynced_writer: bool) -> int:
         """Make the segment end on a record boundary, with indexes to match; return the end.
 
@@ -419,19 +481,26 @@ class LogSegment:
         bytes) at or after ``durable_to`` the tail is cut, unless the writer synced every
         append (not ``unsynced_writer``) and a valid record follows: that is damage to
         acknowledged records, not a torn write. Damage below ``durable_to`` raises
-        CorruptionError. Ends with everything synced.
+        CorruptionError. Ends with everything synced. The passes:
+
+        1. find where indexing can resume: the last index point at or below ``durable_to``
+           (``base`` when the indexes are missing, damaged or of another interval);
+        2. index the valid records from there to the first damage or the end of the file (from
+           ``base`` again when the index pointed at garbage): their end is the segment's end;
+        3. judge what follows the end: damage to keep (CorruptionError), or a torn write;
+        4. cut a torn write (anything but the zeros of a preallocated tail);
+        5. zero-fill a version 2 segment back to its size, and sync everything.
         """
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         interval = self._blocks.interval
         file_end = self.file_end()
-        offsets = load_offset_index(self.directory, self.base, file_end)
+        offsets = load_offset_index(self.directory, self.base, file_end)  # 1
         categories = load_category_index(self.directory, self.base, file_end)
         start = _resume_point(self.base, offsets, categories, interval, durable_to)
-        end = self._index_from(start, file_end, offsets, categories)
+        end = self._index_from(start, file_end, offsets, categories)  # 2
         if end == start and self.base < start < file_end:
             end = self._index_from(self.base, file_end, None, None)  # the index pointed at garbage
         if end < file_end:
-            if end < durable_to:
+            if end < durable_to:  # 3
                 raise self._damage_to_keep(end, file_end, "records known to be durable are damaged")
             if not unsynced_writer:
                 # A writer that synced every append leaves no hole: valid records after the damage
@@ -443,11 +512,11 @@ class LogSegment:
                     and self.scanner.find_valid_record(search_from, file_end) is not None
                 ):
                     raise self._damage_to_keep(end, file_end, "valid records follow the damage")
-            if not self._only_zeros(end, file_end):
+            if not self._only_zeros(end, file_end):  # 4
                 # Cut whatever follows (a torn write, pages an unsynced writer left past a hole), so
                 # that no stale bytes can ever line up behind a later append.
                 self._cut(end)
-        self._refill()
+        self._refill()  # 5
         self.sync()
         return end
 
@@ -484,7 +553,6 @@ class LogSegment:
         self, start: int, end: int, offsets: IndexView | None, categories: IndexView | None
     ) -> int:
         """Keep the index entries below ``start``, index the valid records from there; return where they stop."""
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         if start > self.base:
             self._offsets.keep_below(offsets, start)
             self._categories.keep_below(categories, start)
@@ -502,7 +570,6 @@ class LogSegment:
         self._index(record.offset, record.timestamp, category_key(record.category))
 
     def _reset_indexes(self) -> None:
-        assert self._offsets is not None and self._categories is not None and self._blocks is not None
         self._offsets.reset()
         self._categories.reset()
         self._blocks = IndexBlocks(self.base, self._blocks.interval)
@@ -517,185 +584,71 @@ class LogSegment:
             "it is not a torn write: restore the segment from a backup",
         )
 
-    # -- rebuilding derived files ---------------------------------------------------
-
-    def rebuilt_files(self, end: int, interval: int) -> dict[str, bytes]:
-        """The bytes a rebuild from the records below ``end`` gives each derived file, by name."""
-        rebuild = IndexRebuild(self.base, interval)
-        for record in self.records(self.base, end):
-            rebuild.add(record)
-        offsets, categories, summary = rebuild.files()
-        names = [kind.file_name(self.base) for kind in INDEX_KINDS]
-        return dict(zip(names, (offsets, categories, summary), strict=True))
+    # -- rebuilding its indexes ----------------------------------------------------------
 
     def reindex(self, end: int) -> None:
-        """Index the active segment's records below ``end`` afresh (CorruptionError if damaged)."""
+        """Index the records below ``end`` afresh (CorruptionError if damaged)."""
         self._reset_indexes()
         for record in self.records(self.base, end):
             self._add_to_indexes(record)
         self.sync()
 
-    def repair_derived(self, end: int, *, closed: bool, default_interval: int) -> list[str]:
-        """Rewrite the derived files that differ from a rebuild; return the names rewritten.
-
-        A closed segment's files are replaced atomically; the active segment's indexes are
-        reindexed in place (its writers hold them open).
-        """
-        if not closed:
-            self.write_pending()  # compare files that hold everything appended, not lagging ones
-        interval = OFFSET_INDEX.recorded_interval(self.directory, self.base) or default_interval
-        expected = self.rebuilt_files(end, interval)
-        if not closed:
-            del expected[CATEGORY_SUMMARY.file_name(self.base)]
-        differing = {name: data for name, data in expected.items() if self._read_derived(name) != data}
-        if not differing:
-            return []
-        if closed:
-            self._write_derived(differing)
-        else:
+    def repair_derived(self, end: int, *, default_interval: int) -> list[str]:
+        """Reindex in place (its writers hold the indexes open) when an index differs from a rebuild
+        from the records below ``end``; return the names of the indexes that differed."""
+        self.write_pending()  # compare files that hold everything appended, not lagging ones
+        differing = self._differing_derived(end, default_interval, (OFFSET_INDEX, CATEGORY_INDEX))
+        if differing:
             self.reindex(end)
         return sorted(differing)
 
-    def _read_derived(self, name: str) -> bytes | None:
-        try:
-            return fs.read_file(os.path.join(self.directory, name))
-        except FileNotFoundError:
-            return None
 
-    def _write_derived(self, files: dict[str, bytes]) -> None:
-        """Replace derived files atomically (readers see the old or the new file), durably."""
-        for name, data in files.items():
-            fs.write_file_atomically(os.path.join(self.directory, name), data)
-        fs.fsync_directory(self.directory)
-
-    @staticmethod
-    def derived_files_sound(directory: str, base: int) -> bool:
-        """Cheap check of a closed segment's derived files: present, right header, whole entries."""
-        return all(kind.header_sound(directory, base) for kind in INDEX_KINDS)
-
-    # -- checking ---------------------------------------------------------------------
-
-    def check(
-        self,
-        end: int | None,
-        *,
-        active: bool,
-        progress: Progress | None = None,
-        on_record: Callable[[Record], None] | None = None,
-    ) -> SegmentCheck:
-        """Check every record below ``end`` and each derived file against a rebuild. Never raises.
-
-        ``on_record`` sees every valid record read, in order (verify looks at their stamps).
-
-        ``end`` None: the watermark is unknown, so an incomplete tail of the active segment
-        may be an append in progress and is not reported.
-        """
-        result = SegmentCheck()
-        name = segment_name(self.base)
-        try:
-            self.check_header()
-        except CorruptionError as exc:
-            result.problems.append(Problem(name, exc.file_position, None, DAMAGED_HEADER, exc.reason))
-        kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
-        indexes = [kind.start_check(self.directory, self.base) for kind in kinds]
-        file_end = self.file_end()
-        scan_end = file_end if end is None else max(self.base, min(end, file_end))
-        damage = CollectDamage()
-        first_damage: int | None = None
-        for record in self.scanner.records(self.base, scan_end, damage):
-            if first_damage is None and damage.found:
-                first_damage = damage.found[0].offset
-            result.records += 1
-            if on_record is not None:
-                on_record(record)
-            if first_damage is None:
-                for index in indexes:
-                    if index.rebuild is not None:
-                        index.rebuild.add(record)
-            if progress is not None and result.records % 1024 == 0:
-                progress(record.offset - self.base)
-        if first_damage is None and damage.found:
-            first_damage = damage.found[0].offset
-        for found in damage.found:
-            if active and found.resume is None:
-                if end is None:
-                    break  # no watermark to trust: the tail may be an append in progress, or zeros
-                if self.unwritten_at(found.offset):
-                    result.problems.append(self._unrecovered_problem(found.offset))
-                    break
-            result.problems.append(self._damage_problem(found, scan_end))
-        result.bytes = scan_end - self.base
-        result.index_files = sum(index.data is not None for index in indexes)
-        # A rebuild stops at damage: entries from there on cannot be judged, nor can a summary.
-        judged_to = scan_end if first_damage is None else first_damage
-        for index in indexes:
-            if first_damage is None or index.kind is not CATEGORY_SUMMARY:
-                index.finish(judged_to, complete=not active and first_damage is None, lenient=active)
-            result.problems += index.problems
-            if active:
-                result.lagging.append(index)
-        return result
-
-    def _unrecovered_problem(self, offset: int) -> Problem:
-        """Nothing was written at ``offset``, below the watermark: a crash state (pages an unsynced
-        writer never got to the disk) that no writer has recovered yet. Readers wait there."""
-        return Problem(
-            segment_name(self.base),
-            self.file_position(offset),
-            offset,
-            DAMAGED_WATERMARK,
-            "nothing was written here, below the published watermark: the bus was not recovered after a "
-            "crash (readers wait here); open it once with a writer, which cuts the lost tail",
-        )
-
-    def _damage_problem(self, damage: Damage, end: int) -> Problem:
-        if damage.resume is None:
-            extent = f"no valid record follows before offset {end}"
-        else:
-            extent = (
-                f"{damage.resume - damage.offset} bytes are unreadable, up to the next valid record at "
-                f"offset {damage.resume}"
-            )
-        return Problem(
-            segment_name(self.base),
-            self.file_position(damage.offset),
-            damage.offset,
-            DAMAGED_RECORD,
-            f"damaged record: {damage.reason}; {extent}; {_RECORD_ADVICE}",
-        )
-
-    @staticmethod
-    def delete(directory: str, base: int) -> str:
-        """Delete a closed segment durably: the log first (readers never find a log without its
-        base), then its derived files (an open after a crash deletes those left behind), then
-        fsync the directory. Returns the log's name."""
-        for name in (segment_name(base), *(kind.file_name(base) for kind in INDEX_KINDS)):
-            with contextlib.suppress(FileNotFoundError):
-                fs.unlink(os.path.join(directory, name))
-        fs.fsync_directory(directory)
-        return segment_name(base)
-
-    def close(self) -> None:
-        """Close every file; safe to call twice, and after a failure."""
-        offsets, categories, self._offsets, self._categories = self._offsets, self._categories, None, None
-        try:
-            fs.close_all(offsets, categories)
-        finally:
-            if self.fd >= 0:
-                fd, self.fd = self.fd, -1
-                fs.close(fd)
+def _read_header(fd: int, path: str) -> tuple[int, int]:
+    """(base, format version) from the header of the segment file ``fd`` (at ``path``);
+    UnsupportedFormatError when it is not a segment's header."""
+    header = os.pread(fd, FILE_HEADER_SIZE, 0)
+    try:
+        recorded_base, _ = decode_file_header(SEGMENT_MAGIC, header)
+    except LayoutError as exc:
+        raise UnsupportedFormatError(
+            f"not a readable filelog-bus segment: {exc}",
+            path=path,
+            file_position=0,
+            damage=DamageKind.FILE_HEADER,
+            advice="if this file does not belong to the bus, move it out of the bus directory",
+        ) from None
+    return recorded_base, file_header_version(header)
 
 
-@dataclass
-class SegmentCheck:
-    """What ``LogSegment.check`` found."""
+def _wrong_base(path: str, recorded_base: int, base: int) -> CorruptionError:
+    return CorruptionError(
+        f"segment header says base offset {recorded_base} but the file name says {base}",
+        path=path,
+        file_position=0,
+        damage=DamageKind.FILE_HEADER,
+        advice="the file was renamed or damaged: restore it from a backup or move it aside",
+    )
 
-    records: int = 0
-    bytes: int = 0
-    index_files: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    #: The active segment's index checks, to report how far they lag (normal, not damage).
-    lagging: list[IndexCheck] = field(default_factory=list)
+
+def header_incomplete(header: bytes, base: int) -> bool:
+    """Whether a segment file's first bytes are only the start of its (version 1) header: an older
+    filelog-bus created segments in place and may have crashed doing so. (This one links a
+    complete header into place.)"""
+    return len(header) < FILE_HEADER_SIZE and encode_file_header(SEGMENT_MAGIC, base).startswith(header)
+
+
+def _open_index_writers(directory: str, base: int, interval: int) -> tuple[IndexWriter, IndexWriter]:
+    """Open the active segment's offset and category index writers (neither left open on a failure)."""
+    offsets = _open_index_writer(directory, base, interval, OFFSET_INDEX)
+    try:
+        return offsets, _open_index_writer(directory, base, interval, CATEGORY_INDEX)
+    except BaseException:
+        offsets.close()
+        raise
+
+
+def _open_index_writer(directory: str, base: int, interval: int, kind: IndexKind) -> IndexWriter:
+    return IndexWriter(os.path.join(directory, kind.file_name(base)), kind.magic, kind.entry, base, interval)
 
 
 #: Deferred records wait in memory until they fill this much (or the next sync), then go in one write.

@@ -3,7 +3,7 @@
 It holds an exclusive inter-process lock for as long as it is open, recovers the
 bus on open (``recovery.load_segments``), appends records (fdatasync'd before
 ``append`` returns with the default ``durability="always"``) through the active
-``LogSegment``, rolls segments, publishes the watermark readers stop at, and applies
+``ActiveSegment``, rolls segments, publishes the watermark readers stop at, and applies
 retention.
 
 Writing is fail-stop. When a write-side call fails part-way (an OSError, or any
@@ -43,7 +43,7 @@ from filelog_bus.retention import (
     plan_retention_of,
     segment_spans,
 )
-from filelog_bus.segment import LogSegment, preallocated_size
+from filelog_bus.segment import ActiveSegment, ReadOnlySegment, preallocated_size
 from filelog_bus.standby import BACKGROUND_BYTES, StandbyPreparer
 from filelog_bus.watermark import WatermarkPublisher
 from filelog_bus.writer_lock import WriterLock
@@ -71,7 +71,7 @@ class LogWriter:
         )
         self._sync_each_append = durability == DURABILITY_ALWAYS
         self._lock: WriterLock | None = None
-        self._segment: LogSegment | None = None
+        self._segment: ActiveSegment | None = None
         self._watermark: WatermarkPublisher | None = None
         self._bases: list[int] = []
         self._end = 0
@@ -253,7 +253,7 @@ class LogWriter:
                     advice="restore the segments from a backup, or start a new bus in an empty directory "
                     "(and reset the consumers' offsets)",
                 )
-            self._segment = LogSegment.create(self.path, 0, interval, self.config.segment_bytes)
+            self._segment = ActiveSegment.create(self.path, 0, interval, self.config.segment_bytes)
             self._bases, self._end = [0], 0
         self._watermark.publish_at_open(self._end, previous)
         size = preallocated_size(self.config.segment_bytes)
@@ -371,7 +371,7 @@ class LogWriter:
         self._encoders[category] = encoder
         return encoder
 
-    def _before_append(self, offset: int, size: int) -> LogSegment:
+    def _before_append(self, offset: int, size: int) -> ActiveSegment:
         """What must happen before a record of ``size`` bytes goes at ``offset``, rarely: make the
         clean-close note's erasure durable, roll, start preparing the standby. Returns the segment
         to append to, and sets the next offset that needs this again."""
@@ -452,7 +452,7 @@ class LogWriter:
             return False  # cannot tell: the next open's recovery decides
         return published is not None and published.offset <= offset
 
-    def _roll(self) -> LogSegment:
+    def _roll(self) -> ActiveSegment:
         """Seal the active segment durably and start a new one at the current end."""
         assert self._segment is not None
         self._check_in_place()
@@ -460,7 +460,7 @@ class LogWriter:
         old.seal(self._end)
         if self._standby is not None:
             self._standby.wait()
-        new = LogSegment.create(
+        new = ActiveSegment.create(
             self.path, self._end, self.config.index_interval_bytes, self.config.segment_bytes
         )
         self._segment = new
@@ -488,13 +488,11 @@ class LogWriter:
             self._before_first_write()
             for span in segment_spans(self._bases, self._end):
                 if span.base == self._segment.base:
-                    repaired += self._segment.repair_derived(
-                        span.end, closed=False, default_interval=interval
-                    )
+                    repaired += self._segment.repair_derived(span.end, default_interval=interval)
                     continue
-                segment = LogSegment.open(self.path, span.base)
+                segment = ReadOnlySegment.open(self.path, span.base)
                 try:
-                    repaired += segment.repair_derived(span.end, closed=True, default_interval=interval)
+                    repaired += segment.repair_derived(span.end, default_interval=interval)
                 finally:
                     segment.close()
         except CorruptionError:
@@ -545,7 +543,7 @@ class LogWriter:
                 self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one
-                deleted.append(LogSegment.delete(self.path, span.base))
+                deleted.append(ReadOnlySegment.delete(self.path, span.base))
                 self._bases.remove(span.base)
         except BaseException as exc:
             self._stop(exc, "retention failed", self.path)
