@@ -76,9 +76,10 @@ class Segment:
     Invariants:
     - the record at file position ``FILE_HEADER_SIZE + k`` has bus offset ``base + k``, and the
       header names ``base`` too (``check_header``, which also learns the format ``version``);
-    - from ``base`` the file holds whole records up to where its data ends; a closed segment's
-      file ends exactly there (where the next segment begins), a version 2 segment's file may
-      go on with zeros, where no record starts;
+    - a sound segment holds whole records from ``base`` to where its data ends (damage is what
+      ``check.check_segment`` reports, and what ``ActiveSegment.recover`` cuts when it is a torn
+      write); a closed segment's file ends exactly there, where the next segment begins; a
+      version 2 segment's file may go on with zeros, where no record starts;
     - reads are positional (pread): one fd serves any number of cursors, and reading never
       changes a file.
     """
