@@ -10,10 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers.bus import SMALL, write_bus
 from helpers.cli import (
     DUMP,
     HANG_GUARD,
-    SMALL,
     T0,
     Lines,
     assert_error_line,
@@ -24,7 +24,6 @@ from helpers.cli import (
     multi_segment_bus,
     sample,
     start,
-    write_bus,
 )
 from helpers.processes import spawn_python
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers.cli import BUS, HANG_GUARD, SMALL, T0, assert_error_line, bus, sample, start, write_bus
+from helpers.bus import SMALL, write_bus
+from helpers.cli import BUS, HANG_GUARD, T0, assert_error_line, bus, sample, start
 from helpers.clients import hermes_cache, offsets, write_cache
 from helpers.hermes import handled_events, run
 from helpers.kafka import Broker, cut_by_retention, export, migrate, wait_for_topic
