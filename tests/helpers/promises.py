@@ -32,9 +32,6 @@ BIG = 400
 READ_DEADLINE = 20.0
 
 
-PAGE = 4096
-
-
 HEADER = 32  # every segment file starts with a 32-byte header (docs/FORMAT.md)
 
 

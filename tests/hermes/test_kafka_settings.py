@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 from helpers.bus import write_bus
-from helpers.cli import KAFKA_EXPORT_PROG, assert_error_line, bus, sample
-from helpers.kafka import Broker, assert_topic_is_bus, partitions_of, topic_messages
-
-
-def export(path: Path, broker: Broker, topic: str, *args: object) -> object:
-    return bus("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, *args)
+from helpers.cli import KAFKA_EXPORT_PROG, assert_error_line, sample
+from helpers.kafka import Broker, assert_topic_is_bus, export, partitions_of, topic_messages
 
 
 @pytest.mark.parametrize("seconds", ["600", "3600"])

@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 from helpers import crash_model as cs
-from helpers.bus import Hung, deadline, read_all, write_bus
+from helpers.bus import LONG, Hung, deadline, read_all, write_bus
 
 from filelog_bus import LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus
@@ -55,7 +55,6 @@ from filelog_bus.errors import FilelogBusError
 from filelog_bus.layout import FILE_HEADER_SIZE, STANDBY_NAME
 from filelog_bus.segment import preallocated_size
 
-LONG = os.environ.get("FILELOG_LONG") == "1"
 BUDGET = cs.Budget(exhaustive_up_to=10, samples=64) if LONG else cs.Budget(exhaustive_up_to=5, samples=6)
 #: Seconds a reader with timeout=0 (or a writer's open) may take before it counts as spinning.
 HANG_SECONDS = 5.0

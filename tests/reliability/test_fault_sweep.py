@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
-from helpers.bus import SMALL_DENSE, open_files_under, segment_paths, sized_payload
+from helpers.bus import LONG, SMALL_DENSE, open_files_under, segment_paths, sized_payload
 from helpers.faults import (
     SWEPT_CALLS,
     SWEPT_ERRORS,
@@ -71,7 +71,6 @@ from filelog_bus.errors import (
 )
 from filelog_bus.segment import preallocated_size
 
-LONG = os.environ.get("FILELOG_LONG") == "1"
 #: Small segments and index intervals: rolls and index entries within a few appends.
 FAULTS: tuple[int | type[BaseException], ...] = (*SWEPT_ERRORS, Interrupt)
 #: How long a reader with timeout=0 may take to iterate a small bus before it counts as spinning.
