@@ -10,17 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.cli import (
-    DUMP,
-    HANG_GUARD,
-    Lines,
-    assert_error_line,
-    bus,
-    dump,
-    multi_segment_bus,
-    snapshot,
-    start,
-)
+from helpers.bus import content_snapshot
+from helpers.cli import DUMP, HANG_GUARD, Lines, assert_error_line, bus, dump, multi_segment_bus, start
 from helpers.processes import run_python
 
 from filelog_bus.cli.dump import dump_parser
@@ -151,7 +142,7 @@ def test_read_only_commands_change_nothing_even_in_a_bus_made_read_only(bus_dir:
     multi_segment_bus(bus_dir)
     subprocess.run(["chmod", "-R", "a-w", str(bus_dir)], check=True)
     try:
-        before = snapshot(bus_dir)
+        before = content_snapshot(bus_dir)
         for program, *args in READ_ONLY_COMMANDS:
             command = [str(DUMP.parent / program), *(str(bus_dir) if arg == "BUS" else arg for arg in args)]
             result = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD)
@@ -161,7 +152,7 @@ def test_read_only_commands_change_nothing_even_in_a_bus_made_read_only(bus_dir:
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=HANG_GUARD) == 0
 
-        assert snapshot(bus_dir) == before
+        assert content_snapshot(bus_dir) == before
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(bus_dir)], check=True)
 
@@ -200,7 +191,7 @@ def test_read_only_commands_work_for_a_user_who_may_only_read_the_bus(bus_dir: P
     records = multi_segment_bus(bus_dir)
     subprocess.run(["chmod", "-R", "a-w", str(bus_dir)], check=True)
     try:
-        before = snapshot(bus_dir)
+        before = content_snapshot(bus_dir)
 
         child = run_python(_AS_NOBODY, str(bus_dir), timeout=HANG_GUARD)
 
@@ -214,7 +205,7 @@ def test_read_only_commands_work_for_a_user_who_may_only_read_the_bus(bus_dir: P
         status, _, error = results["retention"]  # the one command that needs to write
         assert status == 7 and error.startswith("filelog-bus retention: error: permission denied")
         assert error.count("\n") == 1
-        assert snapshot(bus_dir) == before
+        assert content_snapshot(bus_dir) == before
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(bus_dir)], check=True)
 

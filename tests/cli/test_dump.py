@@ -10,10 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers.bus import SMALL, write_bus
 from helpers.cli import (
     DUMP,
     HANG_GUARD,
-    SMALL,
     T0,
     Lines,
     assert_error_line,
@@ -24,14 +24,13 @@ from helpers.cli import (
     multi_segment_bus,
     sample,
     start,
-    write_bus,
 )
 from helpers.processes import spawn_python
 
 from filelog_bus import LogWriter, Record
 
 
-def offsets(stdout: str) -> list[int]:
+def dumped_offsets(stdout: str) -> list[int]:
     return [int(line.split()[0]) for line in stdout.splitlines()]
 
 
@@ -80,9 +79,9 @@ def test_from_positions_on_the_first_record_at_or_after_the_offset(bus_dir: Path
     inside = dump(bus_dir, "--from", middle.offset + 1)
     as_segment_name = dump(bus_dir, "--from", f"{middle.offset:020d}")
 
-    assert offsets(exact.stdout) == [r.offset for r in records[30:]]
-    assert offsets(inside.stdout) == [r.offset for r in records[31:]]
-    assert offsets(as_segment_name.stdout) == offsets(exact.stdout)
+    assert dumped_offsets(exact.stdout) == [r.offset for r in records[30:]]
+    assert dumped_offsets(inside.stdout) == [r.offset for r in records[31:]]
+    assert dumped_offsets(as_segment_name.stdout) == dumped_offsets(exact.stdout)
 
 
 def test_from_outside_the_bus_names_the_valid_range(bus_dir: Path) -> None:
@@ -111,8 +110,8 @@ def test_category_returns_exactly_that_categorys_records_across_segments(bus_dir
     everything = dump(bus_dir, "--category", "initsync")
     from_middle = dump(bus_dir, "--category", "initsync", "--from", records[45].offset + 1)
 
-    assert offsets(everything.stdout) == [r.offset for r in initsync]
-    assert offsets(from_middle.stdout) == [r.offset for r in initsync if r.offset > records[45].offset]
+    assert dumped_offsets(everything.stdout) == [r.offset for r in initsync]
+    assert dumped_offsets(from_middle.stdout) == [r.offset for r in initsync if r.offset > records[45].offset]
     assert all(line.split()[2] == "initsync" for line in everything.stdout.splitlines())
 
 
@@ -137,7 +136,7 @@ def test_since_is_inclusive_and_until_exclusive_in_every_time_syntax(bus_dir: Pa
 
     assert len(at_11) == 3
     for result in (iso_z, naive_is_utc, other_zone, epoch):
-        assert offsets(result.stdout) == at_11, result.stderr
+        assert dumped_offsets(result.stdout) == at_11, result.stderr
     assert date_only.returncode == 1 and date_only.stdout == ""
 
 
@@ -147,7 +146,7 @@ def test_since_accepts_a_duration_ago(bus_dir: Path) -> None:
 
     result = dump(bus_dir, "--since", "1h")
 
-    assert offsets(result.stdout) == [records[1].offset]
+    assert dumped_offsets(result.stdout) == [records[1].offset]
 
 
 def test_limit_stops_after_n_records(bus_dir: Path) -> None:
@@ -155,7 +154,7 @@ def test_limit_stops_after_n_records(bus_dir: Path) -> None:
 
     result = dump(bus_dir, "--limit", 7, "--category", "base")
 
-    assert offsets(result.stdout) == [r.offset for r in records if r.category == "base"][:7]
+    assert dumped_offsets(result.stdout) == [r.offset for r in records if r.category == "base"][:7]
 
 
 def test_json_gives_every_field_and_the_whole_payload_as_text_or_base64(bus_dir: Path) -> None:
@@ -323,7 +322,7 @@ def test_a_damaged_record_ends_the_dump_with_one_line_naming_the_file(bus_dir: P
 
     message = assert_error_line(result, "filelog-dump", 5)
     assert f"{name} at file position {position}" in message
-    assert offsets(result.stdout) == [r.offset for r in records[:5]]
+    assert dumped_offsets(result.stdout) == [r.offset for r in records[:5]]
 
 
 def test_paths_that_are_not_a_bus_are_refused_with_status_3(tmp_path: Path) -> None:
@@ -368,7 +367,7 @@ def test_dump_is_also_a_filelog_bus_command(bus_dir: Path) -> None:
 
     result = bus("dump", bus_dir, "--limit", 2)
 
-    assert offsets(result.stdout) == [r.offset for r in records[:2]]
+    assert dumped_offsets(result.stdout) == [r.offset for r in records[:2]]
 
 
 def test_json_carries_every_field_of_the_records_as_written(bus_dir: Path) -> None:

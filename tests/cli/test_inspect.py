@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.bus import SMALL, content_snapshot, segment_names, write_bus
 from helpers.cli import (
     BUS,
     HANG_GUARD,
-    SMALL,
     T0,
     assert_error_line,
     bus,
@@ -24,20 +24,9 @@ from helpers.cli import (
     flip_byte,
     multi_segment_bus,
     sample,
-    segment_files,
-    snapshot,
-    write_bus,
 )
 from helpers.processes import python_env, spawn_python
-from helpers.promises import (
-    HEADER,
-    Ack,
-    append,
-    check_bus,
-    open_writer,
-    record,
-    segment_names,
-)
+from helpers.promises import HEADER, Ack, append, check_bus, open_writer, record
 
 from filelog_bus.layout import (
     CATEGORY_ENTRY,
@@ -53,7 +42,7 @@ from filelog_bus.layout import (
 
 def test_stats_json_describes_segments_records_categories_and_times(bus_dir: Path) -> None:
     records = multi_segment_bus(bus_dir)
-    names = segment_files(bus_dir)
+    names = segment_names(bus_dir)
     bases = [int(name[:20]) for name in names]
 
     result = bus("stats", bus_dir, "--json")
@@ -87,12 +76,12 @@ def test_stats_text_shows_the_same_facts(bus_dir: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert f"records      60 in {len(segment_files(bus_dir))} segments" in text
+    assert f"records      60 in {len(segment_names(bus_dir))} segments" in text
     assert "oldest       offset 0 at 2024-05-01T10:40:00.000Z" in text
     assert f"newest       offset {records[-1].offset} at 2024-05-01T11:39:00.000Z" in text
     assert f"end offset   {records[-1].next_offset}" in text
     assert "  audit     20" in text
-    for name in segment_files(bus_dir):
+    for name in segment_names(bus_dir):
         assert name in text
 
 
@@ -135,7 +124,7 @@ def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_verify_a_healthy_bus_exits_0_without_a_progress_bar_when_piped(bus_dir: Path) -> None:
     records = multi_segment_bus(bus_dir)
-    segments = len(segment_files(bus_dir))
+    segments = len(segment_names(bus_dir))
 
     result = verify(bus_dir)
 
@@ -159,7 +148,7 @@ def test_a_flipped_byte_in_a_closed_segment_is_reported_with_its_file_and_offset
     body, header = records[3], records[40]  # in the first and in a later closed segment
     body_file, body_position = file_of(bus_dir, body)
     header_file, header_position = file_of(bus_dir, header)
-    assert body_file != header_file and header_file != segment_files(bus_dir)[-1]
+    assert body_file != header_file and header_file != segment_names(bus_dir)[-1]
     flip_byte(bus_dir / body_file, body_position + 30)
     flip_byte(bus_dir / header_file, header_position + 5)  # the body length: caught by the header CRC
 
@@ -178,7 +167,7 @@ def test_a_flipped_byte_in_a_closed_segment_is_reported_with_its_file_and_offset
 
 def test_a_flipped_byte_in_the_active_segment_below_the_watermark_is_reported_once(bus_dir: Path) -> None:
     records = multi_segment_bus(bus_dir)
-    active = segment_files(bus_dir)[-1]
+    active = segment_names(bus_dir)[-1]
     first = next(r for r in records if file_of(bus_dir, r)[0] == active)
     name, position = file_of(bus_dir, first)
     flip_byte(bus_dir / name, position + 20)
@@ -196,7 +185,7 @@ def test_a_flipped_byte_in_the_active_segment_below_the_watermark_is_reported_on
 
 def test_a_flipped_byte_in_an_index_file_is_reported_with_its_file_and_entry(bus_dir: Path) -> None:
     multi_segment_bus(bus_dir)
-    first = segment_files(bus_dir)[0][:20]
+    first = segment_names(bus_dir)[0][:20]
     offset_index, category_index = Path(f"{first}.index"), Path(f"{first}.catindex")
     flip_byte(bus_dir / offset_index, FILE_HEADER_SIZE + 2 * OFFSET_ENTRY.size + 9)  # entry 2's timestamp
     flip_byte(bus_dir / category_index, FILE_HEADER_SIZE + 5 * CATEGORY_ENTRY.size + 1)  # entry 5's offset
@@ -217,7 +206,7 @@ def test_a_flipped_byte_in_an_index_file_is_reported_with_its_file_and_entry(bus
 
 def test_a_damaged_index_file_header_is_reported(bus_dir: Path) -> None:
     multi_segment_bus(bus_dir)
-    index = Path(segment_files(bus_dir)[1][:20] + ".catindex")
+    index = Path(segment_names(bus_dir)[1][:20] + ".catindex")
     flip_byte(bus_dir / index, 0)
 
     found = problems(verify(bus_dir))
@@ -229,7 +218,7 @@ def test_a_damaged_index_file_header_is_reported(bus_dir: Path) -> None:
 
 def test_a_damaged_segment_header_is_reported_and_its_records_still_checked(bus_dir: Path) -> None:
     multi_segment_bus(bus_dir)
-    name = segment_files(bus_dir)[1]
+    name = segment_names(bus_dir)[1]
     flip_byte(bus_dir / name, 3)
 
     result = bus("verify", bus_dir, "--json")
@@ -242,8 +231,8 @@ def test_a_damaged_segment_header_is_reported_and_its_records_still_checked(bus_
 
 def test_an_index_with_valid_crcs_but_wrong_entries_differs_from_a_rebuild(bus_dir: Path) -> None:
     records = multi_segment_bus(bus_dir)
-    first = segment_files(bus_dir)[0]
-    in_first = [r for r in records if r.offset < int(segment_files(bus_dir)[1][:20])]
+    first = segment_names(bus_dir)[0]
+    in_first = [r for r in records if r.offset < int(segment_names(bus_dir)[1][:20])]
     # A well-formed offset index that points every block at the segment's second record.
     data, crc = encode_file_header(OFFSET_INDEX_MAGIC, 0, SMALL["index_interval_bytes"]), 0
     for _ in range(3):
@@ -263,7 +252,7 @@ def test_an_index_with_valid_crcs_but_wrong_entries_differs_from_a_rebuild(bus_d
 
 def test_a_missing_index_and_a_truncated_closed_segment_are_reported(bus_dir: Path) -> None:
     multi_segment_bus(bus_dir)
-    names = segment_files(bus_dir)
+    names = segment_names(bus_dir)
     (bus_dir / f"{names[0][:20]}.catindex").unlink()
     segment = bus_dir / names[1]
     size = segment.stat().st_size
@@ -283,7 +272,7 @@ def test_a_missing_index_and_a_truncated_closed_segment_are_reported(bus_dir: Pa
 def damage_three_indexes(bus_dir: Path) -> list[str]:
     """A flipped byte, a cut-short file and well-formed wrong entries: the three kinds of index damage."""
     records = multi_segment_bus(bus_dir)
-    names = [name[:20] for name in segment_files(bus_dir)]
+    names = [name[:20] for name in segment_names(bus_dir)]
     flip_byte(bus_dir / f"{names[-1]}.catindex", FILE_HEADER_SIZE + 3)
     short = bus_dir / f"{names[1]}.index"
     short.write_bytes(short.read_bytes()[: FILE_HEADER_SIZE + OFFSET_ENTRY.size])
@@ -422,7 +411,7 @@ def test_read_only_commands_are_safe_while_a_writer_appends_rolls_and_deletes(bu
 
 def test_retention_by_bytes_deletes_the_oldest_closed_segments(bus_dir: Path) -> None:
     records = multi_segment_bus(bus_dir)
-    names = segment_files(bus_dir)
+    names = segment_names(bus_dir)
     keep_from = int(names[2][:20])
 
     result = bus("retention", bus_dir, "--bytes", records[-1].next_offset - keep_from)
@@ -432,7 +421,7 @@ def test_retention_by_bytes_deletes_the_oldest_closed_segments(bus_dir: Path) ->
         f"deleted 2 segments ({keep_from} bytes): {names[0]}, {names[1]}",
         f"the bus now starts at offset {keep_from}",
     ]
-    assert segment_files(bus_dir) == names[2:]
+    assert segment_names(bus_dir) == names[2:]
     assert int(dump(bus_dir, "--limit", 1).stdout.split()[0]) == keep_from
     assert verify(bus_dir).returncode == 0  # the indexes kept their block size
 
@@ -442,7 +431,7 @@ def test_retention_by_days_deletes_segments_whose_newest_record_is_older(bus_dir
     old = [(c, p, now - 10 * 86400 + i) for i, (c, p, _) in enumerate(sample(40))]
     new = [(c, p, now - 3600 + i) for i, (c, p, _) in enumerate(sample(40))]
     records = write_bus(bus_dir, old + new, **SMALL)
-    names = segment_files(bus_dir)
+    names = segment_names(bus_dir)
     ends = [int(name[:20]) for name in names[1:]]
     doomed = [
         name for name, end in zip(names, ends, strict=False) if end <= records[40].offset
@@ -453,19 +442,19 @@ def test_retention_by_days_deletes_segments_whose_newest_record_is_older(bus_dir
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"deleted {len(doomed)} segments")
-    assert not set(doomed) & set(segment_files(bus_dir))
+    assert not set(doomed) & set(segment_names(bus_dir))
 
 
 def test_retention_dry_run_only_says_what_it_would_delete(bus_dir: Path) -> None:
     multi_segment_bus(bus_dir)
-    names = segment_files(bus_dir)
-    before = snapshot(bus_dir)
+    names = segment_names(bus_dir)
+    before = content_snapshot(bus_dir)
 
     result = bus("retention", bus_dir, "--bytes", "0", "--dry-run")
 
     assert result.returncode == 0
     assert result.stdout.startswith(f"would delete {len(names) - 1} segments")
-    assert snapshot(bus_dir) == before
+    assert content_snapshot(bus_dir) == before
 
 
 def test_retention_says_clearly_when_the_server_holds_the_lock(bus_dir: Path) -> None:
@@ -483,14 +472,14 @@ def test_retention_says_clearly_when_the_server_holds_the_lock(bus_dir: Path) ->
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
-        names = segment_files(bus_dir)
+        names = segment_names(bus_dir)
 
         result = bus("retention", bus_dir, "--bytes", "0")
 
         message = assert_error_line(result, "filelog-bus retention", 6)
         assert f"locked by a running writer (pid {holder.pid}): retention needs the writer lock" in message
         assert "--wait" in message
-        assert segment_files(bus_dir) == names
+        assert segment_names(bus_dir) == names
     finally:
         holder.communicate("", timeout=HANG_GUARD)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -10,12 +9,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import zlib
 from pathlib import Path
 
 import pytest
 from helpers import promises
-from helpers.bus import read_all, segment_bases
+from helpers.bus import colliding_categories, content_snapshot, read_all, segment_bases, segment_names
 from helpers.processes import PROCESS_TIMEOUT, python_env, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
@@ -46,25 +44,17 @@ def payload_of(i: int) -> bytes:
     return b"%06d:" % i + b"p" * (i * 67 % 420)
 
 
-def fill(path: Path, count: int, **config: int) -> list[int]:
+def write_mixed(path: Path, count: int, **config: int) -> list[int]:
+    """``count`` records of the CATEGORIES, of sizes from a few bytes to past the index interval."""
     with LogWriter(path, **(config or CONFIG)) as writer:
         return [writer.append(category_of(i), payload_of(i), 1000.0 + i) for i in range(count)]
-
-
-def directory_state(path: Path) -> dict[str, tuple[int, int, str]]:
-    """Name -> (size, mtime_ns, content hash) of every file: to prove a reader changed nothing."""
-    state = {}
-    for entry in sorted(path.iterdir()):
-        stat = entry.stat()
-        state[entry.name] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(entry.read_bytes()).hexdigest())
-    return state
 
 
 @pytest.fixture(scope="module")
 def filled_bus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Record]]:
     """A bus of 120 records over many segments and index blocks (read-only for the tests that use it)."""
     path = tmp_path_factory.mktemp("filled") / "bus"
-    fill(path, 120)
+    write_mixed(path, 120)
     records = read_all(path)
     assert len(segment_bases(path)) >= 8
     return path, records
@@ -141,7 +131,7 @@ def test_reader_process_follows_this_process_writing(bus_dir: Path) -> None:
     reader = spawn_python(FOLLOWING_READER, str(bus_dir), str(count))
     assert reader.stdout is not None
     assert reader.stdout.readline() == "ready\n"
-    offsets = fill(bus_dir, count)
+    offsets = write_mixed(bus_dir, count)
     out, err = reader.communicate(timeout=PROCESS_TIMEOUT)
     assert reader.returncode == 0, err
     seen = [json.loads(line) for line in out.splitlines()]
@@ -152,7 +142,7 @@ def test_reader_process_follows_this_process_writing(bus_dir: Path) -> None:
 
 def test_seek_to_end_waits_for_the_next_record(bus_dir: Path) -> None:
     """seek(end_offset) then iterate: a record appended later (here, and by another process) is yielded."""
-    fill(bus_dir, 10)
+    write_mixed(bus_dir, 10)
     with LogReader(bus_dir) as reader:
         end = reader.end_offset
         reader.seek(end)
@@ -215,7 +205,7 @@ def test_seek_after_a_record_resumes_at_the_next_one(filled_bus: tuple[Path, lis
 @pytest.mark.parametrize("where", ["before begin", "past end", "far past end", "negative"])
 def test_seek_outside_the_range_raises_an_index_error_naming_it(bus_dir: Path, where: str) -> None:
     """Outside [begin, end]: OffsetOutOfRangeError (an IndexError) with the range; the position is kept."""
-    fill(bus_dir, 40)
+    write_mixed(bus_dir, 40)
     with LogWriter(bus_dir, **CONFIG) as writer:
         writer.apply_retention(max_bytes=3000)
         begin, end = writer.begin_offset, writer.end_offset
@@ -332,10 +322,10 @@ def test_readers_bypass_damaged_indexes_with_identical_results(
     shutil.copytree(source, path)
     expected = (seek_results(path, records), find_next_results(path, records))
     damage_indexes(path, how)
-    before = directory_state(path)
+    before = content_snapshot(path)
     assert (seek_results(path, records), find_next_results(path, records)) == expected
     assert read_all(path) == records
-    assert directory_state(path) == before
+    assert content_snapshot(path) == before
 
 
 def test_find_next_reads_only_the_blocks_that_may_hold_the_category(bus_dir: Path) -> None:
@@ -360,16 +350,9 @@ def test_find_next_reads_only_the_blocks_that_may_hold_the_category(bus_dir: Pat
         assert raised.value.file_position == FILE_HEADER_SIZE + damaged
 
 
-def colliding_categories() -> tuple[str, str]:
-    """Two category names with the same CRC-32, i.e. the same category-index key."""
-    first, second = "cat8976", "cat3716400"
-    assert zlib.crc32(first.encode()) == zlib.crc32(second.encode())
-    return first, second
-
-
 def test_find_next_with_colliding_category_keys(bus_dir: Path) -> None:
     """Categories whose index keys collide are still told apart: find_next finds every record of each."""
-    first, second = colliding_categories()
+    first, second = colliding_categories(0)
     with LogWriter(bus_dir, index_interval_bytes=256) as writer:
         for block in range(6):
             writer.append(first, b"1", float(block))
@@ -388,7 +371,7 @@ def test_find_next_with_colliding_category_keys(bus_dir: Path) -> None:
 
 def test_partial_record_at_the_live_tail_is_not_yet_written(bus_dir: Path) -> None:
     """Bytes past the published watermark (a record being appended) are invisible, never an error."""
-    fill(bus_dir, 30)
+    write_mixed(bus_dir, 30)
     records = read_all(bus_dir)
     log = sorted(bus_dir.glob("*.log"))[-1]
     pending = encode_record("pending", 1.0, b"not yet published")
@@ -447,7 +430,7 @@ def test_missing_bus_directory(tmp_path: Path) -> None:
     with LogReader(path, missing_ok=True) as reader:
         assert (reader.begin_offset, reader.end_offset, list(reader)) == (0, 0, [])
         assert reader.find_next("orders") is None
-        fill(path, 3)
+        write_mixed(path, 3)
         assert [r.payload for r in reader] == [payload_of(i) for i in range(3)]
 
 
@@ -487,7 +470,7 @@ def test_find_next_waiting_consumes_what_it_searched_and_finds_what_comes_later(
 # -- timeout=0 while the newest segment is shorter than the watermark -----------------------------
 
 
-READER_CHILD = """
+TAIL_PROBES_CHILD = """
 import json, sys
 from filelog_bus import LogReader
 from filelog_bus.errors import FilelogBusError
@@ -537,7 +520,7 @@ def test_a_reader_with_timeout_0_returns_when_the_segment_is_behind_the_watermar
     acks: list[promises.Ack] = []
     with promises.open_writer(bus) as writer:
         seq = 0
-        while len(promises.segment_names(bus)) < 2 or writer.end_offset - promises.active_base(bus) < 300:
+        while len(segment_names(bus)) < 2 or writer.end_offset - promises.active_base(bus) < 300:
             promises.append(writer, acks, promises.record("w", seq))
             seq += 1
         for i in range(2):
@@ -558,7 +541,7 @@ def test_a_reader_with_timeout_0_returns_when_the_segment_is_behind_the_watermar
 
     try:
         result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(READER_CHILD), str(bus)],
+            [sys.executable, "-c", textwrap.dedent(TAIL_PROBES_CHILD), str(bus)],
             env=python_env(),
             capture_output=True,
             text=True,

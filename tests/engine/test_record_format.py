@@ -63,7 +63,7 @@ from filelog_bus.record import (
     validate_category,
 )
 
-SETTINGS = settings(max_examples=50, deadline=None)
+FEW_EXAMPLES = settings(max_examples=50, deadline=None)
 
 #: Any category the format accepts: non-empty text (Hypothesis never generates lone surrogates).
 categories = st.text(min_size=1, max_size=40)
@@ -105,7 +105,7 @@ def flip(data: bytes, bit: int) -> bytes:
 # -- records: round trips ------------------------------------------------------------------------
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(record_fields, st.integers(min_value=0, max_value=2**62))
 def test_encode_decode_round_trip(fields: tuple[str, float, bytes], offset: int) -> None:
     """decode_record(encode_record(x)) gives back x exactly, at the given offset, with the frame size."""
@@ -120,7 +120,7 @@ def test_encode_decode_round_trip(fields: tuple[str, float, bytes], offset: int)
     assert HEADER_SIZE + HEADER.unpack_from(data)[3] == len(data)
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(record_fields, st.sampled_from([0, 1, 255, 256, 65535, 65536, 70000]))
 def test_encoder_builds_the_msgpack_body_byte_for_byte(fields: tuple[str, float, bytes], size: int) -> None:
     """The per-category encoder frames exactly what the format specifies: the body is
@@ -135,7 +135,7 @@ def test_encoder_builds_the_msgpack_body_byte_for_byte(fields: tuple[str, float,
         assert encoder.key == category_key(category)
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(record_fields, st.binary(max_size=20), st.binary(max_size=20))
 def test_decode_record_at_a_position_inside_a_buffer(
     fields: tuple[str, float, bytes], before: bytes, after: bytes
@@ -181,7 +181,7 @@ def test_category_byte_limit_counts_utf8_bytes() -> None:
         encode_record("☃" * 342, 0.0, b"")
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(categories)
 def test_category_key_is_crc32_of_utf8(category: str) -> None:
     """The category index key is the documented CRC-32 of the UTF-8 name."""
@@ -228,7 +228,7 @@ def test_timestamp_int_too_large_for_a_float_raises_invalid_record() -> None:
 # -- decode_records: concatenations, truncations, flipped bits -------------------------------------------
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(st.lists(record_fields, max_size=6), st.integers(min_value=0, max_value=2**50))
 def test_decode_records_of_a_concatenation(fields: list[tuple[str, float, bytes]], offset: int) -> None:
     """Concatenated records decode back in order, with offsets = first offset + byte position."""
@@ -286,7 +286,7 @@ def test_single_flipped_bit_is_never_a_wrong_record(fields: list[tuple[str, floa
             decode_record(flip(data, bit), starts[damaged_index])
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(st.binary(max_size=200), st.integers(min_value=0, max_value=2**40))
 def test_decode_records_never_raises_on_arbitrary_bytes(data: bytes, offset: int) -> None:
     """Garbage is reported in the batch (error or incomplete), never raised, never decoded as a record."""
@@ -344,7 +344,7 @@ def test_other_version_or_magic_is_an_error() -> None:
 # -- layouts: file headers, index entries, watermark, names -----------------------------------------------
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(
     st.sampled_from([SEGMENT_MAGIC, OFFSET_INDEX_MAGIC, CATEGORY_INDEX_MAGIC, WATERMARK_MAGIC]),
     st.integers(min_value=0, max_value=2**64 - 1),
@@ -392,7 +392,7 @@ def encode_entries(entry: struct.Struct, rows: list[tuple[int | float, ...]]) ->
     return b"".join(chunks), crcs
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(
     st.one_of(
         offset_entries.map(lambda r: (OFFSET_ENTRY, r)), category_entries.map(lambda r: (CATEGORY_ENTRY, r))
@@ -438,7 +438,7 @@ def test_entries_intact_edge_cases() -> None:
     assert not entries_intact(OFFSET_ENTRY.pack(1, 2.0, 0))
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(st.integers(min_value=0, max_value=2**64 - 1))
 def test_watermark_slot_round_trip_and_damage(offset: int) -> None:
     """The watermark slot round-trips; a flipped bit in offset, flags or CRC, or a short slot, reads as None."""
@@ -453,7 +453,7 @@ def test_watermark_slot_round_trip_and_damage(offset: int) -> None:
         assert decode_watermark(slot[:size]) is None
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(st.tuples(*[st.integers(min_value=0, max_value=2**64 - 1)] * 4))
 def test_clean_close_note_round_trip_and_damage(fields: tuple[int, int, int, int]) -> None:
     """The clean-close note round-trips; absent (zeros), short, or with any checked bit flipped it is None."""
@@ -467,7 +467,7 @@ def test_clean_close_note_round_trip_and_damage(fields: tuple[int, int, int, int
         assert decode_clean_close(flip(data, bit)) is None
 
 
-@SETTINGS
+@FEW_EXAMPLES
 @given(st.lists(st.integers(min_value=0, max_value=10**20 - 1), min_size=1, max_size=20))
 def test_segment_names_sort_like_offsets_and_parse_back(bases: list[int]) -> None:
     """20-digit names sort in offset order and parse back; index names share the base."""

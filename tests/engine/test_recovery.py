@@ -20,6 +20,7 @@ from helpers.bus import (
     flip_bit,
     index_files,
     read_all,
+    segment_names,
     segment_paths,
     write_at,
 )
@@ -85,7 +86,7 @@ RECORDS = next(
 )
 
 
-def write_bus(
+def write_then_crash_or_close(
     path: Path,
     records: list[tuple[str, int]] | None = None,
     *,
@@ -106,7 +107,7 @@ def write_bus(
     return read_all(path)
 
 
-def snapshot(path: Path, end: int | None = None) -> dict[str, bytes]:
+def segment_and_index_bytes(path: Path, end: int | None = None) -> dict[str, bytes]:
     """Every bus file's bytes except the watermark and lock, which change on every open.
 
     With ``end`` (the bus's data end), the newest segment is taken up to its data end, after
@@ -174,7 +175,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
     made = {}
     for origin in ("crash", "clean"):
         path = tmp_path_factory.mktemp(origin) / "bus"
-        made[origin] = (path, write_bus(path, crash=origin == "crash"))
+        made[origin] = (path, write_then_crash_or_close(path, crash=origin == "crash"))
     return made
 
 
@@ -240,7 +241,9 @@ def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(
     records[-2] = ("a", 300 + -(before + record_sizes(records)[-2]) % INTERVAL)
     records[-1] = ("rare", 500)
     single_segment = {"segment_bytes": 1 << 20, "index_interval_bytes": INTERVAL}
-    written = write_bus(bus_dir, records, crash=True, durability="never", config=single_segment)
+    written = write_then_crash_or_close(
+        bus_dir, records, crash=True, durability="never", config=single_segment
+    )
     last = written[-1]
     assert last.offset % INTERVAL == 0 and last.category == "rare"
     log = segment_paths(bus_dir)[-1]
@@ -253,8 +256,8 @@ def test_torn_record_the_indexes_point_at_is_cut_and_the_indexes_repaired(
         assert writer.end_offset == last.offset
     assert read_all(bus_dir) == written[:-1]
     reference = bus_dir.parent / "reference"
-    write_bus(reference, records[:-1], crash=False, config=single_segment)
-    assert snapshot(bus_dir, last.offset) == snapshot(reference, last.offset)
+    write_then_crash_or_close(reference, records[:-1], crash=False, config=single_segment)
+    assert segment_and_index_bytes(bus_dir, last.offset) == segment_and_index_bytes(reference, last.offset)
     with LogReader(bus_dir) as reader:
         assert reader.find_next("rare") == next(r for r in written if r.category == "rare")
         reader.seek(written[-2].offset)
@@ -292,7 +295,7 @@ def last_block_records(records: list[Record], base: int) -> list[Record]:
 def test_damage_followed_by_valid_records_in_the_newest_segment_is_refused(bus_dir: Path, where: str) -> None:
     """After a crash, a flipped bit followed by valid records: CorruptionError naming file and position;
     nothing is cut."""
-    records = write_bus(bus_dir, crash=True)
+    records = write_then_crash_or_close(bus_dir, crash=True)
     log, base = newest(bus_dir)
     if where == "last index block":
         candidates = last_block_records(records, base)
@@ -449,7 +452,7 @@ def test_damaged_index_is_rebuilt_by_the_writer(
     reference = tmp_path / "reference"
     copy_of(templates, origin, reference)
     LogWriter(reference, **CONFIG).open().close()
-    expected = snapshot(reference)
+    expected = segment_and_index_bytes(reference)
     bases = [int(p.stem) for p in segment_paths(bus)]
     base = bases[0] if which == "closed" else bases[-1]
     damaged = sorted(index.name for index in index_files(bus) if int(index.stem) == base)
@@ -460,7 +463,7 @@ def test_damaged_index_is_rebuilt_by_the_writer(
     with LogWriter(bus, **CONFIG) as writer:
         assert writer.repair_indexes() == ([] if found_on_open else damaged)
         assert writer.repair_indexes() == []
-    assert snapshot(bus) == expected
+    assert segment_and_index_bytes(bus) == expected
 
 
 def test_changed_index_interval_rebuilds_the_active_segment_only(
@@ -469,10 +472,10 @@ def test_changed_index_interval_rebuilds_the_active_segment_only(
     """Reopening with another index_interval_bytes reindexes the active segment; readers read the same."""
     bus = tmp_path / "bus"
     records = copy_of(templates, "clean", bus)
-    before = snapshot(bus)
+    before = segment_and_index_bytes(bus)
     with LogWriter(bus, segment_bytes=CONFIG["segment_bytes"], index_interval_bytes=1024):
         pass
-    after = snapshot(bus)
+    after = segment_and_index_bytes(bus)
     active = segment_paths(bus)[-1].stem
     for name, data in after.items():
         if name.startswith(active) and not name.endswith(".log"):
@@ -548,7 +551,7 @@ def test_a_page_lost_in_the_middle_of_an_unsynced_tail_is_cut_not_published(
     while True:
         promises.append(writer, acks, promises.record("never", seq, size=200 + seq % 50))
         seq += 1
-        enough_segments = segment == "first" or len(promises.segment_names(live)) >= 3
+        enough_segments = segment == "first" or len(segment_names(live)) >= 3
         if (
             enough_segments
             and promises.HEADER + writer.end_offset - promises.active_base(live) >= 2 * promises.PAGE + 1500

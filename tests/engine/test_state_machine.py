@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
+from helpers.bus import sized_payload
 from helpers.faults import SWEPT_ERRORS, Fault, Interrupt, injected, same_failure
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -99,12 +100,6 @@ def failed_open_flags() -> Iterator[list[int]]:
         fs.open = inner
 
 
-def payload_for(sequence: int, size: int) -> bytes:
-    """A payload whose bytes identify the append that made it."""
-    stamp = f"#{sequence}:".encode()
-    return (stamp * (size // len(stamp) + 1))[:size]
-
-
 def append_batches(min_size: int) -> st.SearchStrategy[list[tuple[str, int, float]]]:
     """Batches of (category, payload size, seconds the clock advances) for appends in a row."""
     return st.lists(
@@ -161,7 +156,7 @@ class LogMachine(RuleBasedStateMachine):
         """The record the next append makes, and whether it starts a new segment."""
         self.clock += advance
         self.sequence += 1
-        payload = payload_for(self.sequence, size)
+        payload = sized_payload(self.sequence, size)
         record_size = len(encode_record(category, self.clock, payload))
         active = self.bases[-1]
         rolls = self.end > active and self.end - active + record_size > self.segment_bytes

@@ -18,19 +18,17 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.bus import DAY, SMALL_DENSE
 from helpers.clients import write_cache
 from helpers.processes import REPO, STANDIN_DIR, run_python
 
 from filelog_bus import LogReader, LogWriter, check, retention
 from filelog_bus.layout import segment_name
 
-DAY = 86400.0
-SETTINGS = {"segment_bytes": 1024, "index_interval_bytes": 64}
-
 
 def write(bus: Path, stamps: list[float]) -> list[int]:
     """One record of 100 bytes or so per stamp (about nine per segment); their offsets."""
-    with LogWriter(bus, **SETTINGS) as writer:
+    with LogWriter(bus, **SMALL_DENSE) as writer:
         return [writer.append("users", f"record {i}".encode() * 10, stamp) for i, stamp in enumerate(stamps)]
 
 
@@ -111,7 +109,7 @@ def test_retention_by_age_keeps_records_written_after_the_clock_stepped_back(bus
     though they held records written seconds before. Now a segment goes only when all its records,
     and all before it, are older than the cutoff."""
     now = time.time()
-    with LogWriter(bus_dir, **SETTINGS) as writer:
+    with LogWriter(bus_dir, **SMALL_DENSE) as writer:
         while len(segments_of(bus_dir)) < 3:  # truly old records, until one starts a third segment
             writer.append("users", b"old" * 30, now - 60 * DAY)
         step_segment = segments_of(bus_dir)[-1]
@@ -121,7 +119,7 @@ def test_retention_by_age_keeps_records_written_after_the_clock_stepped_back(bus
     assert segments_of(bus_dir)[-1] > step_segment, "which is closed, its last record stamped 40 days ago"
 
     plan = retention.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None)
-    with LogWriter(bus_dir, **SETTINGS) as writer:
+    with LogWriter(bus_dir, **SMALL_DENSE) as writer:
         deleted = writer.apply_retention(max_age_days=30)
         assert writer.retention_note is None
 
@@ -143,7 +141,7 @@ def test_retention_by_age_that_stops_at_a_segment_stamped_in_the_future_says_so(
 
     plan = retention.plan_retention_now(str(bus_dir), max_age_days=30, max_bytes=None, now=now)
     status, dry_run, _ = cli("retention", str(bus_dir), "--days", "30", "--dry-run")
-    with LogWriter(bus_dir, **SETTINGS) as writer:
+    with LogWriter(bus_dir, **SMALL_DENSE) as writer:
         deleted = writer.apply_retention(max_age_days=30, now=now)
         note = writer.retention_note
         writer.apply_retention(max_bytes=10**9)

@@ -225,25 +225,26 @@ def test_a_reader_falls_back_to_polling_when_the_writer_never_wakes_it_and_says_
     assert len(warnings) == 1 and "are not woken when the watermark moves" in warnings[0]
 
 
-def test_a_waiting_reader_raises_when_the_bus_is_deleted_or_created_again(bus_dir: Path) -> None:
+def waiting_after_the_first_record(bus_dir: Path) -> Follower:
+    """A bus of one record, and a Follower (of two records) that has read it and now waits for the next."""
     with LogWriter(bus_dir) as writer:
         writer.append("a", b"0")
     follower = Follower(bus_dir, 2)
     follower.start()
     while not follower.payloads:
         threading.Event().wait(0.01)
+    return follower
+
+
+def test_a_waiting_reader_raises_when_the_bus_is_deleted_or_created_again(bus_dir: Path) -> None:
+    follower = waiting_after_the_first_record(bus_dir)
     shutil.rmtree(bus_dir)
     follower.join(HANG_GUARD)
     assert isinstance(follower.error, BusDeletedError) and not follower.error.recreated
     assert follower.error.path == str(bus_dir) and "was deleted" in str(follower.error)
     follower.reader.close()
 
-    with LogWriter(bus_dir) as writer:
-        writer.append("a", b"0")
-    follower = Follower(bus_dir, 2)
-    follower.start()
-    while not follower.payloads:
-        threading.Event().wait(0.01)
+    follower = waiting_after_the_first_record(bus_dir)
     shutil.rmtree(bus_dir)
     with LogWriter(bus_dir) as writer:
         writer.append("b", b"new bus")
@@ -257,12 +258,7 @@ def test_a_waiting_reader_raises_when_the_bus_is_deleted_or_created_again(bus_di
 
 
 def test_a_watermark_rebuilt_by_a_writer_in_the_same_bus_is_followed(bus_dir: Path) -> None:
-    with LogWriter(bus_dir) as writer:
-        writer.append("a", b"0")
-    follower = Follower(bus_dir, 2)
-    follower.start()
-    while not follower.payloads:
-        threading.Event().wait(0.01)
+    follower = waiting_after_the_first_record(bus_dir)
     (bus_dir / "watermark").unlink()
     with LogWriter(bus_dir) as writer:  # recovery writes a new watermark file
         writer.append("a", b"1")

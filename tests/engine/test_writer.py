@@ -230,7 +230,7 @@ def start_holder(bus_dir: Path) -> subprocess.Popen[str]:
     return holder
 
 
-def release(holder: subprocess.Popen[str]) -> str:
+def let_the_holder_go(holder: subprocess.Popen[str]) -> str:
     assert holder.stdin is not None
     holder.stdin.write("go\n")
     holder.stdin.flush()
@@ -249,7 +249,7 @@ def test_second_writer_in_another_process_is_refused(bus_dir: Path) -> None:
         # Readers need no lock.
         assert [r.payload for r in read_all(bus_dir)] == [b"by the first writer"]
     finally:
-        assert release(holder) == "released\n"
+        assert let_the_holder_go(holder) == "released\n"
     with LogWriter(bus_dir) as writer:
         assert writer.begin_offset == 0 and writer.end_offset > 0
 
@@ -276,7 +276,7 @@ def test_lock_timeout_waits_for_the_first_writer_to_exit(bus_dir: Path) -> None:
         LogWriter(bus_dir).open()  # the lock is held right now
     outputs: list[str] = []
     # Let the holder go shortly after this thread has started waiting (a sequencing delay, not an assertion).
-    releaser = threading.Timer(0.3, lambda: outputs.append(release(holder)))
+    releaser = threading.Timer(0.3, lambda: outputs.append(let_the_holder_go(holder)))
     releaser.start()
     try:
         with LogWriter(bus_dir, lock_timeout=PROCESS_TIMEOUT) as writer:

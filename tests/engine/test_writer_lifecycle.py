@@ -12,28 +12,16 @@ from __future__ import annotations
 
 import errno
 import gc
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.bus import open_files_under
 from helpers.faults import Fault, Interrupt, injected, publishes_the_watermark, raised_after
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.check import verify_bus
-
-
-def open_files_under(path: Path) -> list[str]:
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith(str(path) + os.sep):
-            found.append(target)
-    return found
 
 
 def payloads(bus: Path) -> list[bytes]:

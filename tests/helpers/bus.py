@@ -15,27 +15,36 @@ import random
 import select
 import signal
 import subprocess
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from filelog_bus import LogReader, Record
+from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.layout import FILE_HEADER_SIZE, parse_segment_name
 from helpers.processes import TESTS_DIR, run_python, spawn_python
 
 #: FILELOG_LONG=1 runs the randomized suites with many more trials.
 LONG = os.environ.get("FILELOG_LONG") == "1"
 CATEGORIES = ("users", "groups", "hosts", "printers")
+#: Small segments and index blocks, so that a few dozen records span several of each.
+SMALL = {"segment_bytes": 1024, "index_interval_bytes": 128}
+#: Small segments with an index entry for nearly every record.
+SMALL_DENSE = {"segment_bytes": 1024, "index_interval_bytes": 64}
+DAY = 86400.0
 #: How long any child process may take before a test gives up on it (a hang guard, not a timing check).
 CHILD_TIMEOUT = 120.0
 
 
-def suite_seed() -> int:
-    """The seed of a randomized test: FILELOG_SEED if set, else a fresh one. Callers print it."""
+def suite_seed(what: str) -> int:
+    """The seed of a randomized test: FILELOG_SEED if set, else a fresh one; printed, so that a failure can be rerun."""
     if os.environ.get("FILELOG_SEED"):
-        return int(os.environ["FILELOG_SEED"])
-    return random.SystemRandom().randrange(2**32)
+        seed = int(os.environ["FILELOG_SEED"])
+    else:
+        seed = random.SystemRandom().randrange(2**32)
+    print(f"{what}: seed {seed} (rerun with FILELOG_SEED={seed})")
+    return seed
 
 
 # -- deterministic record contents --------------------------------------------------------------------
@@ -51,6 +60,12 @@ def payload_for(tag: str, seq: int) -> bytes:
     size = 10 + digest[0] + digest[1] % 160
     head = f"{tag}/{seq}:".encode()
     return (head + digest * (size // 32 + 1))[: max(size, len(head))]
+
+
+def sized_payload(sequence: int, size: int) -> bytes:
+    """A payload of exactly ``size`` bytes whose bytes identify the append that made it."""
+    stamp = f"#{sequence}:".encode()
+    return (stamp * (size // len(stamp) + 1))[:size]
 
 
 def category_for(tag: str, seq: int) -> str:
@@ -138,6 +153,31 @@ def hold_bus(bus: Path | str, count: int = 3) -> tuple[subprocess.Popen[bytes], 
         pass
     assert line == "holding\n", f"the holder could not open the bus: {kill_and_collect(holder, lines)}"
     return holder, lines
+
+
+def release(holder: subprocess.Popen[bytes], lines: LineReader) -> str:
+    """Let a ``hold_bus`` writer close the bus; return what it printed then."""
+    assert holder.stdin is not None
+    holder.stdin.write(b"\n")
+    holder.stdin.close()
+    rest = lines.rest()
+    holder.wait(timeout=CHILD_TIMEOUT)
+    return rest
+
+
+#: Tries to open the bus for writing; prints "acquired", or "BusLockedError <holder> <message>".
+#: argv: path lock_timeout
+LOCK_ATTEMPT = """
+import sys
+from filelog_bus import LogWriter
+from filelog_bus.errors import BusLockedError
+
+try:
+    LogWriter(sys.argv[1], lock_timeout=float(sys.argv[2])).open().close()
+    print("acquired")
+except BusLockedError as exc:
+    print("BusLockedError", exc.holder, exc)
+"""
 
 
 def write_then_kill(bus: Path | str, tag: str, count: int, **options: object) -> list[tuple[int, int]]:
@@ -310,6 +350,11 @@ def segment_paths(path: Path | str) -> list[Path]:
     return [p for _, p in sorted(named)]
 
 
+def segment_names(path: Path | str) -> list[str]:
+    """The file names of a bus's segments, oldest first."""
+    return [segment.name for segment in segment_paths(path)]
+
+
 def segment_base(segment: Path) -> int:
     base = parse_segment_name(segment.name)
     assert base is not None
@@ -324,6 +369,15 @@ def dir_snapshot(path: Path | str) -> dict[str, tuple[int, int, int, int, int]]:
         st = os.stat(directory / name)
         snapshot[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_ino)
     return snapshot
+
+
+def content_snapshot(path: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file of a directory (and the directory itself): size, mtime and content hash."""
+    state = {".": (0, os.stat(path).st_mtime_ns, "")}
+    for name in sorted(os.listdir(path)):
+        stat = os.stat(path / name)
+        state[name] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256((path / name).read_bytes()).hexdigest())
+    return state
 
 
 def file_contents(path: Path | str, *, skip: Iterable[str] = ()) -> dict[str, bytes]:
@@ -479,3 +533,43 @@ def segment_bases(path: Path) -> list[int]:
 
 def index_files(path: Path) -> list[Path]:
     return sorted([*path.glob("*.index"), *path.glob("*.catindex"), *path.glob("*.catsummary")])
+
+
+def write_bus(path: Path, records: Iterable[tuple[str, bytes, float]], **settings: object) -> list[Record]:
+    """Append (category, payload, timestamp) records with a LogWriter; return them as a reader sees them."""
+    written = []
+    with LogWriter(path, **settings) as writer:  # type: ignore[arg-type]
+        for category, payload, timestamp in records:
+            offset = writer.append(category, payload, timestamp)
+            written.append((offset, timestamp, category, payload))
+        end = writer.end_offset
+    next_offsets = [offset for offset, *_ in written[1:]] + [end] if written else []
+    return [
+        Record(o, t, c, p, following - o)
+        for (o, t, c, p), following in zip(written, next_offsets, strict=True)
+    ]
+
+
+#: Pairs of short category names with the same CRC-32, i.e. the same category-index key (found
+#: once by a birthday search).
+CRC32_COLLISIONS = (("cat8976", "cat3716400"), ("c699378", "c18020006"))
+
+
+def colliding_categories(pair: int = 0) -> tuple[str, str]:
+    """One of the CRC32_COLLISIONS, checked."""
+    first, second = CRC32_COLLISIONS[pair]
+    assert zlib.crc32(first.encode()) == zlib.crc32(second.encode())
+    return first, second
+
+
+def open_files_under(path: Path | str) -> list[tuple[int, str]]:
+    """(descriptor, target) of every file this process has open in ``path``, or on ``path`` itself."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith(str(path) + os.sep) or target == str(path):
+            found.append((int(name), target))
+    return found

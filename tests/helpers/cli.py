@@ -6,17 +6,16 @@ would run them; buses are written with LogWriter.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from filelog_bus import LogWriter, Record
+from filelog_bus import Record
+from helpers.bus import SMALL, segment_bases, write_bus
 from helpers.processes import python_env
 
 BIN = Path(sys.executable).parent
@@ -24,6 +23,8 @@ DUMP = BIN / "filelog-dump"
 BUS = BIN / "filelog-bus"
 #: A fixed time, 2024-05-01T10:40:00Z, so that dump lines are known in advance.
 T0 = 1_714_560_000.0
+#: How kafka-export names itself in its error lines.
+KAFKA_EXPORT_PROG = "filelog-bus kafka-export"
 #: Bound on a process the test waits for: only reached when something hangs.
 HANG_GUARD = 60
 
@@ -56,21 +57,6 @@ def bus(*args: object) -> subprocess.CompletedProcess[str]:
     return run(BUS, *args)
 
 
-def write_bus(path: Path, records: Iterable[tuple[str, bytes, float]], **settings: object) -> list[Record]:
-    """Append (category, payload, timestamp) records with a LogWriter; return them as a reader sees them."""
-    written = []
-    with LogWriter(path, **settings) as writer:  # type: ignore[arg-type]
-        for category, payload, timestamp in records:
-            offset = writer.append(category, payload, timestamp)
-            written.append((offset, timestamp, category, payload))
-        end = writer.end_offset
-    next_offsets = [offset for offset, *_ in written[1:]] + [end] if written else []
-    return [
-        Record(o, t, c, p, following - o)
-        for (o, t, c, p), following in zip(written, next_offsets, strict=True)
-    ]
-
-
 def sample(
     count: int, categories: tuple[str, ...] = ("base", "initsync", "audit")
 ) -> list[tuple[str, bytes, float]]:
@@ -81,21 +67,13 @@ def sample(
     ]
 
 
-#: Small segments and index blocks, so that a few dozen records span several of each.
-SMALL = {"segment_bytes": 1024, "index_interval_bytes": 128}
-
-
 def multi_segment_bus(path: Path, count: int = 60) -> list[Record]:
     return write_bus(path, sample(count), **SMALL)
 
 
-def segment_files(path: Path) -> list[str]:
-    return sorted(name for name in os.listdir(path) if name.endswith(".log"))
-
-
 def file_of(path: Path, record: Record) -> tuple[str, int]:
     """(segment file name, file position) of a record."""
-    bases = [int(name[:20]) for name in segment_files(path)]
+    bases = segment_bases(path)
     base = max(b for b in bases if b <= record.offset)
     return f"{base:020d}.log", record.offset - base + 32
 
@@ -104,15 +82,6 @@ def flip_byte(file: Path, position: int) -> None:
     data = bytearray(file.read_bytes())
     data[position] ^= 0xFF
     file.write_bytes(bytes(data))
-
-
-def snapshot(path: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file of a directory (and the directory itself): size, mtime and content hash."""
-    state = {".": (0, os.stat(path).st_mtime_ns, "")}
-    for name in sorted(os.listdir(path)):
-        stat = os.stat(path / name)
-        state[name] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256((path / name).read_bytes()).hexdigest())
-    return state
 
 
 def assert_error_line(result: subprocess.CompletedProcess[str], prog: str, status: int) -> str:

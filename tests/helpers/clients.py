@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from filelog_bus import Record
-from helpers.cli import bus, write_bus
+from helpers.bus import SMALL, write_bus
+from helpers.cli import bus
 from helpers.processes import STANDIN_DIR
 
 if str(STANDIN_DIR) not in sys.path:
     sys.path.insert(0, str(STANDIN_DIR))
 
 import hermes_cache
-
-DAY = 86400.0
-#: Small segments, so that a few dozen events span several and retention has something to delete.
-SEGMENTS = {"segment_bytes": 1024, "index_interval_bytes": 128}
 
 
 def event_payload(key: str, category: str = "base") -> bytes:
@@ -35,9 +32,7 @@ def event_payload(key: str, category: str = "base") -> bytes:
 
 def events_bus(path: Path, times: Sequence[float], prefix: str = "u") -> list[Record]:
     """One base event per time, keys u0, u1, ..., in small segments."""
-    return write_bus(
-        path, [("base", event_payload(f"{prefix}{i}"), t) for i, t in enumerate(times)], **SEGMENTS
-    )
+    return write_bus(path, [("base", event_payload(f"{prefix}{i}"), t) for i, t in enumerate(times)], **SMALL)
 
 
 def aged_times(*groups: tuple[int, float], now: float | None = None) -> list[float]:

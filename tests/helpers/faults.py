@@ -190,3 +190,14 @@ def path_faults(decide: Decide) -> Iterator[list[tuple[str, str | None]]]:
 
 def is_directory(path: str | None, directory: Path) -> bool:
     return path is not None and os.path.isdir(path) and os.path.samefile(path, directory)
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until the file system is full."""
+    with open(path, "ab", buffering=0) as file:
+        chunk = bytes(4096)
+        try:
+            while True:
+                file.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC

@@ -25,7 +25,7 @@ def standin_env() -> dict[str, str]:
     return env
 
 
-def start(script: str, *args: object) -> subprocess.Popen[str]:
+def start_standin(script: str, *args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(STANDIN_DIR / script), *map(str, args)],
         env=standin_env(),
@@ -45,8 +45,8 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
-def run(script: str, *args: object) -> tuple[int, str, str]:
-    return finish(start(script, *args))
+def run_standin(script: str, *args: object) -> tuple[int, str, str]:
+    return finish(start_standin(script, *args))
 
 
 def handled_events(stdout: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from kafka.admin import NewTopic
 from filelog_bus import LogWriter, Record
 from filelog_bus.hermes.kafka.marks import Mark, Message, mark_of, timestamp_ms
 from helpers.bus import read_all
-from helpers.cli import HANG_GUARD, bus
+from helpers.cli import BUS, HANG_GUARD, bus, start
 
 
 def tansu_binary() -> Path:
@@ -270,6 +270,11 @@ def export(
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def start_export(path: Path, broker: Broker, topic: str, *args: object) -> subprocess.Popen[str]:
+    """Start `filelog-bus kafka-export` of ``path`` into ``topic`` (stdout and stderr piped)."""
+    return start(BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, *args)
 
 
 def as_messages(records: list[Record]) -> list[tuple[bytes, bytes, int, Mark]]:

@@ -17,17 +17,11 @@ import pytest
 
 from filelog_bus import LogReader, LogWriter, Record, check
 from filelog_bus.errors import BusClosedError
-from helpers.bus import deadline, read_all
+from helpers.bus import SMALL_DENSE, deadline, read_all, segment_names
 from helpers.faults import count_calls
 
-#: Small segments and index blocks: a roll every few records, index entries for most records.
-SEGMENT_BYTES = 1024
-
-
-INTERVAL = 64
-
-
-CATEGORIES = ("users", "groups", "hosts")
+#: The categories of the harness's records (three, unlike helpers.bus's writer children).
+HARNESS_CATEGORIES = ("users", "groups", "hosts")
 
 
 #: A record this big never fits in what fill_near_roll leaves of a segment: appending it rolls.
@@ -36,9 +30,6 @@ BIG = 400
 
 #: How long reading a small bus may take before it counts as a reader spinning (a hang guard).
 READ_DEADLINE = 20.0
-
-
-PAGE = 4096
 
 
 HEADER = 32  # every segment file starts with a 32-byte header (docs/FORMAT.md)
@@ -58,7 +49,7 @@ def record(
     """(category, payload, timestamp) of a deterministic record: 40-120 bytes unless ``size``."""
     length = 40 + (seq * 37) % 80 if size is None else size
     payload = f"{tag}/{seq}:".encode().ljust(length, b"#")
-    return category or CATEGORIES[seq % len(CATEGORIES)], payload, 1_700_000_000.0 + seq
+    return category or HARNESS_CATEGORIES[seq % len(HARNESS_CATEGORIES)], payload, 1_700_000_000.0 + seq
 
 
 def append(writer: LogWriter, acks: list[Ack], rec: tuple[str, bytes, float]) -> int:
@@ -68,13 +59,8 @@ def append(writer: LogWriter, acks: list[Ack], rec: tuple[str, bytes, float]) ->
 
 
 def open_writer(bus: Path, **settings: Any) -> LogWriter:
-    settings.setdefault("segment_bytes", SEGMENT_BYTES)
-    settings.setdefault("index_interval_bytes", INTERVAL)
-    return LogWriter(bus, **settings).open()
-
-
-def segment_names(bus: Path) -> list[str]:
-    return sorted(name for name in os.listdir(bus) if name.endswith(".log"))
+    """A writer on small segments with an index entry for nearly every record (SMALL_DENSE)."""
+    return LogWriter(bus, **{**SMALL_DENSE, **settings}).open()
 
 
 def active_base(bus: Path) -> int:
@@ -84,7 +70,7 @@ def active_base(bus: Path) -> int:
 def fill_near_roll(writer: LogWriter, bus: Path, acks: list[Ack], tag: str) -> None:
     """Append small records until fewer than BIG - 100 bytes are left in the active segment."""
     seq = 0
-    while writer.end_offset - active_base(bus) <= SEGMENT_BYTES - BIG + 100:
+    while writer.end_offset - active_base(bus) <= SMALL_DENSE["segment_bytes"] - BIG + 100:
         append(writer, acks, record(tag, seq))
         seq += 1
 
@@ -125,7 +111,7 @@ def check_bus(bus: Path, acks: list[Ack], *, since: int = 0, verify: bool = True
             assert found is not None and found.offset == ack.offset, (
                 f"find_next({ack.category!r}) from {ack.offset} gave {found and found.offset}"
             )
-        for category in CATEGORIES:
+        for category in HARNESS_CATEGORIES:
             reader.seek_to_beginning()
             chain = []
             while (found := reader.find_next(category)) is not None:

@@ -12,18 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.cli import bus, snapshot
-from helpers.clients import (
-    DAY,
-    SEGMENTS,
-    aged_times,
-    by_client,
-    clients_json,
-    events_bus,
-    hermes_cache,
-    unread,
-    write_cache,
-)
+from helpers.bus import DAY, SMALL, content_snapshot
+from helpers.cli import bus
+from helpers.clients import aged_times, by_client, clients_json, events_bus, hermes_cache, unread, write_cache
 from prometheus_client.parser import text_string_to_metric_families
 
 from filelog_bus import LogWriter, Record
@@ -38,7 +29,7 @@ def five_clients(tmp_path: Path) -> tuple[Path, list[Record], dict[str, Path], l
     """
     bus_dir = tmp_path / "bus"
     records = events_bus(bus_dir, aged_times((10, 20 * DAY), (15, 10 * DAY), (15, 3600)))
-    with LogWriter(bus_dir, **SEGMENTS) as writer:
+    with LogWriter(bus_dir, **SMALL) as writer:
         assert writer.apply_retention(max_age_days=15), "the test needs a deleted segment"
         begin, end = writer.begin_offset, writer.end_offset
     assert records[0].offset < begin <= records[10].offset
@@ -62,7 +53,7 @@ def five_clients(tmp_path: Path) -> tuple[Path, list[Record], dict[str, Path], l
 
 def test_each_client_gets_its_position_unread_events_and_state(tmp_path: Path) -> None:
     bus_dir, records, caches, arguments = five_clients(tmp_path)
-    before = snapshot(bus_dir), {name: path.read_bytes() for name, path in caches.items()}
+    before = content_snapshot(bus_dir), {name: path.read_bytes() for name, path in caches.items()}
 
     status, report = clients_json(bus_dir, *arguments, "--days", 5)
     table = bus("clients", bus_dir, *arguments, "--days", 5)
@@ -105,7 +96,7 @@ def test_each_client_gets_its_position_unread_events_and_state(tmp_path: Path) -
     assert rows["hermes-client-atrisk"].endswith("yes          at risk")
     assert lines[-1] == "result: 1 ok, 1 behind, 1 at risk, 1 expired, 1 ahead"
     # Read-only: neither the bus nor a cache changed.
-    assert (snapshot(bus_dir), {name: path.read_bytes() for name, path in caches.items()}) == before
+    assert (content_snapshot(bus_dir), {name: path.read_bytes() for name, path in caches.items()}) == before
 
 
 def test_sparing_retention_keeps_a_stopped_client_out_of_risk(tmp_path: Path) -> None:
@@ -214,7 +205,7 @@ def test_unreadable_foreign_and_damaged_caches_get_a_clear_message_never_a_trace
         sqlite_offsets, hermes_cache.new_content(initstartoffset="0", initstopoffset="9", nextoffset="10")
     )
     missing = tmp_path / "_hermes-client-gone.json"
-    before = snapshot(caches), snapshot(bus_dir)
+    before = content_snapshot(caches), content_snapshot(bus_dir)
 
     result = bus("clients", bus_dir, caches, foreign, sqlite_offsets, missing)
     setting = bus("clients", bus_dir, good, caches, "--set-offsets", "start")
@@ -233,7 +224,10 @@ def test_unreadable_foreign_and_damaged_caches_get_a_clear_message_never_a_trace
     assert setting.returncode == 8 and setting.stderr.startswith(
         "filelog-bus clients: error: nothing was changed: "
     )
-    assert (snapshot(caches), snapshot(bus_dir)) == before  # nothing written, not even the good cache
+    assert (
+        content_snapshot(caches),
+        content_snapshot(bus_dir),
+    ) == before  # nothing written, not even the good cache
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

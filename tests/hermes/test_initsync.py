@@ -50,7 +50,7 @@ print("closed", flush=True)
 """
 
 
-def payloads(bus: Path) -> list[dict]:
+def decoded_payloads(bus: Path) -> list[dict]:
     return [json.loads(record.payload) for record in read_all(bus)]
 
 
@@ -77,7 +77,7 @@ def test_sigkill_in_the_middle_of_an_initsync_sequence(tmp_path: Path) -> None:
     with LogReader(bus) as reader:
         assert [r.category for r in reader] == ["base"] * 30, "clients saw part of an unfinished sequence"
     LogWriter(bus).open().close()  # what hermes-server's next open does
-    events = payloads(bus)
+    events = decoded_payloads(bus)
     assert [e["objpkey"] for e in events[:30]] == [f"base-{i}" for i in range(30)]
     rest = events[30:]
     if rest:
@@ -95,7 +95,7 @@ def test_a_complete_sequence_is_on_the_bus_in_order_either_way(tmp_path: Path, o
     out, err = server.communicate(timeout=120)
     assert server.returncode == 0, err
     assert out.splitlines()[-1] == "closed"
-    events = payloads(bus)
+    events = decoded_payloads(bus)
     assert [(e["evcategory"], e["eventtype"]) for e in events] == (
         [("base", "added")] * 30
         + [("initsync", "init-start")]

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.bus import read_all
+from helpers.bus import SMALL, read_all, write_bus
 from helpers.cli import (
     BUS,
     HANG_GUARD,
-    SMALL,
+    KAFKA_EXPORT_PROG,
     T0,
     Lines,
     assert_error_line,
@@ -25,8 +25,6 @@ from helpers.cli import (
     file_of,
     flip_byte,
     sample,
-    start,
-    write_bus,
 )
 from helpers.kafka import (
     Broker,
@@ -40,14 +38,13 @@ from helpers.kafka import (
     marks,
     partitions_of,
     produce,
+    start_export,
     topic_messages,
     wait_for_topic,
 )
 
 from filelog_bus import LogWriter
 from filelog_bus.hermes.kafka.marks import Mark
-
-PROG = "filelog-bus kafka-export"
 
 
 def test_a_bus_with_categories_unicode_and_binary_payloads_arrives_whole(
@@ -121,7 +118,7 @@ def test_retention_deleting_records_not_yet_exported_stops_the_next_run_with_a_g
     result = export(path, broker, topic)
 
     # the records between the last exported one and the new start are gone: the topic cannot go on
-    assert_error_line(result, PROG, 3)
+    assert_error_line(result, KAFKA_EXPORT_PROG, 3)
     assert "retention deleted the bus's records from offset" in result.stderr
     assert f"from offset {exported[-1].next_offset}" in result.stderr
 
@@ -151,7 +148,7 @@ def test_a_topic_with_several_partitions_is_refused(tmp_path: Path, broker: Brok
 
     result = export(path, broker, topic)
 
-    message = assert_error_line(result, PROG, 3)
+    message = assert_error_line(result, KAFKA_EXPORT_PROG, 3)
     assert f"the Kafka topic {topic} has 4 partitions" in message and "exactly one" in message
 
 
@@ -166,13 +163,13 @@ def test_a_topic_holding_messages_that_are_not_from_this_bus_is_refused_and_left
 
     unmarked = export(path, broker, topic)
 
-    assert "has no filelog-offset header" in assert_error_line(unmarked, PROG, 3)
+    assert "has no filelog-offset header" in assert_error_line(unmarked, KAFKA_EXPORT_PROG, 3)
     other_topic = topic + "-other"
     assert export(other, broker, other_topic).returncode == 0
 
     foreign = export(path, broker, other_topic)
 
-    assert "differs from this bus's record at offset 0" in assert_error_line(foreign, PROG, 3)
+    assert "differs from this bus's record at offset 0" in assert_error_line(foreign, KAFKA_EXPORT_PROG, 3)
     assert len(topic_messages(broker.bootstrap, topic)) == 1
     assert contents(topic_messages(broker.bootstrap, other_topic)) == as_messages(read_all(other))
 
@@ -189,7 +186,7 @@ def test_a_topic_ahead_of_the_bus_is_refused(tmp_path: Path, broker: Broker, top
 
     result = export(path, broker, topic)
 
-    assert "past this bus's end" in assert_error_line(result, PROG, 3)
+    assert "past this bus's end" in assert_error_line(result, KAFKA_EXPORT_PROG, 3)
 
 
 def test_killed_at_random_moments_then_run_again_the_topic_holds_every_record_once(
@@ -205,17 +202,7 @@ def test_killed_at_random_moments_then_run_again_the_topic_holds_every_record_on
         target = (held[-1] if held else 0) + int(
             chooser.uniform(0.05, 0.6) * (8000 - (held[-1] if held else 0))
         )
-        process = start(
-            BUS,
-            "kafka-export",
-            path,
-            "--bootstrap-server",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--max-request-size",
-            "8K",
-        )
+        process = start_export(path, broker, topic, "--max-request-size", "8K")
         while process.poll() is None and end_offset(broker.bootstrap, topic) < target:
             time.sleep(0.005)
         if process.poll() is None:
@@ -244,7 +231,7 @@ def test_a_damaged_record_stops_the_export_at_it_and_a_run_after_the_repair_comp
 
     failed = export(path, broker, topic)
 
-    assert_error_line(failed, PROG, 5)
+    assert_error_line(failed, KAFKA_EXPORT_PROG, 5)
     held = topic_messages(broker.bootstrap, topic)
     assert contents(held) == as_messages(written[: len(held)])
     assert 0 < len(held) <= 120
@@ -261,19 +248,7 @@ def test_the_broker_going_down_mid_export_is_a_clear_error_and_the_next_run_comp
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, [(c, p * 40, t) for c, p, t in sample(6000)], segment_bytes=256 * 1024)
-    process = start(
-        BUS,
-        "kafka-export",
-        path,
-        "--bootstrap-server",
-        own_broker.bootstrap,
-        "--topic",
-        topic,
-        "--max-request-size",
-        "8K",
-        "--timeout",
-        "2",
-    )
+    process = start_export(path, own_broker, topic, "--max-request-size", "8K", "--timeout", "2")
     deadline = time.monotonic() + HANG_GUARD
     while not topic_messages(own_broker.bootstrap, topic):
         assert time.monotonic() < deadline and process.poll() is None
@@ -284,7 +259,7 @@ def test_the_broker_going_down_mid_export_is_a_clear_error_and_the_next_run_comp
 
     assert process.returncode == 9, (out, err)
     assert_error_line(
-        subprocess.CompletedProcess(process.args, 9, out, err), PROG, 9
+        subprocess.CompletedProcess(process.args, 9, out, err), KAFKA_EXPORT_PROG, 9
     )  # one line, no traceback
     assert f"Kafka brokers {own_broker.bootstrap}" in err
     assert "run the command again: it resumes where it stopped" in err
@@ -306,7 +281,7 @@ def test_no_broker_at_all_is_a_clear_error(tmp_path: Path, topic: str) -> None:
         "kafka-export", path, "--bootstrap-server", nobody.bootstrap, "--topic", topic, "--timeout", "1"
     )
 
-    message = assert_error_line(result, PROG, 9)
+    message = assert_error_line(result, KAFKA_EXPORT_PROG, 9)
     assert f"Kafka brokers {nobody.bootstrap}" in message and "check that the broker is running" in message
 
 
@@ -318,7 +293,7 @@ def test_a_record_larger_than_a_request_is_refused_with_its_offset(
 
     result = export(path, broker, topic, "--max-request-size", "16K")
 
-    message = assert_error_line(result, PROG, 9)
+    message = assert_error_line(result, KAFKA_EXPORT_PROG, 9)
     assert f"the record at bus offset {written[1].offset}" in message and "max.message.bytes" in message
     assert marks(topic_messages(broker.bootstrap, topic)) == [Mark(written[0].offset, written[0].next_offset)]
 
@@ -339,7 +314,7 @@ def test_bad_settings_are_refused_before_anything_is_done(
 
     result = bus("kafka-export", path, *[word for pair in settings.items() for word in pair])
 
-    assert words in assert_error_line(result, PROG, 2)
+    assert words in assert_error_line(result, KAFKA_EXPORT_PROG, 2)
 
 
 def test_without_kafka_python_the_command_says_what_to_install(tmp_path: Path) -> None:
@@ -368,7 +343,7 @@ def test_without_kafka_python_the_command_says_what_to_install(tmp_path: Path) -
         check=False,
     )
 
-    assert "pip install 'filelog-bus[kafka]'" in assert_error_line(result, PROG, 9)
+    assert "pip install 'filelog-bus[kafka]'" in assert_error_line(result, KAFKA_EXPORT_PROG, 9)
 
 
 # -- --follow -------------------------------------------------------------------------------------
@@ -379,9 +354,7 @@ def test_follow_copies_what_a_writer_appends_across_rolls_and_ends_cleanly_on_si
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, sample(10), **SMALL)
-    follower = start(
-        BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow"
-    )
+    follower = start_export(path, broker, topic, "--follow")
     try:
         wait_for_topic(broker, topic, 10, follower)
         with LogWriter(path, **SMALL) as writer:  # rolls a segment every ~20 records
@@ -403,11 +376,10 @@ def test_follow_killed_and_restarted_while_a_writer_appends_loses_and_repeats_no
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
     path = tmp_path / "bus"
-    args = ("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow")
     chooser = random.Random(7)
     with LogWriter(path, **SMALL) as writer:
         for round_number in range(4):
-            follower = start(BUS, *args)
+            follower = start_export(path, broker, topic, "--follow")
             for category, payload, timestamp in sample(300)[round_number * 60 : round_number * 60 + 60]:
                 writer.append(category, payload, timestamp)
                 if chooser.random() < 0.1:
@@ -415,7 +387,7 @@ def test_follow_killed_and_restarted_while_a_writer_appends_loses_and_repeats_no
             time.sleep(chooser.uniform(0.0, 0.3))
             follower.kill()
             follower.communicate()
-    last = start(BUS, *args)
+    last = start_export(path, broker, topic, "--follow")
     try:
         Lines(last.stdout).wait_for(lambda line: line.startswith("resuming at bus offset"))
         wait_for_topic(broker, topic, 240, last)
@@ -431,9 +403,7 @@ def test_a_second_export_of_the_bus_into_the_same_topic_is_refused_while_one_run
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, sample(10))
-    follower = start(
-        BUS, "kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow"
-    )
+    follower = start_export(path, broker, topic, "--follow")
     try:
         Lines(follower.stdout).wait_for(lambda line: line.startswith("created the topic"))
 
@@ -443,7 +413,7 @@ def test_a_second_export_of_the_bus_into_the_same_topic_is_refused_while_one_run
         follower.send_signal(signal.SIGTERM)
         follower.wait(timeout=HANG_GUARD)
 
-    message = assert_error_line(second, PROG, 6)
+    message = assert_error_line(second, KAFKA_EXPORT_PROG, 6)
     assert (
         f"another kafka-export of the bus at {path} into the topic {topic} is running (pid {follower.pid})"
         in message
@@ -459,8 +429,7 @@ def test_cut_off_from_a_broker_that_keeps_the_topic_then_run_again_it_resumes_wh
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, [(c, p * 40, t) for c, p, t in sample(6000)], segment_bytes=256 * 1024)
-    args = ("kafka-export", path, "--bootstrap-server", relayed_broker.bootstrap, "--topic", topic)
-    process = start(BUS, *args, "--max-request-size", "8K", "--timeout", "2")
+    process = start_export(path, relayed_broker, topic, "--max-request-size", "8K", "--timeout", "2")
     deadline = time.monotonic() + HANG_GUARD
     while len(topic_messages(relayed_broker.bootstrap, topic)) < 100:
         assert time.monotonic() < deadline and process.poll() is None
@@ -477,7 +446,7 @@ def test_cut_off_from_a_broker_that_keeps_the_topic_then_run_again_it_resumes_wh
     assert 100 <= len(held) < 6000
     assert contents(held) == as_messages(read_all(path))[: len(held)]
 
-    result = bus(*args)
+    result = export(path, relayed_broker, topic)
 
     assert result.returncode == 0, result.stderr
     assert f"resuming at bus offset {held[-1].mark.next_offset}" in result.stdout

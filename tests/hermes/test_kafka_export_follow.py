@@ -11,8 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers.cli import BUS, HANG_GUARD, SMALL, Lines, sample, start, write_bus
-from helpers.kafka import Broker, topic_messages, wait_for_topic
+from helpers.bus import SMALL, write_bus
+from helpers.cli import HANG_GUARD, Lines, sample
+from helpers.kafka import Broker, start_export, topic_messages, wait_for_topic
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.hermes.kafka.export import BusExport
@@ -41,7 +42,6 @@ def test_follow_stopped_and_killed_while_a_writer_appends_rolls_and_deletes_keep
 ) -> None:
     chooser = random.Random(1207)
     path = tmp_path / "bus"
-    args = ("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, "--follow")
     appended: list[tuple[int, str, bytes, float]] = []
     follower: subprocess.Popen[str] | None = None
     stops = 0
@@ -51,7 +51,9 @@ def test_follow_stopped_and_killed_while_a_writer_appends_rolls_and_deletes_keep
             if i % 150 == 149:
                 writer.apply_retention(max_bytes=30_000)  # keeps ~500 records: the export stays ahead
             if follower is None and chooser.random() < 0.05:
-                follower = start(BUS, *args, "--max-request-size", chooser.choice(["1K", "4K", "1M"]))
+                follower = start_export(
+                    path, broker, topic, "--follow", "--max-request-size", chooser.choice(["1K", "4K", "1M"])
+                )
             elif follower is not None and chooser.random() < 0.01:
                 how = chooser.choice([signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
                 follower.send_signal(how)
@@ -63,7 +65,7 @@ def test_follow_stopped_and_killed_while_a_writer_appends_rolls_and_deletes_keep
             time.sleep(0.002)
         end = writer.end_offset
     assert stops >= 3
-    follower = follower or start(BUS, *args)
+    follower = follower or start_export(path, broker, topic, "--follow")
     try:
         deadline = time.monotonic() + HANG_GUARD
         while True:
@@ -98,18 +100,7 @@ def test_sigterm_just_after_a_broker_failure_of_a_follow_export_does_not_kill_it
 ) -> None:
     path = tmp_path / "bus"
     write_bus(path, sample(10), **SMALL)
-    follower = start(
-        BUS,
-        "kafka-export",
-        path,
-        "--bootstrap-server",
-        own_broker.bootstrap,
-        "--topic",
-        topic,
-        "--follow",
-        "--timeout",
-        "1",
-    )
+    follower = start_export(path, own_broker, topic, "--follow", "--timeout", "1")
     wait_for_topic(own_broker, topic, 10, follower)
     own_broker.stop()
     write_bus(path, sample(20)[10:], **SMALL)  # the next batch finds no broker

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.bus import read_all
-from helpers.cli import SMALL, assert_error_line, sample, write_bus
+from helpers.bus import SMALL, read_all, write_bus
+from helpers.cli import assert_error_line, sample
 from helpers.kafka import Broker, as_messages, contents, export, topic_messages
 
 from filelog_bus import LogReader, LogWriter

@@ -7,7 +7,8 @@ import bisect
 import random
 from pathlib import Path
 
-from helpers.cli import T0, write_bus
+from helpers.bus import write_bus
+from helpers.cli import T0
 from helpers.kafka import Broker, export, topic_messages
 
 from filelog_bus import LogReader, LogWriter

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers.cli import BUS, HANG_GUARD, SMALL, T0, assert_error_line, bus, sample, start, write_bus
+from helpers.bus import SMALL, write_bus
+from helpers.cli import BUS, HANG_GUARD, T0, assert_error_line, bus, sample, start
 from helpers.clients import hermes_cache, offsets, write_cache
-from helpers.hermes import handled_events, run
+from helpers.hermes import handled_events, run_standin
 from helpers.kafka import Broker, cut_by_retention, export, migrate, wait_for_topic
 from lib.datamodel.event import Event
 
@@ -53,17 +54,17 @@ def test_clients_stopped_anywhere_go_on_from_kafka_with_exactly_the_events_the_b
     tmp_path: Path, broker: Broker, topic: str
 ) -> None:
     path = tmp_path / "bus"
-    status, _, err = run("fake_server.py", path, "--initsync", 5, "--base", 20, "--loops", 2)
+    status, _, err = run_standin("fake_server.py", path, "--initsync", 5, "--base", 20, "--loops", 2)
     assert status == 0, err
     stops = {"initsync-begun": 3, "initsync-read": 7, "base-half-read": 17}
     filelog_caches, kafka_caches = tmp_path / "filelog", tmp_path / "kafka"
     filelog_caches.mkdir()
     for name, count in stops.items():
         cache = filelog_caches / f"_hermes-client-{name}.json"
-        status, _, err = run("fake_client.py", path, cache, "--stop-after", count)
+        status, _, err = run_standin("fake_client.py", path, cache, "--stop-after", count)
         assert status == 0, err
     drained = filelog_caches / "_hermes-client-drained.json"
-    status, _, err = run("fake_client.py", path, drained, "--stop-at", "base-19")
+    status, _, err = run_standin("fake_client.py", path, drained, "--stop-at", "base-19")
     assert status == 0, err
     new = filelog_caches / "_hermes-client-new.json"
     hermes_cache.save(new, hermes_cache.new_content())
@@ -89,9 +90,11 @@ def test_clients_stopped_anywhere_go_on_from_kafka_with_exactly_the_events_the_b
 
     for name in [*stops, "drained", "new"]:
         cache_name = f"_hermes-client-{name}.json"
-        status, stayed, err = run("fake_client.py", path, filelog_caches / cache_name, "--stop-at", LAST_KEY)
+        status, stayed, err = run_standin(
+            "fake_client.py", path, filelog_caches / cache_name, "--stop-at", LAST_KEY
+        )
         assert status == 0, err
-        status, went, err = run(
+        status, went, err = run_standin(
             "fake_client.py",
             "-",
             kafka_caches / cache_name,
@@ -294,19 +297,19 @@ def test_the_way_back_a_client_that_read_kafka_goes_on_from_the_bus_where_it_sto
 ) -> None:
     """Bridge mode rolled back: hermes-server kept writing the bus; the client read part of the topic."""
     path = tmp_path / "bus"
-    status, _, err = run("fake_server.py", path, "--initsync", 3, "--base", 20, "--loops", 2)
+    status, _, err = run_standin("fake_server.py", path, "--initsync", 3, "--base", 20, "--loops", 2)
     assert status == 0, err
     export(path, broker, topic, check=True)
     cache = tmp_path / "caches" / "_hermes-client-ldap.json"
     cache.parent.mkdir()
     hermes_cache.save(cache, hermes_cache.new_content())
     kafka = ("--kafka", broker.bootstrap, "--topic", topic, "--timeout-ms", "500")
-    status, on_kafka, err = run("fake_client.py", "-", cache, "--stop-after", 12, *kafka)
+    status, on_kafka, err = run_standin("fake_client.py", "-", cache, "--stop-after", 12, *kafka)
     assert status == 0, err
     kafka_offsets = offsets(cache)
     reference = tmp_path / "reference.json"
     hermes_cache.save(reference, hermes_cache.new_content())
-    status, everything, err = run("fake_client.py", path, reference, "--stop-at", "base-19")
+    status, everything, err = run_standin("fake_client.py", path, reference, "--stop-at", "base-19")
     assert status == 0, err
 
     back = bus(
@@ -320,7 +323,7 @@ def test_the_way_back_a_client_that_read_kafka_goes_on_from_the_bus_where_it_sto
         "--topic",
         topic,
     )
-    status, on_bus, err = run("fake_client.py", path, cache, "--stop-at", "base-19")
+    status, on_bus, err = run_standin("fake_client.py", path, cache, "--stop-at", "base-19")
 
     assert back.returncode == 0, back.stderr
     assert offsets(cache) != kafka_offsets
@@ -335,11 +338,11 @@ def test_a_client_whose_next_event_is_the_init_stop_it_has_not_read_is_refused(
     """On the bus its nextoffset is just past the event before init-stop; on Kafka it would equal
     initstopoffset, which Hermes reads as initialised: it would skip init-stop."""
     path = tmp_path / "bus"
-    status, _, err = run("fake_server.py", path, "--initsync", 5, "--base", 3, "--loops", 1)
+    status, _, err = run_standin("fake_server.py", path, "--initsync", 5, "--base", 3, "--loops", 1)
     assert status == 0, err
     cache = tmp_path / "caches" / "_hermes-client-ldap.json"
     cache.parent.mkdir()
-    status, _, err = run("fake_client.py", path, cache, "--stop-after", 6)  # init-start and 5 added
+    status, _, err = run_standin("fake_client.py", path, cache, "--stop-after", 6)  # init-start and 5 added
     assert status == 0, err
     before = cache.read_bytes()
     export(path, broker, topic, check=True)
@@ -349,7 +352,7 @@ def test_a_client_whose_next_event_is_the_init_stop_it_has_not_read_is_refused(
     message = assert_error_line(refused, PROG, 4)
     assert "its next event is the init-stop" in message and "start the client once more" in message
     assert cache.read_bytes() == before
-    status, _, err = run("fake_client.py", path, cache, "--stop-after", 1)  # it handles init-stop
+    status, _, err = run_standin("fake_client.py", path, cache, "--stop-after", 1)  # it handles init-stop
     assert status == 0, err
     assert migrate(path, broker, topic, cache).returncode == 0
     _, stop, next_ = offsets(cache)

@@ -6,14 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.cli import assert_error_line, bus, sample, write_bus
-from helpers.kafka import Broker, assert_topic_is_bus, partitions_of, topic_messages
-
-PROG = "filelog-bus kafka-export"
-
-
-def export(path: Path, broker: Broker, topic: str, *args: object) -> object:
-    return bus("kafka-export", path, "--bootstrap-server", broker.bootstrap, "--topic", topic, *args)
+from helpers.bus import write_bus
+from helpers.cli import KAFKA_EXPORT_PROG, assert_error_line, sample
+from helpers.kafka import Broker, assert_topic_is_bus, export, partitions_of, topic_messages
 
 
 @pytest.mark.parametrize("seconds", ["600", "3600"])
@@ -36,7 +31,9 @@ def test_a_timeout_beyond_an_hour_is_a_usage_error(tmp_path: Path, broker: Broke
 
     result = export(path, broker, topic, "--timeout", "1e12")
 
-    assert "the Kafka timeout must be between 1 second and 3600 seconds" in assert_error_line(result, PROG, 2)
+    assert "the Kafka timeout must be between 1 second and 3600 seconds" in assert_error_line(
+        result, KAFKA_EXPORT_PROG, 2
+    )
     assert partitions_of(broker.bootstrap, topic) == set()
 
 
@@ -48,7 +45,7 @@ def test_a_replication_factor_beyond_kafkas_limit_is_a_usage_error(
 
     result = export(path, broker, topic, "--replication-factor", "99999999999")
 
-    assert "replication factor is 1 to 32767" in assert_error_line(result, PROG, 2)
+    assert "replication factor is 1 to 32767" in assert_error_line(result, KAFKA_EXPORT_PROG, 2)
     assert partitions_of(broker.bootstrap, topic) == set()
 
 
@@ -62,5 +59,7 @@ def test_a_request_size_too_small_for_any_message_is_a_usage_error(
 
     result = export(path, broker, topic, "--max-request-size", size)
 
-    assert "the Kafka request size must be at least 1024 bytes" in assert_error_line(result, PROG, 2)
+    assert "the Kafka request size must be at least 1024 bytes" in assert_error_line(
+        result, KAFKA_EXPORT_PROG, 2
+    )
     assert topic_messages(broker.bootstrap, topic) == []

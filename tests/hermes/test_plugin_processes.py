@@ -12,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.hermes import PROCESS_TIMEOUT, finish, handled_events, keys_of, run, standin_env, start
+from helpers.hermes import (
+    PROCESS_TIMEOUT,
+    finish,
+    handled_events,
+    keys_of,
+    run_standin,
+    standin_env,
+    start_standin,
+)
 from helpers.processes import STANDIN_DIR
 
 from filelog_bus import LogWriter
@@ -34,8 +42,10 @@ def expected_keys(initsync: int, base: int) -> list[tuple[str, str, str | None]]
 
 def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp_path: Path) -> None:
     bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
-    client = start("fake_client.py", bus, cache, "--timeout-ms", 100, "--stop-at", "base-29")
-    server_status, _, server_err = run("fake_server.py", bus, "--initsync", 5, "--base", 30, "--loops", 3)
+    client = start_standin("fake_client.py", bus, cache, "--timeout-ms", 100, "--stop-at", "base-29")
+    server_status, _, server_err = run_standin(
+        "fake_server.py", bus, "--initsync", 5, "--base", 30, "--loops", 3
+    )
     client_status, client_out, client_err = finish(client)
 
     assert server_status == 0, server_err
@@ -54,9 +64,9 @@ def test_client_started_before_the_bus_exists_gets_initsync_then_base_events(tmp
 
 def test_client_restarted_mid_stream_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
     bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
-    server = start("fake_server.py", bus, "--initsync", 4, "--base", 60, "--loops", 6)
-    first_status, first_out, first_err = run("fake_client.py", bus, cache, "--stop-after", 20)
-    second_status, second_out, second_err = run("fake_client.py", bus, cache, "--stop-at", "base-59")
+    server = start_standin("fake_server.py", bus, "--initsync", 4, "--base", 60, "--loops", 6)
+    first_status, first_out, first_err = run_standin("fake_client.py", bus, cache, "--stop-after", 20)
+    second_status, second_out, second_err = run_standin("fake_client.py", bus, cache, "--stop-at", "base-59")
     server_status, _, server_err = finish(server)
 
     assert (server_status, first_status, second_status) == (0, 0, 0), (server_err, first_err, second_err)
@@ -68,10 +78,10 @@ def test_client_restarted_mid_stream_resumes_without_gap_or_duplicate(tmp_path: 
 
 def test_category_lookup_across_processes_finds_the_initsync_start(tmp_path: Path) -> None:
     bus = tmp_path / "bus"
-    status, _, err = run("fake_server.py", bus, "--initsync", 2, "--base", 40, "--loops", 1)
+    status, _, err = run_standin("fake_server.py", bus, "--initsync", 2, "--base", 40, "--loops", 1)
     assert status == 0, err
     # A lone initsync sequence after many base events: findNextEventOfCategory jumps to it.
-    status, _, err = run("fake_server.py", bus, "--initsync", 0, "--base", 0, "--loops", 1)
+    status, _, err = run_standin("fake_server.py", bus, "--initsync", 0, "--base", 0, "--loops", 1)
     assert status == 0, err
     script = (
         "import json, sys\n"
@@ -108,14 +118,14 @@ def test_category_lookup_across_processes_finds_the_initsync_start(tmp_path: Pat
 
 def test_second_server_is_refused_with_a_clear_message_while_the_first_holds_the_bus(tmp_path: Path) -> None:
     bus, hold = tmp_path / "bus", tmp_path / "first-server-holds-the-bus"
-    first = start("fake_server.py", bus, "--base", 5, "--loops", 1, "--hold-file", hold)
+    first = start_standin("fake_server.py", bus, "--base", 5, "--loops", 1, "--hold-file", hold)
     deadline = time.monotonic() + PROCESS_TIMEOUT
     while not hold.exists():
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline, "first server never opened the bus"
         time.sleep(0.01)
 
-    second_status, _, second_err = run("fake_server.py", bus, "--base", 5, "--loops", 1)
+    second_status, _, second_err = run_standin("fake_server.py", bus, "--base", 5, "--loops", 1)
     hold.unlink()
     first_status, _, first_err = finish(first)
 
@@ -125,7 +135,7 @@ def test_second_server_is_refused_with_a_clear_message_while_the_first_holds_the
     assert "only one hermes-server may produce on a bus" in second_err.lower()
     assert str(bus) in second_err
     # Once the first server has closed the bus, another server may write to it.
-    assert run("fake_server.py", bus, "--initsync", 0, "--base", 1, "--loops", 1)[0] == 0
+    assert run_standin("fake_server.py", bus, "--initsync", 0, "--base", 1, "--loops", 1)[0] == 0
 
 
 def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its_start(
@@ -134,8 +144,10 @@ def test_client_with_offsets_reset_for_a_new_bus_reads_only_base_events_from_its
     """The README's migration recipe: an initialised client whose three cached offsets are set to 0."""
     bus, cache = tmp_path / "bus", tmp_path / "_hermes-client-standin.json"
     save_cache(cache, new_content(initstartoffset=0, initstopoffset=0, nextoffset=0))
-    client = start("fake_client.py", bus, cache, "--stop-at", "base-9")
-    server_status, _, server_err = run("fake_server.py", bus, "--initsync", 3, "--base", 10, "--loops", 2)
+    client = start_standin("fake_client.py", bus, cache, "--stop-at", "base-9")
+    server_status, _, server_err = run_standin(
+        "fake_server.py", bus, "--initsync", 3, "--base", 10, "--loops", 2
+    )
     client_status, client_out, client_err = finish(client)
 
     assert (server_status, client_status) == (0, 0), (server_err, client_err)

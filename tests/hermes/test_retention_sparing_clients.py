@@ -11,17 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.cli import bus, segment_files, snapshot
-from helpers.clients import (
-    DAY,
-    SEGMENTS,
-    aged_times,
-    by_client,
-    clients_json,
-    events_bus,
-    unread,
-    write_cache,
-)
+from helpers.bus import DAY, SMALL, content_snapshot, segment_names
+from helpers.cli import bus
+from helpers.clients import aged_times, by_client, clients_json, events_bus, unread, write_cache
 from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, Record
@@ -75,9 +67,9 @@ def test_retention_with_clients_spares_what_they_have_not_read(tmp_path: Path) -
     unprotected = tmp_path / "copy"
     shutil.copytree(bus_dir, unprotected)
 
-    files = segment_files(bus_dir)
+    files = segment_names(bus_dir)
     dry = bus("retention", bus_dir, "--days", 5, "--clients", cache.parent, "--dry-run")
-    dry_files = segment_files(bus_dir)
+    dry_files = segment_names(bus_dir)
     spared = bus("retention", bus_dir, "--days", 5, "--clients", cache.parent)
     plain = bus("retention", unprotected, "--days", 5)
 
@@ -117,7 +109,7 @@ def test_over_the_size_budget_retention_deletes_anyway_and_says_what_each_client
 def test_a_cache_that_cannot_be_read_makes_retention_delete_nothing(tmp_path: Path) -> None:
     bus_dir, _, cache = old_bus(tmp_path)
     (cache.parent / "_hermes-client-broken.json").write_text("{ not json")
-    before = snapshot(bus_dir)
+    before = content_snapshot(bus_dir)
 
     result = bus("retention", bus_dir, "--days", 5, "--bytes", 2048, "--clients", cache.parent)
 
@@ -126,7 +118,7 @@ def test_a_cache_that_cannot_be_read_makes_retention_delete_nothing(tmp_path: Pa
         "filelog-bus retention: error: nothing was deleted: retention keeps everything: the hermes-client cache "
         f"file {cache.parent / '_hermes-client-broken.json'} is damaged or not JSON"
     )
-    assert snapshot(bus_dir) == before
+    assert content_snapshot(bus_dir) == before
 
 
 # -- the producer's retention_clients ------------------------------------------------------------
@@ -164,7 +156,7 @@ def producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]
 
 def open_and_close(plugin_class: type, bus_dir: Path, **settings: object) -> None:
     """One hermes-server update loop with no change to send: open() applies retention."""
-    with plugin_class({"path": str(bus_dir), "segment_bytes": SEGMENTS["segment_bytes"], **settings}):
+    with plugin_class({"path": str(bus_dir), "segment_bytes": SMALL["segment_bytes"], **settings}):
         pass
 
 
@@ -200,7 +192,7 @@ def test_producer_keeps_everything_when_a_named_cache_cannot_be_read(
 ) -> None:
     bus_dir, _, cache = old_bus(tmp_path)
     missing = tmp_path / "no-such-cache-dir" / "_hermes-client-gone.json"
-    before = segment_files(bus_dir)
+    before = segment_names(bus_dir)
 
     open_and_close(
         producer.Plugin,
@@ -210,7 +202,7 @@ def test_producer_keeps_everything_when_a_named_cache_cannot_be_read(
         retention_clients=[str(cache), str(missing)],
     )
 
-    assert segment_files(bus_dir) == before
+    assert segment_names(bus_dir) == before
     [message] = producer.log.at(logging.ERROR)
     assert message.startswith(
         f"filelog bus {str(bus_dir)!r}: retention keeps everything: no hermes-client cache file {missing}"

@@ -20,7 +20,7 @@ from helpers.clients import (
     hermes_cache,
     write_cache,
 )
-from helpers.hermes import finish, handled_events, keys_of, run, start
+from helpers.hermes import finish, handled_events, keys_of, run_standin, start_standin
 
 from filelog_bus import LogReader
 
@@ -63,8 +63,10 @@ def test_from_the_sqlite_bus_set_offsets_start_then_the_client_reads_only_new_ba
     assert oct(cache.stat().st_mode & 0o777) == "0o640"
     assert not bus_dir.exists(), "setting offsets must not create the bus"
 
-    client = start("fake_client.py", bus_dir, cache, "--stop-at", "base-9")
-    server_status, _, server_err = run("fake_server.py", bus_dir, "--initsync", 3, "--base", 10, "--loops", 2)
+    client = start_standin("fake_client.py", bus_dir, cache, "--stop-at", "base-9")
+    server_status, _, server_err = run_standin(
+        "fake_server.py", bus_dir, "--initsync", 3, "--base", 10, "--loops", 2
+    )
     client_status, client_out, client_err = finish(client)
     assert (server_status, client_status) == (0, 0), (server_err, client_err)
     # Initialised: the fresh initsync sequence is skipped; no base event is missed.
@@ -89,9 +91,13 @@ def test_set_offsets_end_makes_a_client_start_with_the_next_event(tmp_path: Path
         True,
     )
     assert status == 0
-    server_status, _, server_err = run("fake_server.py", bus_dir, "--initsync", 0, "--base", 3, "--loops", 1)
+    server_status, _, server_err = run_standin(
+        "fake_server.py", bus_dir, "--initsync", 0, "--base", 3, "--loops", 1
+    )
     assert server_status == 0, server_err
-    client_status, client_out, client_err = run("fake_client.py", bus_dir, cache, "--stop-at", "base-2")
+    client_status, client_out, client_err = run_standin(
+        "fake_client.py", bus_dir, cache, "--stop-at", "base-2"
+    )
     assert client_status == 0, client_err
     assert keys_of(handled_events(client_out)) == [("base", "added", f"base-{i}") for i in range(3)]
 
@@ -126,7 +132,7 @@ def test_set_offsets_refuses_while_the_client_runs_and_works_once_it_is_stopped(
     cache = write_cache(tmp_path / "cache", "hermes-client-busy", compressed=False, nextoffset=0)
     # named first, so that a check made only when its turn comes would rewrite it before refusing
     stopped = write_cache(tmp_path / "a-cache", "hermes-client-alpha", compressed=False, nextoffset=1)
-    client = start(
+    client = start_standin(
         "fake_client.py", bus_dir, cache, "--timeout-ms", 100, "--stop-at", "never", "--max-loops", 600
     )
     try:

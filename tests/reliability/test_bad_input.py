@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers.bus import dir_snapshot, file_contents, read_all, segment_paths
+from helpers.bus import colliding_categories, dir_snapshot, file_contents, read_all, segment_paths
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import (
@@ -217,7 +217,7 @@ def test_find_next_finds_every_record_of_categories_whose_index_keys_collide(bus
     first record in a block is not indexed when the first one precedes it there;
     find_next must still find it (the format says keys can collide).
     """
-    first, second = colliding_categories()
+    first, second = colliding_categories(1)
     with LogWriter(bus_dir, index_interval_bytes=256) as writer:
         for block in range(6):
             writer.append(first, b"a" * 10, float(block))
@@ -232,13 +232,6 @@ def test_find_next_finds_every_record_of_categories_whose_index_keys_collide(bus
             while (record := reader.find_next(category)) is not None:
                 found.append(record.offset)
             assert found == [r.offset for r in records if r.category == category], category
-
-
-def colliding_categories() -> tuple[str, str]:
-    """Two short category names with the same CRC-32 (found once by a birthday search)."""
-    first, second = "c699378", "c18020006"
-    assert zlib.crc32(first.encode()) == zlib.crc32(second.encode())
-    return first, second
 
 
 # -- directories that are not (good) buses -----------------------------------------------------------------

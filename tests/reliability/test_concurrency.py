@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 from helpers.bus import (
     CHILD_TIMEOUT,
+    LOCK_ATTEMPT,
     Expected,
     LineReader,
     assert_contiguous,
     hold_bus,
     kill_and_collect,
     read_all,
+    release,
     segment_base,
     segment_paths,
 )
@@ -87,18 +89,6 @@ def test_contending_writer_processes_take_turns_without_interleaving(bus_dir: Pa
         assert end == start, f"sessions of {name} and {other} overlap or leave a gap: not serialized"
 
 
-LOCK_ATTEMPT = """
-import sys
-from filelog_bus import LogReader, LogWriter
-from filelog_bus.errors import BusLockedError, RecordsExpiredError
-
-try:
-    LogWriter(sys.argv[1], lock_timeout=float(sys.argv[2])).open().close()
-    print("acquired")
-except BusLockedError as exc:
-    print("BusLockedError", exc)
-"""
-
 #: Waits for the lock (up to 60 s), then appends one record and closes.
 PATIENT_WRITER = """
 import sys
@@ -123,11 +113,7 @@ def test_waiter_whose_lock_timeout_expires_gets_a_clear_bus_locked_error(bus_dir
         with pytest.raises(BusLockedError, match=f"pid {holder.pid}"):
             LogWriter(bus_dir, lock_timeout=0.1).open()  # in this process too
     finally:
-        assert holder.stdin is not None
-        holder.stdin.write(b"\n")
-        holder.stdin.close()
-        lines.rest()
-        holder.wait(timeout=CHILD_TIMEOUT)
+        release(holder, lines)
     assert holder.returncode == 0
     assert len(read_all(bus_dir)) == 3
 

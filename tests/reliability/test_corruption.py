@@ -127,8 +127,7 @@ def assert_detected(bus: Path, records: list[Record], segment: Path, position: i
 def test_every_bit_flip_in_a_segment_is_detected_and_located(
     pristine: tuple[Path, list[Record]], damaged_copy: Path
 ) -> None:
-    seed = suite_seed()
-    print(f"segment flips: seed {seed} (rerun with FILELOG_SEED={seed})")
+    seed = suite_seed("segment flips")
     rng = random.Random(seed)
     records = pristine[1]
     segments = segment_paths(damaged_copy)
@@ -184,8 +183,7 @@ def probes_for(records: list[Record], rng: random.Random) -> list[int]:
 def test_index_bit_flips_never_change_results(
     pristine: tuple[Path, list[Record]], damaged_copy: Path
 ) -> None:
-    seed = suite_seed()
-    print(f"index flips: seed {seed} (rerun with FILELOG_SEED={seed})")
+    seed = suite_seed("index flips")
     rng = random.Random(seed)
     records = pristine[1]
     probes = probes_for(records, rng)
@@ -274,8 +272,7 @@ def test_repair_indexes_restores_every_flipped_index(
     pristine: tuple[Path, list[Record]], damaged_copy: Path
 ) -> None:
     """`LogWriter.repair_indexes()` (behind `filelog-bus verify --repair`) rebuilds any flipped index exactly."""
-    seed = suite_seed()
-    print(f"index repairs: seed {seed} (rerun with FILELOG_SEED={seed})")
+    seed = suite_seed("index repairs")
     rng = random.Random(seed)
     indexes = index_files(damaged_copy)
     originals = {index.name: index.read_bytes() for index in indexes}

@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 from helpers import crash_model as cs
-from helpers.bus import Hung, deadline, read_all
+from helpers.bus import LONG, Hung, deadline, read_all, write_bus
 
 from filelog_bus import LogWriter, fs, segment, standby
 from filelog_bus.check import verify_bus
@@ -55,7 +55,6 @@ from filelog_bus.errors import FilelogBusError
 from filelog_bus.layout import FILE_HEADER_SIZE, STANDBY_NAME
 from filelog_bus.segment import preallocated_size
 
-LONG = os.environ.get("FILELOG_LONG") == "1"
 BUDGET = cs.Budget(exhaustive_up_to=10, samples=64) if LONG else cs.Budget(exhaustive_up_to=5, samples=6)
 #: Seconds a reader with timeout=0 (or a writer's open) may take before it counts as spinning.
 HANG_SECONDS = 5.0
@@ -127,7 +126,7 @@ def is_segment_name(name: str) -> bool:
     return len(name) == SEGMENT_NAME_LENGTH and name.endswith(".log") and name[:20].isdigit()
 
 
-def segment_files(tree: dict[str, bytes | None], bus: str = "bus") -> dict[int, bytes]:
+def tree_segments(tree: dict[str, bytes | None], bus: str = "bus") -> dict[int, bytes]:
     """base -> bytes of each segment file of a tree."""
     files = {}
     for path, data in tree.items():
@@ -155,7 +154,7 @@ def acknowledged_or_durable(
     unsynced items lost" state holds them, as in the ``reference`` files of the full run)."""
 
     def required(checkpoint: cs.Checkpoint) -> int:
-        segments = segment_files(cs.durable_tree(checkpoint))
+        segments = tree_segments(cs.durable_tree(checkpoint))
         durable = 0
         for position, record in enumerate(expected):
             if record_bytes(segments, record) == record_bytes(reference, record):
@@ -206,10 +205,9 @@ def append_all(
         recorder.mark(offset)  # the append RETURNED: from here on it must survive any crash
 
 
-def fill(bus: Path, config: dict[str, Any], records: list[tuple[str, bytes]]) -> None:
-    with LogWriter(bus, **config) as writer:
-        for number, (category, payload) in enumerate(records):
-            writer.append(category, payload, timestamp=TIMESTAMP + number)
+def stamped(records: list[tuple[str, bytes]]) -> list[tuple[str, bytes, float]]:
+    """(category, payload, timestamp): record ``number`` stamped TIMESTAMP + number, as append_all does."""
+    return [(category, payload, TIMESTAMP + number) for number, (category, payload) in enumerate(records)]
 
 
 def records_of(count: int, size: int, first: int = 0) -> list[tuple[str, bytes]]:
@@ -524,7 +522,9 @@ def test_always_appends_across_rolls_survive_every_power_cut(scratch: Path) -> N
         append_all(writer, recorder, during, first=3)
         writer.close()
 
-    workload = record_workload("always", scratch, config, lambda bus: fill(bus, config, before), run)
+    workload = record_workload(
+        "always", scratch, config, lambda bus: write_bus(bus, stamped(before), **config), run
+    )
     assert sum(name.endswith(".log") for name in os.listdir(scratch / "always-world" / "bus")) >= 3, (
         "the workload should roll at least twice"
     )
@@ -542,7 +542,9 @@ def test_never_power_cut_losing_pages_in_the_middle_of_the_tail_leaves_a_prefix(
         append_all(writer, recorder, during, first=2)
         writer.close()
 
-    workload = record_workload("never", scratch, config, lambda bus: fill(bus, config, before), run)
+    workload = record_workload(
+        "never", scratch, config, lambda bus: write_bus(bus, stamped(before), **config), run
+    )
     assert len(os.listdir(scratch / "never-world" / "bus")) > len(
         os.listdir(scratch / "never-snapshot" / "bus")
     ), "the workload should roll once"
@@ -613,7 +615,9 @@ def test_deferred_appends_are_promised_once_sync_returns(scratch: Path) -> None:
         append_all(writer, recorder, after, first=3 + len(deferred))
         writer.close()
 
-    workload = record_workload("deferred", scratch, config, lambda bus: fill(bus, config, before), run)
+    workload = record_workload(
+        "deferred", scratch, config, lambda bus: write_bus(bus, stamped(before), **config), run
+    )
     assert sum(name.endswith(".log") for name in os.listdir(scratch / "deferred-world" / "bus")) >= 3
     assert_no_failures(workload, *run_workload(workload, scratch))
 
@@ -626,7 +630,7 @@ def test_a_roll_that_takes_the_standby_survives_every_power_cut(scratch: Path) -
     during = records_of(6, 150, first=5)
 
     def prepare(bus: Path) -> None:
-        fill(bus, config, before)
+        write_bus(bus, stamped(before), **config)
         assert standby.prepare(str(bus), preallocated_size(1024))
 
     def run(bus: Path, recorder: cs.Recorder) -> None:

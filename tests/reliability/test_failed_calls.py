@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from helpers.bus import read_all
-from helpers.faults import Fault, count_calls, injected, is_directory, path_faults
+from helpers.bus import read_all, segment_names
+from helpers.faults import Fault, count_calls, fill_disk, injected, is_directory, path_faults
 from helpers.promises import (
     BIG,
-    PAGE,
     READ_DEADLINE,
     Ack,
     after_failed_append,
@@ -32,7 +31,6 @@ from helpers.promises import (
     prepare,
     record,
     reopen_append_and_roll,
-    segment_names,
 )
 
 from filelog_bus import LogReader, LogWriter
@@ -197,17 +195,6 @@ def test_enospc_writing_the_category_index_then_a_retried_append_is_indexed(
 # -- opening a writer on a full disk --------------------------------------------------------
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until the file system is full."""
-    with open(path, "ab", buffering=0) as file:
-        chunk = bytes(PAGE)
-        try:
-            while True:
-                file.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-
-
 def assert_typed_open_failure(exc: BaseException, error: int) -> None:
     """A failed open raises a FilelogBusError; an OSError-based one carries the system's errno."""
     assert isinstance(exc, FilelogBusError), f"open() raised a bare {type(exc).__name__}: {exc!r}"
@@ -260,7 +247,7 @@ def test_opening_a_writer_on_a_full_disk_is_a_typed_error_that_leaks_nothing(
                 if name.endswith((".index", ".catindex", ".catsummary")):
                     (bus / name).unlink()
     ballast = small_tmpfs / "ballast"
-    fill(ballast)
+    fill_disk(ballast)
     attempt = try_open(bus)
     if attempt.raised is not None or state != "clean":
         assert_failed_cleanly(attempt, errno.ENOSPC)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
+from helpers.bus import LONG, SMALL_DENSE, open_files_under, segment_paths, sized_payload
 from helpers.faults import (
     SWEPT_CALLS,
     SWEPT_ERRORS,
@@ -70,9 +71,7 @@ from filelog_bus.errors import (
 )
 from filelog_bus.segment import preallocated_size
 
-LONG = os.environ.get("FILELOG_LONG") == "1"
 #: Small segments and index intervals: rolls and index entries within a few appends.
-SETTINGS: dict[str, Any] = {"segment_bytes": 1024, "index_interval_bytes": 64}
 FAULTS: tuple[int | type[BaseException], ...] = (*SWEPT_ERRORS, Interrupt)
 #: How long a reader with timeout=0 may take to iterate a small bus before it counts as spinning.
 READER_JOIN_SECONDS = 20.0
@@ -92,12 +91,6 @@ class Acked(NamedTuple):
     offset: int
     category: str
     payload: bytes
-
-
-def payload_for(sequence: int, size: int) -> bytes:
-    """A payload that names the append that made it."""
-    stamp = f"<{sequence}>".encode()
-    return (stamp * (size // len(stamp) + 1))[:size]
 
 
 @dataclass
@@ -124,7 +117,7 @@ class Run:
         assert self.writer is not None
         self.sequence += 1
         category = category or CATEGORIES[self.sequence % len(CATEGORIES)]
-        payload = payload_for(self.sequence, size)
+        payload = sized_payload(self.sequence, size)
         try:
             offset = self.writer.append(category, payload, deferred=deferred)
         except BaseException:
@@ -153,10 +146,6 @@ class Run:
 # -- workloads -------------------------------------------------------------------------------------------
 
 
-def segment_files(path: str | Path, suffix: str = ".log") -> list[Path]:
-    return sorted(p for p in Path(path).iterdir() if p.name.endswith(suffix) and p.name[:20].isdigit())
-
-
 def flip_last_byte(path: Path) -> None:
     content = bytearray(path.read_bytes())
     content[-1] ^= 0x40
@@ -174,7 +163,7 @@ def template_full_first_segment(run: Run) -> None:
     with run.new_writer() as run.writer:
         while run.writer.end_offset < 900:
             run.append(50)
-    assert len(segment_files(run.path)) == 1
+    assert len(segment_paths(run.path)) == 1
 
 
 def template_several_segments(run: Run) -> None:
@@ -182,7 +171,7 @@ def template_several_segments(run: Run) -> None:
     with run.new_writer() as run.writer:
         for _ in range(30):
             run.append(150)
-    assert len(segment_files(run.path)) >= 5
+    assert len(segment_paths(run.path)) >= 5
 
 
 def template_crashed(run: Run) -> None:
@@ -193,18 +182,18 @@ def template_crashed(run: Run) -> None:
             run.append(70)
         shutil.copytree(live, run.path)  # while the writer holds the bus open
     shutil.rmtree(live)
-    with open(segment_files(run.path)[-1], "ab") as newest:
+    with open(segment_paths(run.path)[-1], "ab") as newest:
         newest.write(b"\x5a" * 11)  # part of a record header: a torn write
 
 
-def open_writer(run: Run) -> None:
+def open_run_writer(run: Run) -> None:
     run.writer = run.new_writer().open()
 
 
 def open_and_damage_indexes(run: Run) -> None:
     """Open the writer, then damage indexes as a bit rot would (opening would repair a missing one)."""
-    open_writer(run)
-    segments = segment_files(run.path)
+    open_run_writer(run)
+    segments = segment_paths(run.path)
     assert len(segments) >= 4
     segments[0].with_suffix(".index").unlink()
     flip_last_byte(segments[1].with_suffix(".catindex"))
@@ -212,14 +201,14 @@ def open_and_damage_indexes(run: Run) -> None:
 
 
 def open_and_append_some(run: Run) -> None:
-    open_writer(run)
+    open_run_writer(run)
     for size in (40, 90, 10):
         run.append(size)
 
 
 def note_active_segment(run: Run) -> None:
-    open_writer(run)
-    run.deletable_below = int(segment_files(run.path)[-1].name[:20])
+    open_run_writer(run)
+    run.deletable_below = int(segment_paths(run.path)[-1].name[:20])
 
 
 def body_open(run: Run) -> None:
@@ -249,7 +238,7 @@ def body_deferred_then_sync(run: Run) -> None:
 
 def open_writer_with_standby(run: Run) -> None:
     """Open the writer with the next segment's standby ready: the roll takes it."""
-    open_writer(run)
+    open_run_writer(run)
     assert standby.prepare(run.path, preallocated_size(run.settings["segment_bytes"]))
 
 
@@ -258,7 +247,7 @@ def body_roll_off_the_first_segment(run: Run) -> None:
     assert run.writer is not None and run.writer.end_offset == 0
     for size in (150, 150, 40):
         run.append(size)
-    assert len(segment_files(run.path)) == 2
+    assert len(segment_paths(run.path)) == 2
 
 
 def body_retention(run: Run) -> None:
@@ -311,20 +300,24 @@ WORKLOADS = [
     Workload(
         "append-roll-off-the-first-segment",
         None,
-        open_writer,
+        open_run_writer,
         body_roll_off_the_first_segment,
         first_segment_bytes=256,
     ),
     Workload("open-after-clean-close", template_several_segments, None, body_open, opens=True),
     Workload("open-after-crash", template_crashed, None, body_open, opens=True),
     Workload("open-after-crash-never", template_crashed, None, body_open, opens=True, durability="never"),
-    Workload("append", template_empty, open_writer, body_append),
-    Workload("append-roll", template_full_first_segment, open_writer, body_append_roll),
+    Workload("append", template_empty, open_run_writer, body_append),
+    Workload("append-roll", template_full_first_segment, open_run_writer, body_append_roll),
     Workload("append-roll-standby", template_full_first_segment, open_writer_with_standby, body_append_roll),
-    Workload("append-deferred-sync", template_full_first_segment, open_writer, body_deferred_then_sync),
-    Workload("append-never", template_empty, open_writer, body_append, durability="never"),
+    Workload("append-deferred-sync", template_full_first_segment, open_run_writer, body_deferred_then_sync),
+    Workload("append-never", template_empty, open_run_writer, body_append, durability="never"),
     Workload(
-        "append-roll-never", template_full_first_segment, open_writer, body_append_roll, durability="never"
+        "append-roll-never",
+        template_full_first_segment,
+        open_run_writer,
+        body_append_roll,
+        durability="never",
     ),
     Workload("retention", template_several_segments, note_active_segment, body_retention),
     Workload("close", template_empty, open_and_append_some, body_close, closes=True),
@@ -379,7 +372,7 @@ def check_acked_offsets(run: Run) -> list[str]:
     return problems
 
 
-def check_records(run: Run, read: ReadResult, when: str, *, extras_allowed: bool) -> list[str]:
+def check_read_records(run: Run, read: ReadResult, when: str, *, extras_allowed: bool) -> list[str]:
     """(b) and (e): the acknowledged records, at their offsets, once, in order; nothing else unless allowed."""
     if read.hung:
         return [
@@ -571,20 +564,8 @@ def reopen_and_verify(workload: Workload, run: Run) -> list[str]:
         if not report.healthy:
             problems.append("(d) verify_bus after reopening: " + "; ".join(str(p) for p in report.problems))
     read = read_everything(run.path)
-    problems += check_records(run, read, "after reopening", extras_allowed=True)
+    problems += check_read_records(run, read, "after reopening", extras_allowed=True)
     return problems
-
-
-def open_files_under(path: str) -> list[tuple[int, str]]:
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith(path + os.sep) or target == path:
-            found.append((int(name), target))
-    return found
 
 
 def check_no_open_files(run_dir: str, log: FaultLog) -> list[str]:
@@ -673,7 +654,7 @@ class Sweep:
     def __init__(self, workload: Workload, tmp_path: Path) -> None:
         self.workload = workload
         self.tmp_path = tmp_path
-        self.settings = {**SETTINGS, "durability": workload.durability}
+        self.settings = {**SMALL_DENSE, "durability": workload.durability}
         self.template = Run(str(tmp_path / "template"), self.settings)
         self.calls: list[SeamCall] = []
         if workload.template is not None:
@@ -761,7 +742,9 @@ class Sweep:
                 not run.acked and live.error is not None and isinstance(live.error, FilelogBusError)
             )
             if not bus_may_be_unborn:
-                problems += check_records(run, live, "while the failed writer lives", extras_allowed=False)
+                problems += check_read_records(
+                    run, live, "while the failed writer lives", extras_allowed=False
+                )
         problems += close_writer(run)
         problems += reopen_and_verify(self.workload, run)
         return problems

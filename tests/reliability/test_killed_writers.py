@@ -171,7 +171,7 @@ def damage_tail(
             trial.description += f" zeroed from offset {cut} (tail {lower}..{data_end})"
 
 
-def check_records(records: list[Record], before: list[Record], trial: TrialResult, when: str) -> None:
+def assert_trial_records(records: list[Record], before: list[Record], trial: TrialResult, when: str) -> None:
     """``records`` = ``before`` + this trial's acknowledged records + at most the in-flight record."""
     context = f"{trial.description} ({when})"
     assert records[: len(before)] == before, f"{context}: records acknowledged by earlier trials changed"
@@ -199,7 +199,7 @@ def run_trial(bus: Path, rng: random.Random, tag: str, number: int, before: list
     run_writer(bus, rng, trial, kill=not clean_exit)
 
     shown, watermark = published_view(bus)
-    check_records(shown, before, trial, "read before recovery")
+    assert_trial_records(shown, before, trial, "read before recovery")
     acked_end = (
         shown[len(before) + len(trial.acks) - 1].next_offset
         if trial.acks
@@ -207,21 +207,20 @@ def run_trial(bus: Path, rng: random.Random, tag: str, number: int, before: list
     )
     if kind != "kill":
         damage_tail(bus, rng, trial, kind, clean_exit, max(acked_end, watermark))
-        check_records(read_all(bus), before, trial, "read after damaging the tail, before recovery")
+        assert_trial_records(read_all(bus), before, trial, "read after damaging the tail, before recovery")
 
     durability = rng.choice(("always", "never"))
     with LogWriter(bus, durability=durability, index_interval_bytes=rng.choice((64, 4096)), lock_timeout=0):
         pass  # recovery only; lock_timeout=0: the killed writer must not have left the bus locked
     records = read_all(bus, missing_ok=False)
-    check_records(records, before, trial, f"after recovery by a writer with durability={durability}")
+    assert_trial_records(records, before, trial, f"after recovery by a writer with durability={durability}")
     return records
 
 
 @pytest.mark.parametrize("batch", range(BATCHES))
 def test_acknowledged_records_survive_kills_torn_tails_and_truncations(bus_dir: Path, batch: int) -> None:
     """>= 100 trials per run (3 batches): every ack survives exactly once, in order; nothing else appears."""
-    seed = suite_seed()
-    print(f"crash suite batch {batch}: seed {seed} (rerun with FILELOG_SEED={seed})")
+    seed = suite_seed(f"crash suite batch {batch}")
     rng = random.Random(f"{seed}/{batch}")
     records: list[Record] = []
     for number in range(TRIALS_PER_BATCH):

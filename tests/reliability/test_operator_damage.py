@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers.bus import CHILD_TIMEOUT, Expected, LineReader, hold_bus, read_all
+from helpers.bus import CHILD_TIMEOUT, LOCK_ATTEMPT, Expected, hold_bus, read_all, release
 from helpers.faults import Fault, Interrupt, injected
 from helpers.processes import run_python, spawn_python
 
@@ -30,29 +30,6 @@ from filelog_bus import LogWriter
 from filelog_bus.check import verify_bus
 from filelog_bus.errors import BusLockedError
 from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME
-
-#: Tries to open the bus for writing; prints "acquired", or "BusLockedError <holder> <message>".
-LOCK_ATTEMPT = """
-import sys
-from filelog_bus import LogWriter
-from filelog_bus.errors import BusLockedError
-
-try:
-    LogWriter(sys.argv[1], lock_timeout=float(sys.argv[2])).open().close()
-    print("acquired")
-except BusLockedError as exc:
-    print("BusLockedError", exc.holder, exc)
-"""
-
-
-def release(holder: subprocess.Popen[bytes], lines: LineReader) -> str:
-    """Let a ``hold_bus`` writer close the bus; return what it printed then."""
-    assert holder.stdin is not None
-    holder.stdin.write(b"\n")
-    holder.stdin.close()
-    rest = lines.rest()
-    holder.wait(timeout=CHILD_TIMEOUT)
-    return rest
 
 
 def delete(lock: Path) -> None:

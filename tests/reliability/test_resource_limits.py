@@ -26,6 +26,7 @@ from helpers.bus import (
     read_all,
     segment_paths,
 )
+from helpers.faults import fill_disk
 from helpers.processes import REPO, STANDIN_DIR, run_python, spawn_python
 
 from filelog_bus import LogWriter
@@ -99,17 +100,6 @@ def test_file_size_limit_fails_the_append_and_loses_nothing(bus_dir: Path, durab
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------
-
-
-def fill(path: Path) -> None:
-    """Write ``path`` until the file system is full."""
-    with open(path, "ab", buffering=0) as file:
-        chunk = bytes(4096)
-        try:
-            while True:
-                file.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
 
 
 #: Appends until the disk is full, reports how the failure looked (and that the stopped writer refuses
@@ -207,7 +197,7 @@ def test_full_disk_fails_the_append_then_the_bus_goes_on(
 
     # While the disk is full again, opening may fail, but only with a typed error.
     filler = small_tmpfs / "filler"
-    fill(filler)
+    fill_disk(filler)
     try:
         LogWriter(bus, lock_timeout=0).open().close()
     except FilelogBusError:
