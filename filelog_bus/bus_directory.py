@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from enum import StrEnum
 
+from filelog_bus.compat import StrEnum
 from filelog_bus.errors import BusPermissionError, NotABusError
 from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name
 from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error

@@ -9,7 +9,7 @@ Hermes plugins replace ``advice`` with words for their own users.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from filelog_bus.compat import StrEnum
 
 
 class FilelogBusError(Exception):

@@ -174,3 +174,44 @@ def test_a_path_that_is_not_a_bus_ends_each_command_with_a_status_it_declares(tm
 
         assert result.returncode == exits.EXIT_NOT_A_BUS, (name, result.stderr)
         assert result.returncode in importlib.import_module(module).EXITS, name
+
+
+#: The package's layers, lowest first: a module may import its own layer and those below, never above.
+LAYERS = ["filelog_bus", "filelog_bus.hermes", "filelog_bus.cli"]
+
+
+def layer_of(module: str) -> int:
+    return max(
+        rank for rank, prefix in enumerate(LAYERS) if module == prefix or module.startswith(prefix + ".")
+    )
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    relative = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(ast.parse(path.read_text()))
+        )
+    ]
+    assert relative == [], f"relative imports, which the import graph would not see: {relative}"
+    graph = import_graph()
+    assert layer_of("filelog_bus.hermes.kafka.export") == 1  # the Kafka road is Hermes's
+    upward = [
+        f"{name} -> {target}"
+        for name, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if layer_of(target) > layer_of(name)
+    ]
+    assert upward == [], "imports that run up the layers (engine < hermes < cli): " + ", ".join(upward)
+
+
+def test_the_hermes_plugins_hermes_loads_only_hand_calls_to_the_hermes_package() -> None:
+    for plugin in ("hermes_plugin.py", "hermes_consumer_plugin.py"):
+        tree = ast.parse((PACKAGE.parent / plugin).read_text(encoding="utf-8"))
+        ours = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("filelog_bus")
+        }
+        assert ours and all(module.startswith("filelog_bus.hermes.") for module in ours), (plugin, ours)

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
+from filelog_bus.compat import StrEnum
 from filelog_bus.errors import ClientCacheError, RecordsExpiredError
 from filelog_bus.hermes.client_cache import ClientCache, appname_of, find_clients
 from filelog_bus.reader import LogReader

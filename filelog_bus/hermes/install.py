@@ -11,9 +11,10 @@ that differs from ours is only replaced with `--force`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+
+from filelog_bus.compat import StrEnum
 
 PLUGIN_NAME = "filelog"
 #: asset folder -> Hermes plugin family directory

@@ -33,6 +33,7 @@ READ_DEADLINE = 20.0
 
 
 HEADER = 32  # every segment file starts with a 32-byte header (docs/FORMAT.md)
+PAGE = 4096  # the page a power cut loses whole (the unsynced-tail recovery tests)
 
 
 class Ack(NamedTuple):
