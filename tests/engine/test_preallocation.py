@@ -209,6 +209,7 @@ os._exit(0)
 """
 
 
+# Went wrong: recovery stopped searching at the first zero page and cut synced records behind a lagging watermark.
 def test_a_zeroed_page_of_synced_records_behind_a_lagging_watermark_is_refused(tmp_path: Path) -> None:
     """Synced records after damage are never cut, even past zeros (found by review: the search for
     valid records after the damage stopped at the first all-zero page of a preallocated segment)."""
@@ -237,6 +238,7 @@ def test_a_zeroed_page_of_synced_records_behind_a_lagging_watermark_is_refused(t
     ), "recovery changed acknowledged records it refused to cut"
 
 
+# Went wrong: readers raised CorruptionError at zeros below an unsynced writer's watermark, and verify advised a restore.
 def test_a_reader_waits_at_unwritten_zeros_below_the_watermark_until_a_writer_recovers(
     tmp_path: Path,
 ) -> None:
@@ -265,6 +267,7 @@ def test_a_reader_waits_at_unwritten_zeros_below_the_watermark_until_a_writer_re
         assert [r.offset for r in reader] == [after]
 
 
+# Went wrong: readers raised CorruptionError at zeros below an unsynced writer's watermark, and verify advised a restore.
 def test_a_reader_waits_at_a_record_a_lost_page_cut_in_two_below_an_unsynced_watermark(
     tmp_path: Path,
 ) -> None:
@@ -289,6 +292,7 @@ def test_a_reader_waits_at_a_record_a_lost_page_cut_in_two_below_an_unsynced_wat
     assert verify_bus(str(bus)).healthy
 
 
+# Went wrong: readers raised CorruptionError at zeros below an unsynced writer's watermark, and verify advised a restore.
 def test_verify_calls_zeros_below_the_watermark_an_unrecovered_crash_not_damage(tmp_path: Path) -> None:
     live = tmp_path / "live"
     with LogWriter(live, durability="never", segment_bytes=1 << 20) as writer:
@@ -303,6 +307,7 @@ def test_verify_calls_zeros_below_the_watermark_an_unrecovered_crash_not_damage(
     assert verify_bus(str(bus)).healthy
 
 
+# Went wrong: spans computed from the watermark ran past it after deferred appends across rolls.
 def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_records_wait(
     tmp_path: Path,
 ) -> None:
@@ -324,6 +329,7 @@ def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_recor
         assert plan.bytes <= stats.end_offset
 
 
+# Went wrong: close() published deferred records before its clean-close note; deferred records went out too often.
 def test_deferred_records_go_in_batches_with_their_index_entries_and_a_failed_close_shows_none(
     tmp_path: Path,
 ) -> None:

@@ -141,6 +141,7 @@ def dev_zero_descriptors() -> list[int]:
 
 # An interrupt between the open of /dev/zero and its `with` leaves the file object to its finaliser,
 # which closes it (no descriptor leaks: checked below) and warns that it had to.
+# Went wrong: fs.write_zeros leaked /dev/zero descriptors under interrupts, then deadlocked a handler that rolled another bus.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_interrupts_landing_while_zeros_are_written_leak_no_descriptor_and_reach_the_caller(
     tmp_path: Path,
@@ -183,6 +184,7 @@ def test_interrupts_landing_while_zeros_are_written_leak_no_descriptor_and_reach
     assert dev_zero_descriptors() == before
 
 
+# Went wrong: fs.write_zeros leaked /dev/zero descriptors under interrupts, then deadlocked a handler that rolled another bus.
 def test_a_signal_handler_that_rolls_another_bus_while_zeros_are_written_does_not_hang(
     tmp_path: Path,
 ) -> None:
@@ -221,6 +223,7 @@ def test_a_signal_handler_that_rolls_another_bus_while_zeros_are_written_does_no
     assert len(read_all(tmp_path / "audit")) == 10_000
 
 
+# Went wrong: sendfile refused with EPERM by a seccomp policy made every segment creation fail.
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter below names x86_64's sendfile")
 def test_a_bus_rolls_where_a_seccomp_policy_refuses_sendfile_with_eperm(tmp_path: Path) -> None:
     """A process whose seccomp policy denies sendfile with EPERM (systemd's SystemCallFilter= with
@@ -322,6 +325,7 @@ def test_small_segments_and_small_buses_get_no_standby(tmp_path: Path) -> None:
     assert not standby(default).exists()
 
 
+# Went wrong: a failed standby preparation left standby.segment.new behind.
 @pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC])
 @pytest.mark.parametrize("call", ["open", "write_zeros", "fsync", "replace"])
 def test_a_failed_preparation_costs_only_speed(tmp_path: Path, call: str, error: int) -> None:
@@ -425,6 +429,7 @@ def test_a_directory_left_with_only_a_standby_holds_no_bus(tmp_path: Path) -> No
     assert not standby(bus).exists()
 
 
+# Went wrong: a standby that was also a segment (a power cut between link and rename) was taken and overwritten.
 def test_a_standby_that_is_also_a_segment_is_never_taken(tmp_path: Path) -> None:
     """A power cut can keep a roll's link of the renamed standby to the segment's name and lose the
     rename: the standby and the segment are then one file. A later roll whose sealed segment has
@@ -443,6 +448,7 @@ def test_a_standby_that_is_also_a_segment_is_never_taken(tmp_path: Path) -> None
     assert verify_bus(str(bus)).healthy
 
 
+# Went wrong: an interrupt while close() waited for the standby released the lock while the thread still wrote.
 def test_an_interrupt_while_close_waits_for_the_standby_does_not_let_the_thread_outlive_the_writer(
     tmp_path: Path,
 ) -> None:
@@ -515,6 +521,7 @@ print("closed")
 """
 
 
+# Went wrong: a standby thread that could not start failed the append, and close() waited forever.
 @pytest.mark.parametrize("how", ["limit", "interrupt"])
 def test_a_standby_thread_that_cannot_start_costs_no_append_and_close_never_hangs(
     tmp_path: Path, how: str

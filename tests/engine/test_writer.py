@@ -92,6 +92,7 @@ def test_append_without_timestamp_uses_the_current_time(bus_dir: Path) -> None:
     assert before <= record.timestamp <= after
 
 
+# Went wrong: an unhashable category raised TypeError instead of InvalidRecordError.
 def test_refused_append_writes_nothing(bus_dir: Path) -> None:
     """A record over max_record_bytes or with a bad field is refused before any byte is written."""
     with LogWriter(bus_dir, max_record_bytes=200) as writer:
@@ -309,6 +310,7 @@ def _failing_read_opens(monkeypatch: pytest.MonkeyPatch, suffix: str, error: int
     monkeypatch.setattr(fs, "open", open_failing)
 
 
+# Went wrong: a roll whose category index could not be read wrote no summary.
 def test_a_roll_whose_category_index_cannot_be_read_still_writes_the_summary(
     bus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,6 +326,7 @@ def test_a_roll_whose_category_index_cannot_be_read_still_writes_the_summary(
         assert check.verify_bus(str(bus_dir)).healthy
 
 
+# Went wrong: retention by age raised a bare OSError when a segment's timestamps could not be read.
 def test_retention_by_age_that_cannot_read_timestamps_raises_a_typed_error_and_goes_on(
     bus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,6 +343,7 @@ def test_retention_by_age_that_cannot_read_timestamps_raises_a_typed_error_and_g
         assert writer.apply_retention(max_age_days=1, now=10 * 86400.0)
 
 
+# Went wrong: open() on a stopped writer returned it still stopped.
 def test_open_on_a_stopped_writer_recovers_the_bus(bus_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by review: open() on a stopped writer returned it still stopped."""
     writer = LogWriter(bus_dir).open()
@@ -356,6 +360,7 @@ def test_open_on_a_stopped_writer_recovers_the_bus(bus_dir: Path, monkeypatch: p
     assert [(r.offset, r.payload) for r in read_all(bus_dir)] == [(first, b"before"), (second, b"after")]
 
 
+# Went wrong: repair_indexes() rewrote a healthy bus's indexes while entries and deferred records waited in memory.
 def test_repair_indexes_of_a_healthy_bus_rewrites_nothing_while_entries_and_deferred_records_wait(
     bus_dir: Path,
 ) -> None:

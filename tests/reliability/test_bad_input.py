@@ -210,6 +210,7 @@ def test_find_next_refuses_bad_categories(small_bus: Path, category: object, mes
         assert reader.position == 0
 
 
+# Went wrong: find_next skipped records of a category whose CRC-32 index key collides with another's.
 def test_find_next_finds_every_record_of_categories_whose_index_keys_collide(bus_dir: Path) -> None:
     """Two categories with the same CRC-32 key share index entries (an engine bug fixed in 11923b9).
 
@@ -250,6 +251,7 @@ def test_directory_of_foreign_files_is_not_a_bus(tmp_path: Path) -> None:
     assert (foreign / "holiday.jpg").read_bytes() == b"\xff\xd8 not a segment"
 
 
+# Went wrong: a writer refused on a foreign directory left watermark and writer.lock in it.
 def test_refused_writer_leaves_a_foreign_directory_untouched(tmp_path: Path) -> None:
     """The refused writer creates nothing (it left watermark and writer.lock before 8a54937).
 

@@ -152,6 +152,7 @@ def test_every_bit_flip_in_a_segment_is_detected_and_located(
     assert read_all(damaged_copy) == records
 
 
+# Went wrong: the segment header's reserved bytes were never checked.
 def test_every_bit_of_a_segment_header_is_checked(
     pristine: tuple[Path, list[Record]], damaged_copy: Path
 ) -> None:
@@ -205,6 +206,7 @@ def test_index_bit_flips_never_change_results(
         index.write_bytes(original)
 
 
+# Went wrong: the fast open after a clean close trusted the note's index sizes, not the files'.
 @pytest.mark.parametrize(
     "damage", ["cut-inside-entry", "junk-appended", "header-only-half", "empty", "deleted"]
 )

@@ -677,6 +677,7 @@ def test_a_new_bus_rolling_off_its_small_first_segment_survives_every_power_cut(
     assert_no_failures(workload, *run_workload(workload, scratch))
 
 
+# Went wrong: a clean-close note erased but not durably vouched for a later writer's unsynced pages.
 def test_a_clean_close_note_never_vouches_for_a_later_unsynced_writer(scratch: Path) -> None:
     """Writer A closes cleanly (its note: "the data ends at E"); writer B (durability="never") appends;
     power cut. Whatever survived, the next writer must not trust A's note for B's files: the note's

@@ -232,6 +232,7 @@ def test_acknowledged_records_survive_kills_torn_tails_and_truncations(bus_dir: 
     )
 
 
+# Went wrong: a crash inside retention leaked the deleted segment's index files.
 def test_retention_cut_short_by_a_crash_leaves_no_orphan_index_files(bus_dir: Path) -> None:
     """Retention deletes a segment's .log, then its indexes: a crash in between must not leak them forever.
 

@@ -143,6 +143,7 @@ print("closed", flush=True)
 """
 
 
+# Went wrong: ENOSPC while a roll created the new segment's indexes escaped as a bare OSError.
 @pytest.mark.parametrize(
     ("segment_bytes", "payload_size", "interval"),
     [(1024, 100, 64), (4096, 3000, 64), (65536, 5000, 4096)],

@@ -129,6 +129,7 @@ def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(
         reader.close()
 
 
+# Went wrong: recovery trusted the watermark according to the reopening writer's durability, not the publisher's.
 def test_recovery_with_durability_never_does_not_cut_records_that_were_published(bus_dir: Path) -> None:
     """A published, fsync'd record is never silently dropped (a bug fixed in 4c31f5e).
 
@@ -160,6 +161,7 @@ def test_recovery_with_durability_never_does_not_cut_records_that_were_published
     assert newest.read_bytes()[:end_position] == bytes(data[:end_position]), "the records' bytes changed"
 
 
+# Went wrong: recovery trusted the watermark according to the reopening writer's durability, not the publisher's.
 @pytest.mark.parametrize("power_cut", ["file cut", "zeroed"])
 def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_tail(
     bus_dir: Path, power_cut: str
@@ -185,6 +187,7 @@ def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_ta
     assert_only_zeros_after(newest, data_end_position(newest, shown[-1].offset))
 
 
+# Went wrong: a damaged watermark slot was not rebuilt after a clean close.
 def test_damaged_watermark_is_reported_then_rebuilt_by_a_writer(bus_dir: Path) -> None:
     """A damaged watermark slot: readers raise CorruptionError naming the file; opening a writer repairs it.
 
