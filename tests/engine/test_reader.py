@@ -510,8 +510,8 @@ print(json.dumps(out))
 def test_a_reader_with_timeout_0_returns_when_the_segment_is_behind_the_watermark(
     tmp_path: Path, cut: str
 ) -> None:
-    """Bug 7: "A reader with timeout=0 spins at 100 % CPU forever when the newest segment is shorter
-    than the published watermark (the state after 2. or 6.)."
+    """A reader with timeout=0 returns, rather than spinning, when the newest segment is shorter than
+    the published watermark.
 
     The state is made by truncating the active segment below the watermark after a clean close; the
     reader runs in a child process killed after 20 s, so a spin fails the test instead of hanging it.

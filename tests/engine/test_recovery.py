@@ -530,10 +530,9 @@ def test_crash_while_rolling_leaves_a_segment_the_writer_finishes(
 def test_a_page_lost_in_the_middle_of_an_unsynced_tail_is_cut_not_published(
     tmp_path: Path, indexes: str, segment: str
 ) -> None:
-    """Bug 6: "durability="never" and a power cut that loses a page in the middle of the unsynced tail
-    (a later page did reach the disk): either the writer reopens, keeps the hole and publishes it as
-    durable (readers stop at it; new records land behind it), or, with the index files lost too, the
-    bus refuses to open. The documented promise is that the bus opens and the lost tail is cut."
+    """With durability="never", a power cut that loses a page in the middle of the unsynced tail (a
+    later page did reach the disk): the bus opens, with or without its index files, and the tail from
+    the lost page on is cut, not kept as a hole and published as durable.
 
     Built by hand: the bus is copied while its durability="never" writer is open (what the page
     cache held), then one 4096-byte page of the active segment's tail is zeroed, a later one kept.

@@ -53,12 +53,9 @@ from filelog_bus.errors import (
 def test_a_roll_failing_after_the_new_segment_was_linked_stops_the_writer(
     tmp_path: Path, call: str, error: int, then: str
 ) -> None:
-    """Bug 2: "A roll that fails after the new segment file was linked (the directory fsync fails with
-    EIO/ENOSPC, or open of the directory hits EMFILE): ... the new empty segment stays; every retry
-    that needs a roll fails with EEXIST; a smaller record is acknowledged at an offset past the old
-    segment's end, which readers never reach; the bus no longer reopens. If retention runs in that
-    state, it deletes the segment still being written, and later acknowledged records are on no
-    file at all."
+    """A roll that fails after the new segment file was linked (the directory fsync fails with
+    EIO/ENOSPC, or opening the directory hits EMFILE) stops the writer; every acknowledged record stays
+    readable, and the reopened bus rolls again and never lets retention delete its active segment.
     """
     bus = tmp_path / "bus"
     writer, acks, big = prepare(bus, "rolls")
@@ -103,8 +100,7 @@ def test_a_roll_failing_after_the_new_segment_was_linked_stops_the_writer(
 
 # Went wrong: EIO from the fdatasync inside a roll left the writer usable.
 def test_eio_from_a_sync_inside_a_roll_stops_the_writer(tmp_path: Path) -> None:
-    """Bug 3: "EIO from the fdatasync inside a roll leaves the writer usable (the documented rule is:
-    after EIO, refuse until reopened)."
+    """EIO from a sync inside a roll stops the writer: after EIO it refuses until reopened.
 
     EIO at each fdatasync and each fsync of an append that rolls, in turn.
     """
@@ -135,9 +131,8 @@ def test_eio_from_a_sync_inside_a_roll_stops_the_writer(tmp_path: Path) -> None:
 def test_enospc_writing_the_category_index_then_a_retried_append_is_indexed(
     tmp_path: Path, target: str, nth: int
 ) -> None:
-    """Bug 4: "ENOSPC while writing the category index, then the append retried: the retried record
-    gets no category-index entry, so find_next misses it, and after the roll the category summary
-    can make readers skip the whole segment."
+    """After ENOSPC while writing the category index, the retried append is indexed: find_next finds
+    it, and the category summary written at the roll does not make readers skip its segment.
 
     The nth write to a category index (or to a category summary, at a roll) fails with ENOSPC; the
     append is retried on a reopened writer (the failed one is stopped).
@@ -233,8 +228,8 @@ def assert_failed_cleanly(attempt: OpenAttempt, error: int) -> None:
 def test_opening_a_writer_on_a_full_disk_is_a_typed_error_that_leaks_nothing(
     small_tmpfs: Path, state: str
 ) -> None:
-    """Bug 5: "Opening a writer on a full disk raises a bare OSError (lock-file pid write, derived index
-    files, watermark creation), and a failed _lock leaves the lock file open in the process."
+    """Opening a writer on a full disk (lock-file pid write, derived index files, watermark creation)
+    raises a typed error and leaves no file open in the process, the lock file included.
     """
     bus = small_tmpfs / "bus"
     acks: list[Ack] = []
@@ -275,8 +270,7 @@ def crashed_copy(source_writer_bus: Path, destination: Path) -> None:
 # Went wrong: a failed call in open raised a bare OSError or left a descriptor open.
 @pytest.mark.parametrize("state", ["new", "clean", "crashed"])
 def test_a_fault_at_each_call_of_open_is_typed_and_leaks_nothing(tmp_path: Path, state: str) -> None:
-    """Bug 5: "Opening a writer on a full disk raises a bare OSError (lock-file pid write, derived index
-    files, watermark creation), and a failed _lock leaves the lock file open in the process."
+    """A failed call anywhere in open is a typed error and leaks no descriptor.
 
     ENOSPC and EMFILE at each seam call of open() in turn: open() raises a typed error (or copes),
     leaves no fd open, and the next open works with every acknowledged record intact.

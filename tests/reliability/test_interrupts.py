@@ -168,10 +168,8 @@ def test_an_interrupt_anywhere_in_open_never_leaves_the_bus_locked_or_records_lo
 def test_an_interrupt_during_append_stops_the_writer_and_the_bus_reopens(
     tmp_path: Path, kind: str, durability: str
 ) -> None:
-    """Bug 1: "An exception raised by a signal handler during append (Ctrl-C, an alarm), then the same
-    writer used again: the next append returns an offset that holds the previous record's bytes;
-    readers then stop with CorruptionError, and after the next roll the bus does not reopen. A
-    KeyboardInterrupt landing during a roll does the same."
+    """An exception raised during append (Ctrl-C, a signal handler's) stops the writer: it is not used
+    again at a wrong offset, readers meet no corruption, and the bus reopens, after a roll too.
 
     The interrupt is raised at each seam call of an append in turn (one that rolls, one that does not).
     """
@@ -219,8 +217,8 @@ def test_a_signal_handlers_timeout_error_reaches_the_caller_as_it_is(tmp_path: P
 
 # Went wrong: a KeyboardInterrupt inside a roll left the writer usable, and the bus did not reopen after the roll.
 def test_a_keyboard_interrupt_during_a_roll_stops_the_writer(tmp_path: Path) -> None:
-    """Bug 1: "A KeyboardInterrupt landing during a roll does the same" (the next append reuses an
-    offset, readers hit CorruptionError, the bus does not reopen after the next roll).
+    """A KeyboardInterrupt landing during a roll stops the writer, and the bus reopens with every
+    acknowledged record.
 
     KeyboardInterrupt at the middle seam call of a rolling append, and at its last one.
     """
@@ -236,8 +234,7 @@ def test_a_keyboard_interrupt_during_a_roll_stops_the_writer(tmp_path: Path) -> 
 
 # Went wrong: the next append after a signal handler's exception returned an offset holding the previous record's bytes.
 def test_a_real_sigalrm_handler_raising_inside_append_loses_no_acknowledged_record(tmp_path: Path) -> None:
-    """Bug 1: "An exception raised by a signal handler during append (Ctrl-C, an alarm), then the same
-    writer used again: the next append returns an offset that holds the previous record's bytes".
+    """A real signal handler raising inside append loses no acknowledged record.
 
     A real SIGALRM, fired by setitimer at small intervals, whose handler raises when it lands
     inside the engine; each time, the writer must be stopped (or, where it could restore its
