@@ -235,6 +235,7 @@ _INSPECT_AS_NOBODY = """
 """
 
 
+# Went wrong: stats, verify and retention on a bus the user may not enter printed only "Permission denied: PATH", or said the bus did not exist.
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 @pytest.mark.parametrize(
     ("parent_mode", "bus_mode"),
@@ -244,9 +245,8 @@ _INSPECT_AS_NOBODY = """
 def test_inspecting_commands_explain_a_bus_the_user_may_not_enter_as_dump_does(
     tmp_path: Path, parent_mode: int, bus_mode: int
 ) -> None:
-    """Regression (issue 18): stats, verify and retention on a bus directory the user may not enter
-    (or list, or reach) printed only "Permission denied: PATH", or even said the bus did not exist,
-    where filelog-dump says what is denied and what the user needs."""
+    """stats, verify and retention on a bus directory the user may not enter (or list, or reach) say
+    what is denied and what the user needs, as filelog-dump does."""
     shared = tmp_path / "shared"  # the child enters it as root, then drops to nobody
     shared.mkdir()
     multi_segment_bus(shared / "bus")

@@ -311,8 +311,8 @@ def test_verify_calls_zeros_below_the_watermark_an_unrecovered_crash_not_damage(
 def test_stats_and_retention_previews_stop_at_the_watermark_while_deferred_records_wait(
     tmp_path: Path,
 ) -> None:
-    """Found by review: after deferred appends across rolls, spans ran past the watermark (a negative size):
-    stats counted records nobody had published, and the retention preview planned otherwise than the writer."""
+    """After deferred appends across rolls, spans stop at the watermark: stats count only published
+    records, and the retention preview plans as the writer does."""
     bus = tmp_path / "bus"
     with LogWriter(bus, segment_bytes=4096) as writer:
         published = [writer.append("base", b"b" * 300) for _ in range(5)]

@@ -50,9 +50,10 @@ def cli(*args: str) -> tuple[int, str, str]:
 # -- stats and verify ----------------------------------------------------------------------------------
 
 
+# Went wrong: a clock stepped back left stats showing the oldest record after the newest, without a word; verify said nothing either.
 def test_stats_and_verify_note_each_record_stamped_earlier_than_the_one_before_it(bus_dir: Path) -> None:
-    """Regression (issue 18): a clock stepped back left stats showing the oldest record after the
-    newest, without a word; verify said nothing either."""
+    """stats and verify each note a record stamped earlier than the one before it (a clock stepped
+    back)."""
     stamps = [1_000_000.0 + i for i in range(40)]
     stamps[12:] = [s - 3600.0 for s in stamps[12:]]  # stepped back an hour, inside a segment
     stamps[30:] = [s - 1.25 for s in stamps[30:]]  # and a quarter of a second
@@ -103,11 +104,10 @@ def test_stamps_that_never_go_back_give_no_note(bus_dir: Path) -> None:
 # -- retention by age -----------------------------------------------------------------------------------
 
 
+# Went wrong: a segment whose last record was stamped by a clock stepped back was deleted by --days, with every segment after it.
 def test_retention_by_age_keeps_records_written_after_the_clock_stepped_back(bus_dir: Path) -> None:
-    """Regression (issue 18): a segment whose last record was stamped by a clock stepped back 40
-    days was deleted by `--days 30` (its "newest" stamp was its last), with every segment after it,
-    though they held records written seconds before. Now a segment goes only when all its records,
-    and all before it, are older than the cutoff."""
+    """Retention by age deletes a segment only when all its records, and all before it, are older
+    than the cutoff, so records written after the clock stepped back stay."""
     now = time.time()
     with LogWriter(bus_dir, **SMALL_DENSE) as writer:
         while len(segments_of(bus_dir)) < 3:  # truly old records, until one starts a third segment
@@ -129,9 +129,10 @@ def test_retention_by_age_keeps_records_written_after_the_clock_stepped_back(bus
         assert [r.offset for r in reader if r.offset >= recent[0]] == recent + stepped
 
 
+# Went wrong: retention by age stopped at a segment stamped in the future and said nothing.
 def test_retention_by_age_that_stops_at_a_segment_stamped_in_the_future_says_so(bus_dir: Path) -> None:
-    """Regression (issue 18): retention by age stopped at a segment stamped in the future (a clock
-    that was ahead) and said nothing: every older-looking segment after it stayed, silently."""
+    """Retention by age that stops at a segment stamped in the future (a clock that was ahead) says
+    so, rather than keeping every older-looking segment after it silently."""
     now = time.time()
     stamps = [now - 60 * DAY + i for i in range(20)]  # old: deleted
     stamps += [now + 5 * DAY + i for i in range(10)]  # a clock five days ahead ...

@@ -314,8 +314,8 @@ def _failing_read_opens(monkeypatch: pytest.MonkeyPatch, suffix: str, error: int
 def test_a_roll_whose_category_index_cannot_be_read_still_writes_the_summary(
     bus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Found by review: the roll skipped the category summary when reading the category index failed
-    (EIO, EMFILE), and verify then reported the bus unhealthy until the next open."""
+    """A roll whose category index cannot be read (EIO, EMFILE) still writes the category summary, so
+    verify reports the bus healthy."""
     with LogWriter(bus_dir, segment_bytes=1024, index_interval_bytes=64) as writer:
         writer.append("c", b"x" * 300)
         _failing_read_opens(monkeypatch, ".catindex", errno.EIO)
@@ -330,7 +330,7 @@ def test_a_roll_whose_category_index_cannot_be_read_still_writes_the_summary(
 def test_retention_by_age_that_cannot_read_timestamps_raises_a_typed_error_and_goes_on(
     bus_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Found by review: reading the segments' timestamps failed with a bare OSError."""
+    """Retention by age that cannot read a segment's timestamps raises a typed error, and the writer goes on."""
     with LogWriter(bus_dir, segment_bytes=1024) as writer:
         for i in range(20):
             writer.append("c", b"x" * 300, float(i))
@@ -345,7 +345,7 @@ def test_retention_by_age_that_cannot_read_timestamps_raises_a_typed_error_and_g
 
 # Went wrong: open() on a stopped writer returned it still stopped.
 def test_open_on_a_stopped_writer_recovers_the_bus(bus_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Found by review: open() on a stopped writer returned it still stopped."""
+    """open() on a stopped writer recovers the bus and returns a usable writer."""
     writer = LogWriter(bus_dir).open()
     first = writer.append("c", b"before")
     monkeypatch.setattr(fs, "fdatasync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "injected")))

@@ -41,12 +41,13 @@ def drop(holder: list[LogWriter]) -> list[str]:
     return [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
+# Went wrong: a LogWriter dropped without close() kept the lock and its files open for the life of the process, silently.
 @pytest.mark.parametrize("state", ["appended", "stopped", "standby-running", "never"])
 def test_a_writer_dropped_without_close_releases_its_lock_and_files_and_warns(
     bus_dir: Path, state: str
 ) -> None:
-    """Regression (issue 18): a LogWriter dropped without close() kept the lock and its files open
-    for the life of the process, silently: no other writer could open the bus."""
+    """A LogWriter dropped without close() releases its lock and files, with a warning, so another
+    writer can open the bus."""
     settings: dict[str, Any] = {"segment_bytes": 1024}
     if state == "standby-running":
         settings = {"segment_bytes": 8 * 2**20}  # a background standby once half full
@@ -90,15 +91,15 @@ def test_a_closed_or_never_opened_writer_dropped_says_nothing(bus_dir: Path) -> 
 # -- an interrupt once the record is visible ----------------------------------------------------------
 
 
+# Went wrong: an interrupt once the record was published made append raise and stopped the writer: the caller sent the record again, a duplicate.
 @pytest.mark.parametrize("error", [Interrupt, KeyboardInterrupt])
 @pytest.mark.parametrize("durability", ["always", "never"])
 def test_an_interrupt_after_the_record_is_visible_does_not_fail_the_append(
     bus_dir: Path, durability: str, error: type[BaseException]
 ) -> None:
-    """Regression (issue 18): an interrupt landing once the record was published (readers could
-    read it, it was durable) made append raise and stopped the writer: the caller took the record
-    for lost and sent it again, a duplicate. Now append returns its offset; the writer's next call
-    raises the interrupt before it changes anything, and the writer goes on."""
+    """An interrupt landing once the record is published (readers may read it, it is durable) does
+    not fail the append: append returns its offset, the writer's next call raises the interrupt
+    before it changes anything, and the writer goes on."""
     with LogWriter(bus_dir, durability=durability, segment_bytes=1024) as writer:
         writer.append("users", b"before")
         with raised_after("pwrite", error, publishes_the_watermark) as fired:

@@ -275,14 +275,14 @@ def test_a_failing_send_surfaces_as_failed_to_send_event_error_and_is_logged(
     assert len(hermes.log.messages(logging.CRITICAL)) == 2
 
 
+# Went wrong: an interrupt landing once the event was durable and visible made send() fail, so Hermes sent the event again: a duplicate.
 @pytest.mark.parametrize("error", [Interrupt, KeyboardInterrupt])
 def test_an_interrupt_once_the_event_is_on_the_bus_does_not_fail_the_send(
     hermes: types.SimpleNamespace, tmp_path: Path, error: type[BaseException]
 ) -> None:
-    """Regression (issue 18): an interrupt landing once the event was durable and visible made send()
-    fail (FailedToSendEventError, or the interrupt), so Hermes would send the event again: a duplicate.
-    Now send() returns; the next send raises the interrupt before writing anything, and the bus
-    holds every event once."""
+    """An interrupt landing once the event is durable and visible does not fail send(): send()
+    returns, the next send raises the interrupt before writing anything, and the bus holds every
+    event once."""
     bus = tmp_path / "bus"
     first, second, third = base_events(hermes, 3)
     producer = hermes.Producer({"path": str(bus)})

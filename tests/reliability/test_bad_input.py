@@ -146,6 +146,7 @@ def test_bad_writer_settings_fail_before_touching_the_disk(bus_dir: Path, option
 # -- reading -----------------------------------------------------------------------------------------------
 
 
+# Went wrong: LogReader's bad timeout/poll_interval raised a bare ValueError, not ConfigError.
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -162,8 +163,8 @@ def test_bad_writer_settings_fail_before_touching_the_disk(bus_dir: Path, option
     ],
 )
 def test_bad_reader_settings_raise_config_error(small_bus: Path, option: str, value: object) -> None:
-    """Regression (issue 18): LogReader's bad timeout/poll_interval raised a bare ValueError, not the
-    library's typed ConfigError (still a ValueError), naming the setting and what to pass."""
+    """LogReader's bad timeout/poll_interval raise the typed ConfigError (still a ValueError),
+    naming the setting and what to pass."""
     with pytest.raises(ConfigError, match=option) as raised:
         LogReader(small_bus, **{option: value})  # type: ignore[arg-type]
     assert raised.value.advice and "e.g." in raised.value.advice
@@ -212,7 +213,7 @@ def test_find_next_refuses_bad_categories(small_bus: Path, category: object, mes
 
 # Went wrong: find_next skipped records of a category whose CRC-32 index key collides with another's.
 def test_find_next_finds_every_record_of_categories_whose_index_keys_collide(bus_dir: Path) -> None:
-    """Two categories with the same CRC-32 key share index entries (an engine bug fixed in 11923b9).
+    """Two categories with the same CRC-32 key share index entries; find_next finds each one's records.
 
     The category index has one entry per key per block, so the second category's
     first record in a block is not indexed when the first one precedes it there;

@@ -263,9 +263,10 @@ def test_a_writer_whose_bus_was_deleted_and_created_again_writes_nothing_into_th
     assert verify_bus(str(bus_dir)).healthy
 
 
+# Went wrong: an interrupt landing before the close of the bus directory's descriptor left it locked, and no writer could open the bus again.
 def test_an_interrupt_at_any_close_of_a_writers_files_never_keeps_the_bus_locked(bus_dir: Path) -> None:
-    """Regression (found by the fault sweep): an interrupt landing before the close of the bus
-    directory's descriptor left the directory locked, and no writer could open the bus again."""
+    """An interrupt landing at any close of a writer's files never leaves the bus locked: a writer
+    can open it again."""
 
     def open_and_append() -> LogWriter:
         writer = LogWriter(bus_dir).open()

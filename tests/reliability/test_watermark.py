@@ -131,7 +131,7 @@ def test_a_record_lost_before_publication_never_makes_a_resuming_reader_skip(
 
 # Went wrong: recovery trusted the watermark according to the reopening writer's durability, not the publisher's.
 def test_recovery_with_durability_never_does_not_cut_records_that_were_published(bus_dir: Path) -> None:
-    """A published, fsync'd record is never silently dropped (a bug fixed in 4c31f5e).
+    """A published, fsync'd record is never silently dropped, whatever the reopening writer's durability.
 
     A writer with durability "always" acknowledges and publishes records, then dies.
     The last record is then damaged on disk. Reopening with durability "never" must
@@ -166,7 +166,7 @@ def test_recovery_with_durability_never_does_not_cut_records_that_were_published
 def test_bus_written_with_durability_never_reopens_after_a_power_cut_tore_its_tail(
     bus_dir: Path, power_cut: str
 ) -> None:
-    """With durability "never" the watermark is no durability proof (a bug fixed in 4c31f5e).
+    """With durability "never" the watermark is no durability proof: recovery treats it so.
 
     A "never" writer publishes records before they are on disk. A power cut can then
     leave the watermark file (written back by the kernel) ahead of the segment's data,
