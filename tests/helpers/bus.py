@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability suites (tests/test_reliability_*.py).
+"""Building, reading and checking buses: helpers shared by the test suites.
 
 Child processes import this module too (pass ``extra_path=[TESTS_DIR]`` to
 spawn_python/run_python), so it must not import pytest. Everything here goes
