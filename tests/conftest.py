@@ -13,6 +13,8 @@ import pytest
 # The helpers' asserts explain their failures as the tests' own do.
 pytest.register_assert_rewrite("helpers")
 
+from helpers.permissions import shared_directory  # noqa: E402 (after the rewrite is registered)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Children see Ctrl-C as from a terminal, even when pytest itself ignores SIGINT.
@@ -23,12 +25,28 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.addinivalue_line(
+        "markers",
+        "others_reach_shared_dir: the test's shared_dir must be reachable by other users, or it is skipped",
+    )
 
 
 @pytest.fixture
 def bus_dir(tmp_path: Path) -> Path:
     """Path of a bus directory that does not exist yet (writers create it)."""
     return tmp_path / "bus"
+
+
+@pytest.fixture
+def shared_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A directory every user may traverse (pytest's tmp_path is private to root).
+
+    A test marked ``others_reach_shared_dir`` is skipped where a directory above it is closed to other
+    users; unmarked tests (which read as another user only when root) run wherever they can.
+    """
+    marked = request.node.get_closest_marker("others_reach_shared_dir") is not None
+    with shared_directory("filelog-shared-", skip_unless_others_reach_it=marked) as path:
+        yield path
 
 
 @pytest.fixture

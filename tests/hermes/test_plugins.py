@@ -10,16 +10,15 @@ import datetime
 import errno
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.faults import Fault, Interrupt, injected, publishes_the_watermark, raised_after
+from helpers.permissions import outcome_as_unprivileged_user
 from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, LogWriter
@@ -382,54 +381,13 @@ def test_durability_never_and_custom_segment_size_are_passed_to_the_engine(
         assert len(list(client)) == 50
 
 
-def outcome_as_unprivileged_user(action: Callable[[], object]) -> str:
-    """`TypeName: message` of what `action` raised (or "ok"), run without root's power to read anything.
-
-    As root, in a forked child that switched to user `nobody`; otherwise in this process.
-    """
-
-    def outcome() -> str:
-        try:
-            action()
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return "ok"
-
-    if os.geteuid() != 0:
-        return outcome()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(read_end)
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_end, outcome().encode("utf-8"))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        result = pipe.read().decode("utf-8")
-    os.waitpid(pid, 0)
-    return result
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory every user may traverse (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="filelog-hermes-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
 def test_a_bus_the_client_may_not_read_gives_an_error_saying_what_to_do(
     hermes: types.SimpleNamespace, shared_dir: Path, tmp_path: Path
 ) -> None:
     bus = shared_dir / "bus"
     send_events(hermes, bus, base_events(hermes, 1))
 
-    def read_all(bus: Path = bus) -> None:
+    def consume_every_event(bus: Path = bus) -> None:
         with consumer(hermes, bus) as client:
             client.seekToBeginning()
             list(client)
@@ -437,18 +395,18 @@ def test_a_bus_the_client_may_not_read_gives_an_error_saying_what_to_do(
     private = 0o700 if os.geteuid() == 0 else 0o000  # root-owned 0700: only root may enter
     bus.chmod(private)
     try:
-        unreadable_directory = outcome_as_unprivileged_user(read_all)
+        unreadable_directory = outcome_as_unprivileged_user(consume_every_event)
     finally:
         bus.chmod(0o755)
     segment = next(bus.glob("*.log"))
     segment.chmod(0o600 if os.geteuid() == 0 else 0o000)
     try:
-        unreadable_segment = outcome_as_unprivileged_user(read_all)
+        unreadable_segment = outcome_as_unprivileged_user(consume_every_event)
     finally:
         segment.chmod(0o644)
     tmp_path.chmod(private)
     try:
-        unreachable_parent = outcome_as_unprivileged_user(lambda: read_all(tmp_path / "bus"))
+        unreachable_parent = outcome_as_unprivileged_user(lambda: consume_every_event(tmp_path / "bus"))
     finally:
         tmp_path.chmod(0o700)
 

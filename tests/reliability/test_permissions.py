@@ -11,12 +11,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +25,13 @@ from helpers.bus import (
     write_and_close,
     write_then_kill,
 )
+from helpers.permissions import NOBODY, as_nobody
 from helpers.processes import run_python
 
 from filelog_bus import LogReader, LogWriter
 from filelog_bus.errors import BusPermissionError, OffsetOutOfRangeError
 from filelog_bus.layout import FILE_HEADER_SIZE, OFFSET_INDEX_SUFFIX
 from filelog_bus.record import encode_record
-
-NOBODY = 65534
 
 #: Creates a bus under the given umask: appends across several segments, deletes an index (so the
 #: next open rebuilds it), reopens, applies retention, closes. argv: path umask
@@ -76,57 +71,11 @@ def test_files_are_created_under_the_process_umask(bus_dir: Path, umask: int) ->
 # -- a consumer with read access only ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory that other users may traverse (pytest's own tmp dirs are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="filelog-permissions-"))
-    try:
-        path.chmod(0o755)
-        for ancestor in path.parents:
-            if not ancestor.stat().st_mode & stat.S_IXOTH:
-                pytest.skip(
-                    f"{ancestor} is not traversable by other users, so nobody could reach a bus there"
-                )
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def as_nobody(work: Callable[[], Any]) -> Any:
-    """Run ``work`` in a forked child that has dropped to uid/gid 65534; return its JSON-able result."""
-    if os.geteuid() != 0:
-        pytest.skip("dropping privileges to user nobody needs root")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        status = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            payload = json.dumps({"result": work()})
-        except BaseException as exc:
-            payload = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            status = 1
-        try:
-            with os.fdopen(write_end, "w") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        output = pipe.read()
-    os.waitpid(pid, 0)
-    answer = json.loads(output)
-    assert "error" not in answer, f"as nobody: {answer['error']}"
-    return answer["result"]
-
-
 def summary(records: list[Any]) -> list[list[Any]]:
     return [[r.offset, r.category, r.payload.hex()] for r in records]
 
 
+@pytest.mark.others_reach_shared_dir
 def test_consumer_with_read_access_only_reads_everything(shared_dir: Path) -> None:
     bus = shared_dir / "bus"
     old = os.umask(0o022)  # the writer processes inherit it: files 0o644, directory 0o755
@@ -174,6 +123,7 @@ def test_consumer_with_read_access_only_reads_everything(shared_dir: Path) -> No
     assert dir_snapshot(bus) == snapshot
 
 
+@pytest.mark.others_reach_shared_dir
 def test_consumer_without_read_access_gets_a_permission_error(shared_dir: Path) -> None:
     bus = shared_dir / "bus"
     write_and_close(bus, "a", 5)
