@@ -157,7 +157,9 @@ def test_read_only_commands_change_nothing_even_in_a_bus_made_read_only(bus_dir:
         subprocess.run(["chmod", "-R", "u+w", str(bus_dir)], check=True)
 
 
-_AS_NOBODY = """
+#: Runs CLI commands in-process as user nobody; prints {name: [status, stdout, stderr]}.
+#: argv: the directory to work in, then a JSON object {name: [program, *arguments]}.
+_CLI_AS_NOBODY = """
     import contextlib, encodings.ascii, io, json, os, sys
     from filelog_bus.cli import dump as dump_command, main as cli
 
@@ -168,20 +170,23 @@ _AS_NOBODY = """
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
+    mains = {"filelog-dump": dump_command.dump_main, "filelog-bus": cli.main}
     results = {}
-    for name, call in [
-        ("dump", lambda: dump_command.dump_main(["."])),
-        ("category", lambda: dump_command.dump_main([".", "--category", "initsync", "--json"])),
-        ("stats", lambda: cli.main(["stats", "."])),
-        ("verify", lambda: cli.main(["verify", "."])),
-        ("retention", lambda: cli.main(["retention", ".", "--bytes", "0"])),
-    ]:
+    for name, (program, *arguments) in json.loads(sys.argv[2]).items():
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = call()
+            status = mains[program](arguments)
         results[name] = [status, out.getvalue(), err.getvalue()]
     print(json.dumps(results))
 """
+
+_READ_ONLY_AS_NOBODY = {
+    "dump": ["filelog-dump", "."],
+    "category": ["filelog-dump", ".", "--category", "initsync", "--json"],
+    "stats": ["filelog-bus", "stats", "."],
+    "verify": ["filelog-bus", "verify", "."],
+    "retention": ["filelog-bus", "retention", ".", "--bytes", "0"],
+}
 
 
 @pytest.mark.skipif(
@@ -193,7 +198,7 @@ def test_read_only_commands_work_for_a_user_who_may_only_read_the_bus(bus_dir: P
     try:
         before = content_snapshot(bus_dir)
 
-        child = run_python(_AS_NOBODY, str(bus_dir), timeout=HANG_GUARD)
+        child = run_python(_CLI_AS_NOBODY, str(bus_dir), json.dumps(_READ_ONLY_AS_NOBODY), timeout=HANG_GUARD)
 
         assert child.returncode == 0, child.stderr
         results = json.loads(child.stdout)
@@ -210,29 +215,14 @@ def test_read_only_commands_work_for_a_user_who_may_only_read_the_bus(bus_dir: P
         subprocess.run(["chmod", "-R", "u+w", str(bus_dir)], check=True)
 
 
-_INSPECT_AS_NOBODY = """
-    import contextlib, encodings.ascii, io, json, os, sys
-    from filelog_bus.cli import dump as dump_command, main as cli
-
-    os.chdir(sys.argv[1])  # (imports first: nobody may not read the Python installation under /root)
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
-    results = {}
-    for name, call in [
-        ("dump", lambda: dump_command.dump_main(["bus"])),
-        ("stats", lambda: cli.main(["stats", "bus"])),
-        ("stats --json", lambda: cli.main(["stats", "bus", "--json"])),
-        ("verify", lambda: cli.main(["verify", "bus"])),
-        ("retention", lambda: cli.main(["retention", "bus", "--days", "1"])),
-        ("retention --dry-run", lambda: cli.main(["retention", "bus", "--bytes", "0", "--dry-run"])),
-    ]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = call()
-        results[name] = [status, out.getvalue(), err.getvalue()]
-    print(json.dumps(results))
-"""
+_INSPECT_AS_NOBODY = {
+    "dump": ["filelog-dump", "bus"],
+    "stats": ["filelog-bus", "stats", "bus"],
+    "stats --json": ["filelog-bus", "stats", "bus", "--json"],
+    "verify": ["filelog-bus", "verify", "bus"],
+    "retention": ["filelog-bus", "retention", "bus", "--days", "1"],
+    "retention --dry-run": ["filelog-bus", "retention", "bus", "--bytes", "0", "--dry-run"],
+}
 
 
 # Went wrong: stats, verify and retention on a bus the user may not enter printed only "Permission denied: PATH", or said the bus did not exist.
@@ -253,7 +243,7 @@ def test_inspecting_commands_explain_a_bus_the_user_may_not_enter_as_dump_does(
     shared.chmod(parent_mode)
     (shared / "bus").chmod(bus_mode)
     try:
-        child = run_python(_INSPECT_AS_NOBODY, str(shared), timeout=HANG_GUARD)
+        child = run_python(_CLI_AS_NOBODY, str(shared), json.dumps(_INSPECT_AS_NOBODY), timeout=HANG_GUARD)
     finally:
         shared.chmod(0o755)
         (shared / "bus").chmod(0o755)
