@@ -14,7 +14,7 @@ from helpers.cli import BUS, DUMP, HANG_GUARD
 from helpers.processes import REPO
 
 from filelog_bus.cli import exits
-from filelog_bus.cli.exits import EXIT_STATUSES
+from filelog_bus.cli.main import EXIT_STATUSES
 
 PACKAGE = REPO / "filelog_bus"
 

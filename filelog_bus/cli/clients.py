@@ -36,6 +36,7 @@ from filelog_bus.cli.exits import (
     EXIT_OUT_OF_RANGE,
     EXIT_USAGE,
     NAGIOS_CRITICAL,
+    NAGIOS_NOTE,
     NAGIOS_OK,
     NAGIOS_UNKNOWN,
     NAGIOS_WARNING,
@@ -127,7 +128,7 @@ overrides). Each file is first copied to FILE.bak-<UTC time>, then replaced in o
 compressed as before, with its mode and owner. A cache that cannot be read changes nothing
 (exit status {EXIT_BAD_CACHE}).
 
-{exit_statuses_help(EXITS, note=f"with --nagios, Nagios's statuses instead: {NAGIOS_OK} OK, {NAGIOS_WARNING} WARNING, {NAGIOS_CRITICAL} CRITICAL, {NAGIOS_UNKNOWN} UNKNOWN")}"""
+{exit_statuses_help(EXITS, note=NAGIOS_NOTE)}"""
 
 
 def add_command(commands: Any) -> None:
