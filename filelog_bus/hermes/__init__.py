@@ -1,5 +1,6 @@
-"""Everything specific to Hermes: the plugin bodies, client caches and the offsets --set-offsets writes, the clients report, the
-installer and its assets, and the road to Hermes's Kafka bus (``kafka``, an optional extra).
+"""Everything specific to Hermes: the plugin bodies, client caches and the offsets --set-offsets
+writes into them, the clients report, the installer and its assets, and the road to Hermes's
+Kafka bus (``kafka``, an optional extra).
 
 The engine (``filelog_bus``) knows nothing of Hermes, with one exception: filelog_bus.errors
 holds every public error, this package's too (client caches, Kafka), so that a caller catches them
