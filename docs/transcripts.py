@@ -280,6 +280,10 @@ def kafka_scene(scene: Scene) -> Iterator[None]:
         broker.wait()
 
 
+def no_scene(scene: Scene) -> None:
+    """Nothing: the commands need no bus (such as --help)."""
+
+
 SCENES: dict[str, Callable[[Scene], object]] = {
     "dump": demo_scene,
     "stats": demo_scene,
@@ -292,6 +296,7 @@ SCENES: dict[str, Callable[[Scene], object]] = {
     "retention": locked_scene,
     "retention-clients": aged_bus_scene,
     "kafka": kafka_scene,
+    "exit-statuses": no_scene,
 }
 
 #: How long a kafka-export took: shown as 0.0 s.

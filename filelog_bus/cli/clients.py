@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from typing import Any
 
-from filelog_bus.bus_directory import bus_state
 from filelog_bus.cli.args import (
     add_kafka_arguments,
     byte_count,
@@ -36,6 +35,7 @@ from filelog_bus.cli.exits import (
     EXIT_OUT_OF_RANGE,
     EXIT_USAGE,
     NAGIOS_CRITICAL,
+    NAGIOS_NOTE,
     NAGIOS_OK,
     NAGIOS_UNKNOWN,
     NAGIOS_WARNING,
@@ -46,14 +46,7 @@ from filelog_bus.cli.format import format_time, printable, table_lines, write_li
 from filelog_bus.cli.prometheus import render, write_textfile
 from filelog_bus.cli.run import fail
 from filelog_bus.errors import FilelogBusError
-from filelog_bus.hermes.client_cache import (
-    OFFSET_KEYS,
-    ClientCache,
-    describe,
-    find_clients,
-    refuse_if_running,
-    set_offsets,
-)
+from filelog_bus.hermes.client_cache import describe, find_clients, set_offsets
 from filelog_bus.hermes.clients import (
     CRITICAL_STATES,
     BusPositions,
@@ -63,7 +56,7 @@ from filelog_bus.hermes.clients import (
     client_reports,
     unreadable_report,
 )
-from filelog_bus.reader import LogReader
+from filelog_bus.hermes.offset_plan import plan_kafka, plan_target
 
 #: The statuses clients can return (its --help lists them); --nagios has Nagios's own.
 EXITS = command_statuses(
@@ -127,7 +120,7 @@ overrides). Each file is first copied to FILE.bak-<UTC time>, then replaced in o
 compressed as before, with its mode and owner. A cache that cannot be read changes nothing
 (exit status {EXIT_BAD_CACHE}).
 
-{exit_statuses_help(EXITS, note=f"with --nagios, Nagios's statuses instead: {NAGIOS_OK} OK, {NAGIOS_WARNING} WARNING, {NAGIOS_CRITICAL} CRITICAL, {NAGIOS_UNKNOWN} UNKNOWN")}"""
+{exit_statuses_help(EXITS, note=NAGIOS_NOTE)}"""
 
 
 def add_command(commands: Any) -> None:
@@ -257,14 +250,6 @@ def _clients(prog: str, args: argparse.Namespace) -> int:
     return EXIT_OK if all(report.state == ClientState.OK for report in reports) else EXIT_ATTENTION
 
 
-def _initialised(cache: ClientCache) -> str:
-    if cache.initialised:
-        return "yes"
-    if cache.initstopoffset is not None and cache.nextoffset is not None:
-        return "in progress"
-    return "no"
-
-
 def _summary(reports: list[ClientReport]) -> str:
     counts = Counter(report.state for report in reports)
     return ", ".join(f"{counts[state]} {state}" for state in ClientState if counts[state])
@@ -287,7 +272,7 @@ def _table(path: str, bus: BusPositions, reports: list[ClientReport], notes: lis
                 "-" if unread is None else str(unread.events),
                 "-" if unread is None else str(unread.bytes),
                 format_time(None if unread is None else unread.oldest_time),
-                "-" if report.state == ClientState.UNREADABLE else _initialised(report.cache),
+                "-" if report.state == ClientState.UNREADABLE else report.cache.initialisation,
                 report.state,
             ]
         )
@@ -368,19 +353,23 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
     if found.errors:
         return fail(prog, f"nothing was changed: {found.errors[0]}", EXIT_BAD_CACHE)
     if args.set_offsets in _KAFKA_WAYS:
-        planned, notes = _kafka_offsets(args, found.clients), found.notes
+        plan = plan_kafka(
+            args.path,
+            found,
+            to_kafka=args.set_offsets == "kafka",
+            bootstrap_server=args.bootstrap_server,
+            topic=args.topic,
+            timeout=args.timeout,
+            force=args.force,
+        )
     else:
-        target, why = _target(args.path, args.set_offsets)
-        planned = [(cache, dict.fromkeys(OFFSET_KEYS, target)) for cache in found.clients]
-        notes = [*found.notes, *([why] if why else [])]
-    if not args.force:
-        for cache, _ in planned:  # every client, before any file is written
-            refuse_if_running(cache)
-    for note in notes:
+        plan = plan_target(args.path, found, args.set_offsets, force=args.force)
+    for note in plan.notes:
         write_line(f"note: {note}")
-    for cache, offsets in planned:
-        old = describe([cache.initstartoffset, cache.initstopoffset, cache.nextoffset])
-        if list(offsets.values()) == [cache.initstartoffset, cache.initstopoffset, cache.nextoffset]:
+    for change in plan.changes:
+        cache, offsets = change.cache, change.offsets
+        old = describe(change.current)
+        if change.unchanged:
             write_line(f"{cache.appname} ({cache.path}): {old}; unchanged")
             continue
         backup = set_offsets(cache, offsets, check_running=not args.force)
@@ -389,42 +378,3 @@ def _set_offsets(prog: str, args: argparse.Namespace) -> int:
         where = f" (Kafka offsets in {args.topic})" if args.set_offsets == "kafka" else ""
         write_line(f"{cache.appname} ({cache.path}): was {old}; now {new}{where}; backup {backup}")
     return EXIT_OK
-
-
-def _kafka_offsets(
-    args: argparse.Namespace, caches: list[ClientCache]
-) -> list[tuple[ClientCache, dict[str, int | None]]]:
-    """Every client's offsets in the topic (or back on the bus), all computed before any cache is written."""
-    from filelog_bus.hermes.kafka.client_offsets import bus_offsets, kafka_offsets
-    from filelog_bus.hermes.kafka.topic import DEFAULT_TIMEOUT_SECONDS, KafkaTopic
-
-    translate = kafka_offsets if args.set_offsets == "kafka" else bus_offsets
-    timeout = DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout
-    with (
-        KafkaTopic(args.bootstrap_server, args.topic, timeout=timeout) as topic,
-        LogReader(args.path) as reader,
-    ):
-        topic.open()
-        return translate(caches, reader, topic)
-
-
-def _target(path: str, where: int | str) -> tuple[int, str]:
-    """The offset --set-offsets writes, and a note when it deserves one."""
-    state = bus_state(path)
-    if state != "bus":
-        if isinstance(where, int):
-            return where, ""
-        return 0, f"{path} holds no bus yet: a new bus starts at offset 0"
-    with LogReader(path) as reader:
-        begin, end = reader.begin_offset, reader.end_offset
-    if where == "start":
-        return begin, ""
-    if where == "end":
-        return end, ""
-    assert isinstance(where, int)
-    if not begin <= where <= end:
-        return where, (
-            f"offset {where} is not on {path} (offsets {begin} to {end}): written as given, for another "
-            "bus such as a Kafka topic; a filelog client would fail on it"
-        )
-    return where, ""

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from filelog_bus import check
-from filelog_bus.bus_directory import bus_state
+from filelog_bus.bus_directory import DirectoryState, bus_state
 from filelog_bus.cli.args import help_formatter
 from filelog_bus.cli.exits import (
     EXIT_DAMAGED,
@@ -81,6 +81,8 @@ def add_command(commands: Any) -> None:
 
 #: Pause between two appends of the demo writer, so that the reader visibly follows it.
 _DEMO_PAUSE_SECONDS = 0.05
+#: How long the demo's reader waits for a next record before it checks whether the writer has exited.
+_RECORD_WAIT_SECONDS = 0.2
 
 _DEMO_WRITER = (
     "import sys\n"
@@ -186,15 +188,13 @@ def _demo_history(path: str) -> tuple[bool, int]:
 def run_demo(prog: str, args: argparse.Namespace) -> int:
     """`filelog-bus demo DIR`: a writer process appends Hermes-like events while this one follows."""
     path = args.dir
-    state = bus_state(path)
-    had_initsync, runs = _demo_history(path) if state == "bus" else (False, 0)
+    is_bus = bus_state(path) is DirectoryState.BUS
+    had_initsync, runs = _demo_history(path) if is_bus else (False, 0)
     with_initsync, run = not had_initsync, runs + 1
     expected = len(demo_events(with_initsync=with_initsync, run=run))
     quoted = shlex.quote(path)
-    write_line(
-        f"filelog-bus demo: {'appending to the bus' if state == 'bus' else 'creating a bus'} in {path}"
-    )
-    with LogReader(path, missing_ok=True, timeout=0.2) as reader:
+    write_line(f"filelog-bus demo: {'appending to the bus' if is_bus else 'creating a bus'} in {path}")
+    with LogReader(path, missing_ok=True, timeout=_RECORD_WAIT_SECONDS) as reader:
         start = reader.end_offset
         reader.seek(start)
         writer = subprocess.Popen(
@@ -208,7 +208,7 @@ def run_demo(prog: str, args: argparse.Namespace) -> int:
             f"\nthis process reads each one as soon as it is durable:"
         )
         while writer.poll() is None:
-            for record in reader:  # waits up to 0.2 s for each next record
+            for record in reader:  # waits up to _RECORD_WAIT_SECONDS for each next record
                 write_line(
                     f"  offset {record.offset:>6}  {record.category:<8}  {_event_summary(record.payload)}"
                 )

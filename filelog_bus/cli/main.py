@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from filelog_bus.cli import clients, demo, kafka_export, retention, stats, verify
+from filelog_bus.cli import clients, demo, dump, hermes_install, kafka_export, retention, stats, verify
 from filelog_bus.cli.args import Parser, help_formatter
 from filelog_bus.cli.dump import dump_main
-from filelog_bus.cli.exits import EXIT_STATUSES
+from filelog_bus.cli.exits import NAGIOS_NOTE, exit_status_table
 from filelog_bus.cli.hermes_install import hermes_install_main
 from filelog_bus.cli.run import run_command
 
@@ -21,6 +21,21 @@ Operate a filelog-bus: what is on it, is it healthy, who reads it and how far be
 retention, install the Hermes plugins, move to Hermes's Kafka bus. Read-only commands (dump, stats, verify, clients) never
 take the writer lock and never write into the bus directory: run them while the server is
 appending."""
+
+#: The whole exit-status table: each command's EXITS, under the meaning every command shares.
+EXIT_STATUSES = exit_status_table(
+    {
+        "filelog-dump": dump.EXITS,
+        "stats": stats.EXITS,
+        "verify": verify.EXITS,
+        "clients": clients.EXITS,
+        "retention": retention.EXITS,
+        "kafka-export": kafka_export.EXITS,
+        "demo": demo.EXITS,
+        "hermes-install": hermes_install.EXITS,
+    },
+    notes={"clients": NAGIOS_NOTE},
+)
 
 MAIN_EPILOG = f"""\
 examples:

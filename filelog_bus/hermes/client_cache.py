@@ -24,12 +24,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from filelog_bus import fs
+from filelog_bus.compat import StrEnum
 from filelog_bus.errors import ClientCacheError, ClientRunningError
 
 OFFSET_KEYS = ("initstartoffset", "initstopoffset", "nextoffset")
 _SUFFIXES = (".json.gz", ".json")
 #: A cache file is a few KiB to a few MiB; refuse to decompress a file into more than this.
 _MAX_CACHE_BYTES = 512 * 2**20
+
+
+#: A client's three offsets, by cache entry (OFFSET_KEYS); None: unset.
+Offsets = dict[str, int | None]
+
+
+class Initialisation(StrEnum):
+    """How far a client is through the initsync sequence, as `filelog-bus clients` shows it."""
+
+    DONE = "yes"
+    #: Reading the sequence: its end is known, and the client has not reached it.
+    IN_PROGRESS = "in progress"
+    NOT_STARTED = "no"
+
+
+def initialised(start: int | None, stop: int | None, next_: int | None) -> bool:
+    """Hermes's own test of a client's three offsets: all set, and the initsync sequence read to its end."""
+    return start is not None and stop is not None and next_ is not None and next_ >= stop
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,16 @@ class ClientCache:
 
     @property
     def initialised(self) -> bool:
-        """Hermes's own test: all three offsets set and the initsync sequence read to its end."""
-        start, stop, next_ = self.initstartoffset, self.initstopoffset, self.nextoffset
-        return start is not None and stop is not None and next_ is not None and next_ >= stop
+        return initialised(self.initstartoffset, self.initstopoffset, self.nextoffset)
+
+    @property
+    def initialisation(self) -> Initialisation:
+        """How far the client is through its initsync sequence."""
+        if self.initialised:
+            return Initialisation.DONE
+        if self.initstopoffset is not None and self.nextoffset is not None:
+            return Initialisation.IN_PROGRESS
+        return Initialisation.NOT_STARTED
 
     @property
     def compressed(self) -> bool:

@@ -4,8 +4,8 @@ The bus knows nothing of its readers; their positions are in their cache files
 (filelog_bus.hermes.client_cache). From those and the bus this module answers "is every client
 keeping up?", "will retention delete events a client has not read?" and, when retention
 must delete them anyway (the size budget), "what does each client lose?".
-The decisions (classify, spare_from, lost_ranges) are pure, the last two retention's
-(retention.spared_from, retention.loses) applied to the clients; the rest reads the bus.
+The decisions are pure: classify here, and what retention spares and what a reader loses
+(retention.spared_from, retention.loses), applied to the clients' positions; the rest reads the bus.
 """
 
 from __future__ import annotations
@@ -120,12 +120,6 @@ def classify(
     return ClientState.OK, "keeping up" if unread.events else "has read every event"
 
 
-def spare_from(clients: Sequence[ClientCache], begin: int, end: int) -> int | None:
-    """The offset retention must keep from: the oldest position of a client still on the bus
-    (retention.spared_from)."""
-    return spared_from((c.nextoffset for c in clients), begin, end)
-
-
 @dataclass(frozen=True)
 class Loss:
     """Events a client had not read that retention deletes: offsets [start, stop)."""
@@ -140,15 +134,6 @@ class Loss:
             f"client {self.cache.appname} ({self.cache.path}) loses {self.events} unread events, offsets "
             f"{self.start} to {self.stop} ({self.stop - self.start} bytes): re-initialise it"
         )
-
-
-def lost_ranges(clients: Sequence[ClientCache], begin: int, new_begin: int) -> list[tuple[ClientCache, int]]:
-    """(client, first lost offset) of each client whose unread events lie before `new_begin`."""
-    return [
-        (c, c.nextoffset)
-        for c in clients
-        if c.nextoffset is not None and loses(c.nextoffset, begin, new_begin)
-    ]
 
 
 def _duration(seconds: float) -> str:
@@ -210,7 +195,7 @@ def bus_positions(
         begin, end = reader.begin_offset, reader.end_offset
     next_begin = begin
     if thresholds.max_age_days is not None or thresholds.max_bytes is not None:
-        keep = spare_from(clients, begin, end) if thresholds.sparing else None
+        keep = spared_from((c.nextoffset for c in clients), begin, end) if thresholds.sparing else None
         plan = plan_retention_now(
             path,
             max_age_days=thresholds.max_age_days,
@@ -291,7 +276,7 @@ def plan_sparing(
         return SparingOutcome([], [], None, refused=f"retention keeps everything: {reasons}")
     with LogReader(path) as reader:
         begin, end = reader.begin_offset, reader.end_offset
-    keep = spare_from(found.clients, begin, end)
+    keep = spared_from((c.nextoffset for c in found.clients), begin, end)
     plan = plan_retention_now(
         path,
         max_age_days=max_age_days,
@@ -301,7 +286,8 @@ def plan_sparing(
     )
     losses = [
         Loss(client, start, plan.begin_offset, count_events(path, start, plan.begin_offset))
-        for client, start in lost_ranges(found.clients, begin, plan.begin_offset)
+        for client in found.clients
+        if (start := client.nextoffset) is not None and loses(start, begin, plan.begin_offset)
     ]
     expired = tuple(c for c in found.clients if c.nextoffset is not None and c.nextoffset < begin)
     return SparingOutcome(

@@ -29,12 +29,11 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
-from filelog_bus.hermes.client_cache import OFFSET_KEYS, ClientCache
+from filelog_bus.hermes.client_cache import OFFSET_KEYS, ClientCache, Offsets, initialised
 from filelog_bus.hermes.kafka.copy import Copy, check_consecutive, check_message, read_copy, record_at
 from filelog_bus.hermes.kafka.topic import KafkaTopic
 from filelog_bus.reader import LogReader
 
-Offsets = dict[str, int | None]
 #: Translates one offset of a client's cache entry.
 Translation = Callable[[ClientCache, str, int], int]
 
@@ -220,11 +219,6 @@ class _ToBus:
         )
 
 
-def _initialised(start: int | None, stop: int | None, next_: int | None) -> bool:
-    """Hermes's own test of a client's three offsets."""
-    return start is not None and stop is not None and next_ is not None and next_ >= stop
-
-
 def _plan(caches: Sequence[ClientCache], translation: Translation) -> list[tuple[ClientCache, Offsets]]:
     """Every client's offsets translated (unset ones stay unset), or the first ClientOffsetError."""
     planned = []
@@ -234,7 +228,7 @@ def _plan(caches: Sequence[ClientCache], translation: Translation) -> list[tuple
             key: None if value is None else translation(cache, key, value)
             for key, value in zip(OFFSET_KEYS, current, strict=True)
         }
-        if _initialised(*offsets.values()) != cache.initialised:
+        if initialised(*offsets.values()) != cache.initialised:
             assert cache.nextoffset is not None
             raise _refusal(
                 cache,
