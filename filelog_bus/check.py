@@ -468,7 +468,7 @@ def _check_listed_segment(
         )
     finally:
         segment.close()
-    if not os.path.exists(segment.path):
+    if fs.stat_or_explain(segment.path, "verify it") is None:  # a refusal is not a deletion
         notes.append(f"{name} was deleted (by retention) while the bus was being checked")
         return None
     return check

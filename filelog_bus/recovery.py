@@ -25,7 +25,7 @@ from typing import NamedTuple
 from filelog_bus import fs
 from filelog_bus.errors import CorruptionError, DamageKind
 from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
-from filelog_bus.segment import ActiveSegment, ReadOnlySegment, list_segment_bases
+from filelog_bus.segment import ActiveSegment, ReadOnlySegment
 
 
 class DurablePoint(NamedTuple):
@@ -45,18 +45,19 @@ class LoadedSegments(NamedTuple):
 
 def load_segments(
     directory: str,
+    bases: list[int],
     interval: int,
     segment_bytes: int,
     durable: DurablePoint,
     clean_close: CleanClose | None,
     before_recovery: Callable[[], None],
 ) -> LoadedSegments:
-    """Run the passes on a bus that has at least one segment; the caller owns the returned segment.
+    """Run the passes on a bus that has at least one segment (``bases``, from list_segment_bases); the
+    caller owns the returned segment.
 
     ``before_recovery`` runs before the active segment's recovery writes anything (the writer
     makes the erasure of a clean-close note durable there).
     """
-    bases = list_segment_bases(directory)
     remove_leftovers(directory, bases)  # 1
     check_closed_segments(directory, bases, interval)  # 2
     active = ActiveSegment.open(directory, bases[-1], interval, segment_bytes)  # 3
