@@ -35,7 +35,7 @@ from filelog_bus.problem import Problem
 from filelog_bus.record import Record
 from filelog_bus.retention import segment_spans
 from filelog_bus.scan import CollectDamage, Damage
-from filelog_bus.segment import ReadOnlySegment, header_incomplete, list_segment_bases
+from filelog_bus.segment import ReadOnlySegment, gap_after_segment, header_incomplete, list_segment_bases
 from filelog_bus.watermark import read_published
 
 #: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
@@ -510,10 +510,11 @@ def check_segment(
     result = SegmentCheck()
     base = segment.base
     name = segment_name(base)
-    try:
-        segment.check_header()
-    except CorruptionError as exc:
-        result.problems.append(Problem(name, exc.file_position, None, DamageKind.FILE_HEADER, exc.reason))
+    damage = segment.header_damage
+    if damage is not None:
+        result.problems.append(
+            Problem(name, damage.file_position, None, DamageKind.FILE_HEADER, damage.reason)
+        )
     kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
     indexes = [kind.start_check(segment.directory, base) for kind in kinds]
     file_end = segment.file_end()
@@ -590,7 +591,7 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
     problems = []
     for base, next_base in itertools.pairwise(bases):
         try:
-            gap = ReadOnlySegment.gap_after(path, base, next_base)
+            gap = gap_after_segment(path, base, next_base)
         except FileNotFoundError:
             continue  # deleted by retention since it was listed
         if gap is not None:

@@ -25,7 +25,13 @@ from typing import NamedTuple
 from filelog_bus import fs
 from filelog_bus.errors import CorruptionError, DamageKind
 from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
-from filelog_bus.segment import ActiveSegment, ReadOnlySegment
+from filelog_bus.segment import (
+    ActiveSegment,
+    ReadOnlySegment,
+    delete_segment_files,
+    derived_files_sound,
+    gap_after_segment,
+)
 
 
 class DurablePoint(NamedTuple):
@@ -79,7 +85,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
     names = os.listdir(directory)
     orphans = {base for name in names if (base := parse_index_name(name)) is not None} - set(bases)
     for base in sorted(orphans):
-        ReadOnlySegment.delete(directory, base)
+        delete_segment_files(directory, base)
     temporaries = [name for name in names if name.endswith(TEMPORARY_SUFFIX)]
     for name in temporaries:
         with contextlib.suppress(FileNotFoundError):
@@ -91,7 +97,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
 def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:
     """Check that closed segments follow each other without gaps; rebuild damaged derived files."""
     for base, next_base in itertools.pairwise(bases):
-        gap = ReadOnlySegment.gap_after(directory, base, next_base)
+        gap = gap_after_segment(directory, base, next_base)
         if gap is not None:
             end, size = gap
             raise CorruptionError(
@@ -103,7 +109,7 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
                 advice="restore it from a backup, or move it and every older segment aside to keep only the "
                 "newer records",
             )
-        if not ReadOnlySegment.derived_files_sound(directory, base):
+        if not derived_files_sound(directory, base):
             segment = ReadOnlySegment.open(directory, base)
             try:
                 segment.repair_derived(next_base, default_interval=interval)

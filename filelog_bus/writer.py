@@ -42,7 +42,13 @@ from filelog_bus.retention import (
     plan_retention_of,
     segment_spans,
 )
-from filelog_bus.segment import ActiveSegment, ReadOnlySegment, list_segment_bases, preallocated_size
+from filelog_bus.segment import (
+    ActiveSegment,
+    ReadOnlySegment,
+    delete_segment_files,
+    list_segment_bases,
+    preallocated_size,
+)
 from filelog_bus.standby import BACKGROUND_BYTES, StandbyPreparer
 from filelog_bus.watermark import WatermarkPublisher
 from filelog_bus.writer_lock import WriterLock
@@ -549,7 +555,7 @@ class LogWriter:
                 self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one
-                deleted.append(ReadOnlySegment.delete(self.path, span.base))
+                deleted.append(delete_segment_files(self.path, span.base))
                 self._bases.remove(span.base)
         except BaseException as exc:
             self._stop(exc, "retention failed", self.path)
