@@ -32,15 +32,12 @@ from filelog_bus.layout import (
 )
 from filelog_bus.os_errors import permission_explained
 from filelog_bus.problem import Problem
+from filelog_bus.progress import SegmentProgress, TotalProgress
 from filelog_bus.record import Record
 from filelog_bus.retention import segment_spans
 from filelog_bus.scan import CollectDamage, Damage
 from filelog_bus.segment import ReadOnlySegment, gap_after_segment, header_incomplete, list_segment_bases
 from filelog_bus.watermark import read_published
-
-#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
-#: segment check's ``progress(bytes_done)``, which reports within one segment).
-TotalProgress = Callable[[int, int], None]
 
 #: How long verify waits before re-checking the newest segment once: a writer that is opening
 #: the bus rewrites the tail of that segment's indexes, which must not be reported as damage.
@@ -496,7 +493,7 @@ def check_segment(
     end: int | None,
     *,
     active: bool,
-    progress: Callable[[int], None] | None = None,
+    progress: SegmentProgress | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> SegmentCheck:
     """Check every record below ``end`` and each derived file against a rebuild. Never raises.

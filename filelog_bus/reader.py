@@ -436,7 +436,7 @@ class LogReader:
         """Wait, up to the timeout, until a record is on the bus after the position; False if none came.
 
         Sleeps until the writer's wake-up (filelog_bus/wakeup.py), re-checking the watermark every
-        RECHECK_SECONDS (0.8 s) anyway; sleep-polls every ``poll_interval`` where the wake-up is unavailable, and
+        ``RECHECK_SECONDS`` anyway; sleep-polls every ``poll_interval`` where the wake-up is unavailable, and
         until the bus exists. BusDeletedError once the bus was deleted (or created again) under it.
         """
         self._check_open()
