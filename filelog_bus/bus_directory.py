@@ -155,9 +155,11 @@ def require_directory(path: str, purpose: str) -> None:
     if directory.state is DirectoryState.UNREADABLE:
         raise directory.permission_error(purpose)
     if directory.state is DirectoryState.MISSING:
-        raise NotABusError(f"no bus at {path}: the directory does not exist; check the path")
+        raise NotABusError(
+            f"no bus at {path}: the directory does not exist", path=path, advice="check the path"
+        )
     if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
-        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus")
+        raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
 
 
 def segments_and_watermark(path: str) -> tuple[list[int], int]:

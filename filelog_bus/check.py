@@ -32,15 +32,12 @@ from filelog_bus.layout import (
 )
 from filelog_bus.os_errors import permission_explained
 from filelog_bus.problem import Problem
+from filelog_bus.progress import SegmentProgress, TotalProgress
 from filelog_bus.record import Record
 from filelog_bus.retention import segment_spans
 from filelog_bus.scan import CollectDamage, Damage
-from filelog_bus.segment import ReadOnlySegment, header_incomplete, list_segment_bases
+from filelog_bus.segment import ReadOnlySegment, gap_after_segment, header_incomplete, list_segment_bases
 from filelog_bus.watermark import read_published
-
-#: ``progress(bytes_done, bytes_total)``: called as records are read, for a progress bar (not a
-#: segment check's ``progress(bytes_done)``, which reports within one segment).
-TotalProgress = Callable[[int, int], None]
 
 #: How long verify waits before re-checking the newest segment once: a writer that is opening
 #: the bus rewrites the tail of that segment's indexes, which must not be reported as damage.
@@ -468,7 +465,7 @@ def _check_listed_segment(
         )
     finally:
         segment.close()
-    if not os.path.exists(segment.path):
+    if fs.stat_or_explain(segment.path, "verify it") is None:  # a refusal is not a deletion
         notes.append(f"{name} was deleted (by retention) while the bus was being checked")
         return None
     return check
@@ -496,7 +493,7 @@ def check_segment(
     end: int | None,
     *,
     active: bool,
-    progress: Callable[[int], None] | None = None,
+    progress: SegmentProgress | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> SegmentCheck:
     """Check every record below ``end`` and each derived file against a rebuild. Never raises.
@@ -510,10 +507,11 @@ def check_segment(
     result = SegmentCheck()
     base = segment.base
     name = segment_name(base)
-    try:
-        segment.check_header()
-    except CorruptionError as exc:
-        result.problems.append(Problem(name, exc.file_position, None, DamageKind.FILE_HEADER, exc.reason))
+    damage = segment.header_damage
+    if damage is not None:
+        result.problems.append(
+            Problem(name, damage.file_position, None, DamageKind.FILE_HEADER, damage.reason)
+        )
     kinds = [kind for kind in INDEX_KINDS if not (active and kind.closed_only)]
     indexes = [kind.start_check(segment.directory, base) for kind in kinds]
     file_end = segment.file_end()
@@ -590,7 +588,7 @@ def _check_continuity(path: str, bases: list[int]) -> list[Problem]:
     problems = []
     for base, next_base in itertools.pairwise(bases):
         try:
-            gap = ReadOnlySegment.gap_after(path, base, next_base)
+            gap = gap_after_segment(path, base, next_base)
         except FileNotFoundError:
             continue  # deleted by retention since it was listed
         if gap is not None:

@@ -42,11 +42,32 @@ class FilelogBusError(Exception):
     def __str__(self) -> str:
         text = self.reason
         where = self.where()
-        if where:
+        if where and not _names_path(text, where):
             text += f" ({where})"
         if self.advice:
             text += f"; {self.advice}"
         return text
+
+
+def _names_path(text: str, path: str) -> bool:
+    """Whether ``text`` already names ``path`` in full (not as the start of a longer path), so that
+    ``str()`` need not append it. Only a path with a separator counts: a bare relative name may be
+    a word of the text."""
+    if "/" not in path:
+        return False
+    start = text.find(path)
+    while start >= 0:
+        end = start + len(path)
+        if (start == 0 or text[start - 1] in _AROUND_PATH) and (
+            end == len(text) or text[end] in _AROUND_PATH
+        ):
+            return True
+        start = text.find(path, start + 1)
+    return False
+
+
+#: What stands before or after a path in an error's text (a path ends at none of these).
+_AROUND_PATH = " \t\n:;,()'\""
 
 
 class ConfigError(FilelogBusError, ValueError):

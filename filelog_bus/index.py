@@ -371,9 +371,13 @@ INDEX_ADVICE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IndexKind:
-    """One kind of derived file: its name, layout, and the entries a rebuild gives it."""
+    """One kind of derived file: its name, layout, and the entries a rebuild gives it.
+
+    The three kinds below are the only instances, compared and hashed by identity (readers key
+    their caches by them).
+    """
 
     label: str
     magic: bytes
@@ -382,6 +386,8 @@ class IndexKind:
     per_category: bool
     #: The entries of this file in a rebuild of its segment.
     rebuilt_entries: Callable[[IndexRebuild], list[tuple[int, float]] | list[tuple[int, int]]]
+    #: What a reader loads: the file as a view trusted below an end offset, None if unusable.
+    load: Callable[[str, int, int], IndexView | None]
     #: Only closed segments have one.
     closed_only: bool = False
 
@@ -446,7 +452,13 @@ class IndexKind:
 
 
 OFFSET_INDEX = IndexKind(
-    "offset index", OFFSET_INDEX_MAGIC, OFFSET_ENTRY, offset_index_name, False, lambda r: r.offset_entries
+    "offset index",
+    OFFSET_INDEX_MAGIC,
+    OFFSET_ENTRY,
+    offset_index_name,
+    False,
+    lambda r: r.offset_entries,
+    load=load_offset_index,
 )
 CATEGORY_INDEX = IndexKind(
     "category index",
@@ -455,6 +467,7 @@ CATEGORY_INDEX = IndexKind(
     category_index_name,
     True,
     lambda r: r.category_entries,
+    load=load_category_index,
 )
 #: With the completeness mark as its last entry.
 CATEGORY_SUMMARY = IndexKind(
@@ -464,6 +477,7 @@ CATEGORY_SUMMARY = IndexKind(
     category_summary_name,
     True,
     lambda r: [*r.summary_entries, (r.end, 0)],
+    load=load_category_summary,
     closed_only=True,
 )
 INDEX_KINDS = (OFFSET_INDEX, CATEGORY_INDEX, CATEGORY_SUMMARY)

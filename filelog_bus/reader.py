@@ -28,7 +28,7 @@ from filelog_bus.errors import (
     OffsetOutOfRangeError,
     RecordsExpiredError,
 )
-from filelog_bus.index import IndexView, load_category_index, load_category_summary, load_offset_index
+from filelog_bus.index import CATEGORY_INDEX, CATEGORY_SUMMARY, OFFSET_INDEX, IndexKind, IndexView
 from filelog_bus.layout import WATERMARK_NAME
 from filelog_bus.os_errors import io_error, permission_error
 from filelog_bus.record import HEADER_SIZE, Record, RecordDecodeError, category_key, validate_category
@@ -44,11 +44,6 @@ _STALE_INDEX_BYTES = 64 * 1024
 #: Index files kept loaded (each up to a few MiB) and category summaries (a few bytes per category).
 _CACHED_INDEXES = 4
 _CACHED_SUMMARIES = 4096
-_INDEX_LOADERS = {
-    "offsets": load_offset_index,
-    "categories": load_category_index,
-    "summary": load_category_summary,
-}
 
 
 class LogReader:
@@ -83,8 +78,8 @@ class LogReader:
         self._batch: list[Record] = []
         self._next_in_batch = 0
         self._position = 0
-        self._index_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
-        self._summary_cache: OrderedDict[tuple[str, int], tuple[int, IndexView | None]] = OrderedDict()
+        self._index_cache: OrderedDict[tuple[IndexKind, int], tuple[int, IndexView | None]] = OrderedDict()
+        self._summary_cache: OrderedDict[tuple[IndexKind, int], tuple[int, IndexView | None]] = OrderedDict()
         self._chunk = READ_CHUNK
         #: Set while the newest segment's file is behind the watermark: (watermark, segment, its data end).
         self._stalled: tuple[int, ReadOnlySegment, int] | None = None
@@ -268,7 +263,7 @@ class LogReader:
             return end
         segment, segment_end = self._locate(offset, end)
         start = segment.base
-        index = self._index("offsets", segment.base, segment_end)
+        index = self._index(OFFSET_INDEX, segment.base, segment_end)
         if index is not None:
             count = index.bisect_offset(offset + 1)
             if count:
@@ -330,16 +325,18 @@ class LogReader:
         self._segment = segment
         return segment
 
-    def _index(self, kind: str, base: int, end: int) -> IndexView | None:
+    def _index(self, kind: IndexKind, base: int, end: int) -> IndexView | None:
         """An index of a segment, trusted below ``end``; the most recently used few are cached."""
-        cache = self._summary_cache if kind == "summary" else self._index_cache
-        cached = cache.get((kind, base))
+        summary = kind is CATEGORY_SUMMARY
+        cache = self._summary_cache if summary else self._index_cache
+        key = (kind, base)
+        cached = cache.get(key)
         if cached is not None and cached[0] <= end < cached[0] + _STALE_INDEX_BYTES:
-            cache.move_to_end((kind, base))
+            cache.move_to_end(key)
             return cached[1]  # entries it lacks only make lookups scan a little more
-        view = _INDEX_LOADERS[kind](self.path, base, end)
-        cache[(kind, base)] = (end, view)
-        if len(cache) > (_CACHED_SUMMARIES if kind == "summary" else _CACHED_INDEXES):
+        view = kind.load(self.path, base, end)
+        cache[key] = (end, view)
+        if len(cache) > (_CACHED_SUMMARIES if summary else _CACHED_INDEXES):
             cache.popitem(last=False)
         return view
 
@@ -439,7 +436,7 @@ class LogReader:
         """Wait, up to the timeout, until a record is on the bus after the position; False if none came.
 
         Sleeps until the writer's wake-up (filelog_bus/wakeup.py), re-checking the watermark every
-        RECHECK_SECONDS (0.8 s) anyway; sleep-polls every ``poll_interval`` where the wake-up is unavailable, and
+        ``RECHECK_SECONDS`` anyway; sleep-polls every ``poll_interval`` where the wake-up is unavailable, and
         until the bus exists. BusDeletedError once the bus was deleted (or created again) under it.
         """
         self._check_open()
@@ -578,13 +575,13 @@ class LogReader:
         """False when a closed segment's category summary shows no category with this key."""
         if segment.base == self._bases[-1]:
             return True  # the active segment has no summary yet
-        summary = self._index("summary", segment.base, segment_end)
+        summary = self._index(CATEGORY_SUMMARY, segment.base, segment_end)
         return summary is None or summary.find_key(key, 0) >= 0
 
     def _find_in_segment(
         self, segment: ReadOnlySegment, segment_end: int, position: int, category: str, key: int
     ) -> Record | None:
-        index = self._index("categories", segment.base, segment_end)
+        index = self._index(CATEGORY_INDEX, segment.base, segment_end)
         if index is None:
             return self._scan_for(segment, position, segment_end, category, None)[0]
         base, interval = segment.base, index.interval

@@ -25,7 +25,13 @@ from typing import NamedTuple
 from filelog_bus import fs
 from filelog_bus.errors import CorruptionError, DamageKind
 from filelog_bus.layout import TEMPORARY_SUFFIX, CleanClose, parse_index_name, segment_name
-from filelog_bus.segment import ActiveSegment, ReadOnlySegment, list_segment_bases
+from filelog_bus.segment import (
+    ActiveSegment,
+    ReadOnlySegment,
+    delete_segment_files,
+    derived_files_sound,
+    gap_after_segment,
+)
 
 
 class DurablePoint(NamedTuple):
@@ -45,18 +51,19 @@ class LoadedSegments(NamedTuple):
 
 def load_segments(
     directory: str,
+    bases: list[int],
     interval: int,
     segment_bytes: int,
     durable: DurablePoint,
     clean_close: CleanClose | None,
     before_recovery: Callable[[], None],
 ) -> LoadedSegments:
-    """Run the passes on a bus that has at least one segment; the caller owns the returned segment.
+    """Run the passes on a bus that has at least one segment (``bases``, from list_segment_bases); the
+    caller owns the returned segment.
 
     ``before_recovery`` runs before the active segment's recovery writes anything (the writer
     makes the erasure of a clean-close note durable there).
     """
-    bases = list_segment_bases(directory)
     remove_leftovers(directory, bases)  # 1
     check_closed_segments(directory, bases, interval)  # 2
     active = ActiveSegment.open(directory, bases[-1], interval, segment_bytes)  # 3
@@ -78,7 +85,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
     names = os.listdir(directory)
     orphans = {base for name in names if (base := parse_index_name(name)) is not None} - set(bases)
     for base in sorted(orphans):
-        ReadOnlySegment.delete(directory, base)
+        delete_segment_files(directory, base)
     temporaries = [name for name in names if name.endswith(TEMPORARY_SUFFIX)]
     for name in temporaries:
         with contextlib.suppress(FileNotFoundError):
@@ -90,7 +97,7 @@ def remove_leftovers(directory: str, bases: list[int]) -> None:
 def check_closed_segments(directory: str, bases: list[int], interval: int) -> None:
     """Check that closed segments follow each other without gaps; rebuild damaged derived files."""
     for base, next_base in itertools.pairwise(bases):
-        gap = ReadOnlySegment.gap_after(directory, base, next_base)
+        gap = gap_after_segment(directory, base, next_base)
         if gap is not None:
             end, size = gap
             raise CorruptionError(
@@ -102,7 +109,7 @@ def check_closed_segments(directory: str, bases: list[int], interval: int) -> No
                 advice="restore it from a backup, or move it and every older segment aside to keep only the "
                 "newer records",
             )
-        if not ReadOnlySegment.derived_files_sound(directory, base):
+        if not derived_files_sound(directory, base):
             segment = ReadOnlySegment.open(directory, base)
             try:
                 segment.repair_derived(next_base, default_interval=interval)

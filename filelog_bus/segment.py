@@ -13,8 +13,10 @@ Two types, so that the state each operation needs exists by construction:
 - ``ActiveSegment``: the newest segment, opened by the one writer to append to. It owns
   the index writers, the deferred records and the preallocation state.
 
-Both share ``Segment``: reading records by offset. The checks that report a segment's
-damage as Problems live in filelog_bus/check.py.
+Both share ``Segment``: reading records by offset. Closed segments are also looked at and
+deleted by name, without opening them (``gap_after_segment``, ``derived_files_sound``,
+``delete_segment_files``: what recovery, retention and check use). The checks that report a
+segment's damage as Problems live in filelog_bus/check.py.
 
 Writing is fail-stop: a method that fails part-way raises, and the writer that owns
 the segment stops using it; opening the bus again runs ``ActiveSegment.recover``.
@@ -75,7 +77,7 @@ class Segment:
 
     Invariants:
     - the record at file position ``FILE_HEADER_SIZE + k`` has bus offset ``base + k``, and the
-      header names ``base`` too (``check_header``, which also learns the format ``version``);
+      header names ``base`` too, and the format ``version`` (both read when it is opened);
     - a sound segment holds whole records from ``base`` to where its data ends (damage is what
       ``check.check_segment`` reports, and what ``ActiveSegment.recover`` cuts when it is a torn
       write); a closed segment's file ends exactly there, where the next segment begins; a
@@ -84,21 +86,14 @@ class Segment:
       changes a file.
     """
 
-    def __init__(self, directory: str, base: int, fd: int) -> None:
+    def __init__(self, directory: str, base: int, fd: int, *, version: int) -> None:
         self.directory = directory
         self.base = base
         self.path = os.path.join(directory, segment_name(base))
         self.fd = fd
         self.scanner = RecordScanner(self)
-        #: The format version of its header (known once checked); version 2 may be preallocated.
-        self.version = 1
-
-    def check_header(self) -> None:
-        """Check that the header is a segment's, of this base. The format version is learnt even when
-        the base is wrong, so that a check reporting that can go on reading the records."""
-        recorded_base, self.version = _read_header(self.fd, self.path)
-        if recorded_base != self.base:
-            raise _wrong_base(self.path, recorded_base, self.base)
+        #: The format version its header records (read when it is opened); version 2 may be preallocated.
+        self.version = version
 
     # -- reading -----------------------------------------------------------------------
 
@@ -190,18 +185,40 @@ class ReadOnlySegment(Segment):
       is an append in progress, or zeros.
     """
 
+    def __init__(
+        self, directory: str, base: int, fd: int, *, version: int, header_damage: CorruptionError | None
+    ) -> None:
+        super().__init__(directory, base, fd, version=version)
+        #: What is wrong with its header (not a segment's, or of another base); None when sound.
+        self.header_damage = header_damage
+
     @classmethod
     def open(cls, directory: str, base: int, *, check_header: bool = True) -> ReadOnlySegment:
-        """Open an existing segment to read it. FileNotFoundError if it is gone."""
-        fd = fs.open_or_explain(os.path.join(directory, segment_name(base)), os.O_RDONLY)
-        segment = cls(directory, base, fd)
-        if check_header:
+        """Open an existing segment to read it, with its header's format version. FileNotFoundError if
+        it is gone.
+
+        A bad header raises, unless ``check_header`` is False (a check, which reports
+        ``header_damage`` and goes on reading the records): then a segment whose header names
+        another base keeps its recorded version, and one whose header is unreadable is read as
+        version 1 (no preallocated tail).
+        """
+        path = os.path.join(directory, segment_name(base))
+        fd = fs.open_or_explain(path, os.O_RDONLY)
+        try:
+            damage: CorruptionError | None = None
             try:
-                segment.check_header()
-            except BaseException:
-                segment.close()
-                raise
-        return segment
+                recorded_base, version = _read_header(fd, path)
+            except UnsupportedFormatError as exc:
+                damage, version = exc, 1
+            else:
+                if recorded_base != base:
+                    damage = _wrong_base(path, recorded_base, base)
+            if damage is not None and check_header:
+                raise damage
+        except BaseException:
+            fs.close(fd)
+            raise
+        return cls(directory, base, fd, version=version, header_damage=damage)
 
     def repair_derived(self, end: int, *, default_interval: int) -> list[str]:
         """Replace, atomically, a closed segment's derived files that differ from a rebuild from its
@@ -210,32 +227,6 @@ class ReadOnlySegment(Segment):
         if differing:
             self._write_derived(differing)
         return sorted(differing)
-
-    # -- closed segments, by name ------------------------------------------------------
-
-    @staticmethod
-    def gap_after(directory: str, base: int, next_base: int) -> tuple[int, int] | None:
-        """For a closed segment: (where its data ends, its file size) when that is not where the next
-        segment begins (the file was truncated or extended), else None. FileNotFoundError if gone."""
-        size = os.stat(os.path.join(directory, segment_name(base))).st_size
-        end = base + size - FILE_HEADER_SIZE
-        return None if end == next_base else (end, size)
-
-    @staticmethod
-    def derived_files_sound(directory: str, base: int) -> bool:
-        """Cheap check of a closed segment's derived files: present, right header, whole entries."""
-        return all(kind.header_sound(directory, base) for kind in INDEX_KINDS)
-
-    @staticmethod
-    def delete(directory: str, base: int) -> str:
-        """Delete a closed segment durably: the log first (readers never find a log without its
-        base), then its derived files (an open after a crash deletes those left behind), then
-        fsync the directory. Returns the log's name."""
-        for name in (segment_name(base), *(kind.file_name(base) for kind in INDEX_KINDS)):
-            with contextlib.suppress(FileNotFoundError):
-                fs.unlink(os.path.join(directory, name))
-        fs.fsync_directory(directory)
-        return segment_name(base)
 
 
 class ActiveSegment(Segment):
@@ -256,8 +247,7 @@ class ActiveSegment(Segment):
         self, directory: str, base: int, fd: int, *, version: int, interval: int, capacity: int
     ) -> None:
         """Take ``fd`` (closed here if the index files cannot be opened) and open the index writers."""
-        super().__init__(directory, base, fd)
-        self.version = version
+        super().__init__(directory, base, fd, version=version)
         #: How many bytes of records it takes before a roll (segment_capacity).
         self.capacity = capacity
         #: Which records the indexes take an entry for.
@@ -415,7 +405,7 @@ class ActiveSegment(Segment):
         self._write_deferred()
         fs.fdatasync(self.fd)
 
-    def write_pending(self) -> None:
+    def _write_pending(self) -> None:
         """Write what waits in memory (deferred records, index entries) to the files; no sync."""
         self._write_deferred()
         self._offsets.flush()
@@ -587,7 +577,7 @@ class ActiveSegment(Segment):
 
     # -- rebuilding its indexes ----------------------------------------------------------
 
-    def reindex(self, end: int) -> None:
+    def _reindex(self, end: int) -> None:
         """Index the records below ``end`` afresh (CorruptionError if damaged)."""
         self._reset_indexes()
         for record in self.records(self.base, end):
@@ -597,10 +587,10 @@ class ActiveSegment(Segment):
     def repair_derived(self, end: int, *, default_interval: int) -> list[str]:
         """Reindex in place (its writers hold the indexes open) when an index differs from a rebuild
         from the records below ``end``; return the names of the indexes that differed."""
-        self.write_pending()  # compare files that hold everything appended, not lagging ones
+        self._write_pending()  # compare files that hold everything appended, not lagging ones
         differing = self._differing_derived(end, default_interval, (OFFSET_INDEX, CATEGORY_INDEX))
         if differing:
-            self.reindex(end)
+            self._reindex(end)
         return sorted(differing)
 
 
@@ -717,3 +707,31 @@ def list_segment_bases(directory: str) -> list[int]:
     bases = [base for name in os.listdir(directory) if (base := parse_segment_name(name)) is not None]
     bases.sort()
     return bases
+
+
+# -- closed segments, by name: what recovery, retention and check use without opening them --------
+
+
+def gap_after_segment(directory: str, base: int, next_base: int) -> tuple[int, int] | None:
+    """For a closed segment: (where its data ends, its file size) when that is not where the next
+    segment begins (the file was truncated or extended), else None. FileNotFoundError if gone."""
+    size = os.stat(os.path.join(directory, segment_name(base))).st_size
+    end = base + size - FILE_HEADER_SIZE
+    return None if end == next_base else (end, size)
+
+
+def derived_files_sound(directory: str, base: int) -> bool:
+    """Cheap check of a closed segment's derived files: present, right header, whole entries."""
+    return all(kind.header_sound(directory, base) for kind in INDEX_KINDS)
+
+
+def delete_segment_files(directory: str, base: int) -> str:
+    """Delete a closed segment durably (retention, and recovery finishing a retention pass a crash
+    cut short): the log first (readers never find a log without its base), then its derived files
+    (an open after a crash deletes those left behind), then fsync the directory. Returns the log's
+    name."""
+    for name in (segment_name(base), *(kind.file_name(base) for kind in INDEX_KINDS)):
+        with contextlib.suppress(FileNotFoundError):
+            fs.unlink(os.path.join(directory, name))
+    fs.fsync_directory(directory)
+    return segment_name(base)

@@ -34,7 +34,6 @@ from filelog_bus.errors import (
     InvalidRecordError,
     NotABusError,
 )
-from filelog_bus.layout import parse_segment_name
 from filelog_bus.os_errors import io_error, permission_error
 from filelog_bus.record import CategoryEncoder
 from filelog_bus.recovery import DurablePoint, load_segments
@@ -43,7 +42,13 @@ from filelog_bus.retention import (
     plan_retention_of,
     segment_spans,
 )
-from filelog_bus.segment import ActiveSegment, ReadOnlySegment, preallocated_size
+from filelog_bus.segment import (
+    ActiveSegment,
+    ReadOnlySegment,
+    delete_segment_files,
+    list_segment_bases,
+    preallocated_size,
+)
 from filelog_bus.standby import BACKGROUND_BYTES, StandbyPreparer
 from filelog_bus.watermark import WatermarkPublisher
 from filelog_bus.writer_lock import WriterLock
@@ -235,13 +240,20 @@ class LogWriter:
         self._watermark = WatermarkPublisher(self.path, unsynced_writer=not self._sync_each_append)
         previous = self._watermark.published()
         clean_close = self._watermark.take_clean_close()
-        if any(parse_segment_name(name) is not None for name in os.listdir(self.path)):
+        bases = list_segment_bases(self.path)
+        if bases:
             durable = DurablePoint(
                 previous.offset if previous is not None and previous.durable else 0,
                 previous is not None and previous.unsynced_writer,
             )
             loaded = load_segments(
-                self.path, interval, self.config.segment_bytes, durable, clean_close, self._before_first_write
+                self.path,
+                bases,
+                interval,
+                self.config.segment_bytes,
+                durable,
+                clean_close,
+                self._before_first_write,
             )
             self._segment, self._bases, self._end = loaded.active, loaded.bases, loaded.end
         else:
@@ -543,7 +555,7 @@ class LogWriter:
                 self._before_first_write()
             for span in doomed:
                 assert self._segment is not None and span.base < self._segment.base  # never the active one
-                deleted.append(ReadOnlySegment.delete(self.path, span.base))
+                deleted.append(delete_segment_files(self.path, span.base))
                 self._bases.remove(span.base)
         except BaseException as exc:
             self._stop(exc, "retention failed", self.path)

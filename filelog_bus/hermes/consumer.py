@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from filelog_bus.bus_directory import DirectoryState, classify
 from filelog_bus.errors import (
     BusClosedError,
     NotABusError,
@@ -94,8 +94,10 @@ class BusConsumer:
                 reader.open()
             except NotABusError as exc:
                 raise NotABusError(
-                    f"{exc}. Set {SETTINGS}.path of this client to the bus directory hermes-server writes "
-                    "(the `path` of its filelog producer)."
+                    exc.reason,
+                    path=exc.path,
+                    advice=f"set {SETTINGS}.path of this client to the bus directory hermes-server writes "
+                    "(the `path` of its filelog producer)",
                 ) from exc
         self._reader = reader
 
@@ -105,15 +107,12 @@ class BusConsumer:
         Other problems reaching the path (permissions) are the engine's to report, with advice.
         """
         try:
-            os.stat(self._path)
-        except FileNotFoundError:
-            if not self._told_missing:
-                hermes_logger().info(
-                    f"filelog bus {self._path!r} does not exist yet: waiting for hermes-server"
-                )
-                self._told_missing = True
+            missing = classify(self._path).state is DirectoryState.MISSING
         except OSError:
-            pass
+            return
+        if missing and not self._told_missing:
+            hermes_logger().info(f"filelog bus {self._path!r} does not exist yet: waiting for hermes-server")
+            self._told_missing = True
 
     def close(self) -> None:
         reader, self._reader = self._reader, None

@@ -22,6 +22,7 @@ from helpers.permissions import outcome_as_unprivileged_user
 from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, LogWriter
+from filelog_bus.errors import NotABusError
 
 
 class RecordingHandler(logging.Handler):
@@ -440,3 +441,16 @@ def test_a_bus_the_server_may_not_write_gives_an_error_saying_what_to_do(
         assert outcome.startswith("BusPermissionError: ")
         assert f"hermes-server cannot write the filelog bus '{where}'" in outcome
         assert "write access" in outcome
+
+
+# Went wrong: the consumer restated the engine's NotABusError without its path and advice fields.
+def test_consumer_on_a_path_that_is_not_a_bus_gives_the_path_and_the_setting_as_fields(
+    hermes: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "bus.sqlite"
+    not_a_directory.write_text("an old SQLite bus file")
+    with pytest.raises(NotABusError) as raised:
+        consumer(hermes, not_a_directory).open()
+    assert raised.value.path == str(not_a_directory)
+    assert raised.value.advice is not None and "settings.path" in raised.value.advice
+    assert str(raised.value).count(str(not_a_directory)) == 1

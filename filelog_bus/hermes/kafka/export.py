@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from filelog_bus.check import TotalProgress
 from filelog_bus.errors import (
     ExportRunningError,
     FilelogBusError,
@@ -36,6 +35,7 @@ from filelog_bus.errors import (
 from filelog_bus.hermes.kafka.copy import Copy, overtaken, read_copy
 from filelog_bus.hermes.kafka.marks import BATCH_HEADER_BYTES, Message, Outgoing, outgoing
 from filelog_bus.hermes.kafka.topic import KafkaTopic
+from filelog_bus.progress import TotalProgress
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
 
