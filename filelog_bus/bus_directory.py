@@ -162,8 +162,11 @@ def require_directory(path: str, purpose: str) -> None:
         raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
 
 
-def segments_and_watermark(path: str) -> tuple[list[int], int]:
-    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark."""
-    require_directory(path, "read the bus")
+def segments_and_watermark(path: str, purpose: str) -> tuple[list[int], int]:
+    """Segment bases, then the watermark: read in this order, every listed base is <= the watermark.
+
+    ``purpose`` words a refusal (the caller's, as in "permission denied reading PATH to PURPOSE").
+    """
+    require_directory(path, purpose)
     bases = list_segment_bases(path)
     return bases, read_published(path)

@@ -230,7 +230,7 @@ def bus_stats(path: str, progress: TotalProgress | None = None) -> BusStats:
 
 
 def _bus_stats(path: str, progress: TotalProgress | None) -> BusStats:
-    bases, watermark = segments_and_watermark(path)
+    bases, watermark = segments_and_watermark(path, "take its statistics")
     spans = _spans(bases, watermark)
     total = sum(span.end - span.base for span in spans)
     done = 0

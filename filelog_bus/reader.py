@@ -23,6 +23,7 @@ from filelog_bus.errors import (
     BusPermissionError,
     ConfigError,
     CorruptionError,
+    FilelogBusError,
     InvalidOffsetError,
     NotABusError,
     OffsetOutOfRangeError,
@@ -102,7 +103,12 @@ class LogReader:
     def open(self) -> LogReader:
         if self._open:
             return self
-        directory = classify(self.path)
+        try:
+            directory = classify(self.path)
+        except OSError as exc:
+            if not fs.failed_call(exc):
+                raise
+            raise self._unopened(exc) from exc
         if directory.state is DirectoryState.UNREADABLE:
             if directory.denied_listing:
                 raise self._unlistable(directory.denied) from None
@@ -122,14 +128,15 @@ class LogReader:
         except BaseException as exc:
             self.close()
             if fs.failed_call(exc):
-                raise io_error(
-                    exc,
-                    f"could not open the bus at {self.path} for reading",
-                    self.path,
-                    then="open the reader again",
-                ) from exc
+                raise self._unopened(exc) from exc
             raise
         return self
+
+    def _unopened(self, exc: OSError) -> FilelogBusError:
+        """Open's error for a failed call: the errno's advice, then open the reader again."""
+        return io_error(
+            exc, f"could not open the bus at {self.path} for reading", self.path, then="open the reader again"
+        )
 
     def close(self) -> None:
         self._close_watermark()

@@ -211,7 +211,7 @@ def plan_retention_now(
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
     with permission_explained(path, "plan retention"):
-        bases, watermark = segments_and_watermark(path)
+        bases, watermark = segments_and_watermark(path, "plan retention")
         if not bases:
             return RetentionPlan([], 0, watermark)
         spans = segment_spans(bases, watermark)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ from helpers.processes import PROCESS_TIMEOUT, python_env, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import (
+    BusIOError,
     CorruptionError,
     InvalidOffsetError,
     NotABusError,
@@ -432,6 +434,41 @@ def test_missing_bus_directory(tmp_path: Path) -> None:
         assert reader.find_next("orders") is None
         write_mixed(path, 3)
         assert [r.payload for r in reader] == [payload_of(i) for i in range(3)]
+
+
+# Went wrong: a reader opened with no file descriptor left, or on a symlink loop, raised a bare OSError
+# from the look at the bus directory (the directory's classification), not a BusIOError.
+def test_a_reader_that_cannot_look_at_the_bus_directory_raises_a_bus_io_error(tmp_path: Path) -> None:
+    """A failed look other than a refusal (ELOOP, EMFILE) is a BusIOError naming the path, with advice."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for missing_ok in (False, True):
+        with pytest.raises(BusIOError) as raised:
+            LogReader(loop, missing_ok=missing_ok).open()
+        assert (raised.value.errno, raised.value.path) == (errno.ELOOP, str(loop))
+    write_mixed(tmp_path / "bus", 3)
+    child = spawn_python(
+        """
+        import os, resource, sys
+        from filelog_bus import LogReader
+        from filelog_bus.errors import BusIOError
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            LogReader(sys.argv[1]).open()
+        except BusIOError as exc:
+            print(exc.errno, exc.advice)
+        """,
+        str(tmp_path / "bus"),
+    )
+    out, err = child.communicate(timeout=PROCESS_TIMEOUT)
+    assert (child.returncode, err) == (0, "")
+    assert out.startswith(f"{errno.EMFILE} the process has too many open files"), out
 
 
 def test_a_damaged_oldest_segment_header_does_not_stop_a_reader_from_opening_or_seeking_past_it(

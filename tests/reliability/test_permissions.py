@@ -29,9 +29,11 @@ from helpers.permissions import NOBODY, as_nobody
 from helpers.processes import run_python
 
 from filelog_bus import LogReader, LogWriter
+from filelog_bus.check import bus_stats, verify_bus
 from filelog_bus.errors import BusPermissionError, OffsetOutOfRangeError
 from filelog_bus.layout import FILE_HEADER_SIZE, OFFSET_INDEX_SUFFIX
 from filelog_bus.record import encode_record
+from filelog_bus.retention import plan_retention_now
 
 #: Creates a bus under the given umask: appends across several segments, deletes an index (so the
 #: next open rebuilds it), reopens, applies retention, closes. argv: path umask
@@ -140,6 +142,33 @@ def test_consumer_without_read_access_gets_a_permission_error(shared_dir: Path) 
 
     outcome = as_nobody(consume)
     assert outcome.startswith("BusPermissionError") and "permission denied" in outcome, outcome
+
+
+# Went wrong: stats and retention's planning on a bus directory the user may not list said they were
+# refused "to read the bus" instead of what they were doing (to take its statistics, to plan retention).
+@pytest.mark.others_reach_shared_dir
+def test_stats_and_retention_planning_refused_a_listing_say_what_they_were_doing(shared_dir: Path) -> None:
+    bus = shared_dir / "bus"
+    write_and_close(bus, "a", 5)
+    bus.chmod(0o711)  # others may traverse, not list
+
+    def refusals() -> list[str]:
+        said = []
+        for attempt in (
+            lambda: bus_stats(str(bus)),
+            lambda: plan_retention_now(str(bus), max_age_days=1, max_bytes=None),
+            lambda: verify_bus(str(bus)),
+        ):
+            try:
+                attempt()
+            except BusPermissionError as exc:
+                said.append(exc.reason)
+        return said
+
+    assert as_nobody(refusals) == [
+        f"permission denied reading {bus} to {purpose}"
+        for purpose in ("take its statistics", "plan retention", "verify it")
+    ]
 
 
 # -- a reader never writes -----------------------------------------------------------------------------------
