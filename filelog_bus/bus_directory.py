@@ -87,6 +87,8 @@ def classify(path: str) -> BusDirectory:
         names = tuple(sorted(os.listdir(path)))
     except FileNotFoundError:
         return _missing(path)  # deleted since the stat
+    except NotADirectoryError:  # replaced by a file since the stat
+        return BusDirectory(path, DirectoryState.NOT_A_BUS, is_directory=False)
     except PermissionError as exc:
         refused = os.fsdecode(exc.filename) if exc.filename else path
         return BusDirectory(
