@@ -30,7 +30,7 @@ from filelog_bus.layout import (
     WATERMARK_NAME,
     segment_name,
 )
-from filelog_bus.os_errors import permission_explained
+from filelog_bus.os_errors import failures_explained
 from filelog_bus.problem import Problem
 from filelog_bus.progress import SegmentProgress, TotalProgress
 from filelog_bus.record import Record
@@ -225,7 +225,7 @@ class BusStats:
 def bus_stats(path: str, progress: TotalProgress | None = None) -> BusStats:
     """Read every record below the watermark once. CorruptionError on a damaged record."""
     path = os.fspath(path)
-    with permission_explained(path, "take its statistics"):
+    with failures_explained(path, "take its statistics"):
         return _bus_stats(path, progress)
 
 
@@ -354,7 +354,7 @@ def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport
     rebuild). Raises NotABusError when ``path`` is not a bus; everything else wrong is a Problem.
     """
     path = os.fspath(path)
-    with permission_explained(path, "verify it"):
+    with failures_explained(path, "verify it"):
         return _verify_bus(path, progress)
 
 

@@ -79,9 +79,12 @@ def restated(exc: PermissionError, reason: str, *, path: str, advice: str) -> Bu
 
 
 @contextmanager
-def permission_explained(path: str, purpose: str) -> Iterator[None]:
-    """Turn a bare PermissionError (listing the bus directory, looking at a file in it) into a
-    BusPermissionError that says what the user needs, as the reader's do."""
+def failures_explained(path: str, purpose: str) -> Iterator[None]:
+    """For the inspecting reads (stats, verify, retention's planning): a bare PermissionError
+    (listing the bus directory, looking at a file in it) becomes a BusPermissionError that says
+    what the user needs, as the reader's do; any other failed call (EMFILE, ELOOP, EISDIR...) a
+    BusIOError naming the file, with the advice table's words. An OSError without an errno (an
+    interrupt a signal handler raised) passes through, as everywhere (``fs.failed_call``)."""
     try:
         yield
     except PermissionError as exc:
@@ -91,3 +94,8 @@ def permission_explained(path: str, purpose: str) -> Iterator[None]:
         raise permission_error(
             exc, f"permission denied reading {where} to {purpose}", path=where, advice=READ_PERMISSION_ADVICE
         ) from None
+    except OSError as exc:
+        if isinstance(exc, FilelogBusError) or exc.errno is None:
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename else path
+        raise io_error(exc, f"could not read {where} to {purpose}", path, then="run it again") from exc

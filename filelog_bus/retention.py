@@ -30,7 +30,7 @@ from filelog_bus.bus_directory import segments_and_watermark
 from filelog_bus.errors import ConfigError
 from filelog_bus.index import load_offset_index
 from filelog_bus.layout import segment_name
-from filelog_bus.os_errors import permission_explained
+from filelog_bus.os_errors import failures_explained
 from filelog_bus.segment import ReadOnlySegment
 
 SECONDS_PER_DAY = 86400.0
@@ -210,7 +210,7 @@ def plan_retention_now(
     keep_from: int | None = None,
 ) -> RetentionPlan:
     """The same decision as the writer's apply_retention, from the files as they are now."""
-    with permission_explained(path, "plan retention"):
+    with failures_explained(path, "plan retention"):
         bases, watermark = segments_and_watermark(path, "plan retention")
         if not bases:
             return RetentionPlan([], 0, watermark)

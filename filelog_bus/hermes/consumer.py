@@ -155,7 +155,9 @@ class BusConsumer:
     def _open_reader(self) -> LogReader:
         if self._reader is None:
             raise BusClosedError(
-                f"filelog bus {self._path!r} is not open: use the consumer inside `with bus:` (open() first)"
+                f"filelog bus {self._path!r} is not open",
+                path=self._path,
+                advice="use the consumer inside `with bus:` (open() first)",
             )
         return self._reader
 

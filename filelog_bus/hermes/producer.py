@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from filelog_bus.errors import BusLockedError, ConfigError
+from filelog_bus.errors import BusClosedError, BusLockedError, ConfigError
 from filelog_bus.hermes.clients import log_outcome, retention_sparing
 from filelog_bus.hermes.context import SETTINGS, hermes_logger
 from filelog_bus.os_errors import restated
@@ -128,8 +128,10 @@ class BusProducer:
         sequence without its `init-stop`, so a crash in the middle loses nothing anyone relied on.
         """
         if self._writer is None:
-            raise RuntimeError(
-                f"filelog bus {self._path!r} is not open: send events inside `with bus:` (open() first)"
+            raise BusClosedError(
+                f"filelog bus {self._path!r} is not open",
+                path=self._path,
+                advice="send events inside `with bus:` (open() first)",
             )
         category = event.evcategory
         deferred = (

@@ -22,7 +22,7 @@ from helpers.permissions import outcome_as_unprivileged_user
 from helpers.processes import REPO, STANDIN_DIR
 
 from filelog_bus import LogReader, LogWriter
-from filelog_bus.errors import NotABusError
+from filelog_bus.errors import BusClosedError, NotABusError
 
 
 class RecordingHandler(logging.Handler):
@@ -454,3 +454,22 @@ def test_consumer_on_a_path_that_is_not_a_bus_gives_the_path_and_the_setting_as_
     assert raised.value.path == str(not_a_directory)
     assert raised.value.advice is not None and "settings.path" in raised.value.advice
     assert str(raised.value).count(str(not_a_directory)) == 1
+
+
+# Went wrong: the producer's body raised a bare RuntimeError for a send before open() (the consumer's a
+# BusClosedError without the path): untyped, or typed without its structured field.
+def test_the_plugin_bodies_used_before_open_raise_bus_closed_error_with_the_path(
+    hermes: types.SimpleNamespace, tmp_path: Path
+) -> None:
+    """Used outside `with bus:`, both bodies raise BusClosedError naming the bus, with advice."""
+    from filelog_bus.hermes.consumer import BusConsumer
+    from filelog_bus.hermes.producer import BusProducer
+
+    bus = str(tmp_path / "bus")
+    for use in (
+        lambda: BusProducer({"path": bus}).send(base_events(hermes, 1)[0]),
+        lambda: BusConsumer({"path": bus}, hermes.Event.from_json).seek(0),
+    ):
+        with pytest.raises(BusClosedError) as raised:
+            use()
+        assert raised.value.path == bus and "with bus:" in (raised.value.advice or "")

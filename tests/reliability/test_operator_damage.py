@@ -15,6 +15,7 @@ Real processes, real files; no timing assertions (processes are sequenced throug
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -27,8 +28,8 @@ from helpers.faults import Fault, Interrupt, injected
 from helpers.processes import run_python, spawn_python
 
 from filelog_bus import LogWriter
-from filelog_bus.check import verify_bus
-from filelog_bus.errors import BusLockedError
+from filelog_bus.check import bus_stats, verify_bus
+from filelog_bus.errors import BusIOError, BusLockedError
 from filelog_bus.layout import LOCK_NAME, WATERMARK_NAME
 
 
@@ -283,3 +284,47 @@ def test_an_interrupt_at_any_close_of_a_writers_files_never_keeps_the_bus_locked
             writer.close()
         with LogWriter(bus_dir, lock_timeout=0) as again:  # BusLockedError if the bus were left locked
             again.append("c", b"after")
+
+
+# Went wrong: stats and verify raised a bare OSError ("Is a directory", no path, no advice) on a
+# bus whose watermark an operator replaced with a directory, and under EMFILE.
+def test_stats_and_verify_explain_a_failed_read_with_a_typed_error(tmp_path: Path) -> None:
+    """A failed call other than a refusal is a BusIOError naming the bus, its errno and advice."""
+    bus = tmp_path / "bus"
+    with LogWriter(bus) as writer:
+        writer.append("c", b"x")
+    (bus / WATERMARK_NAME).unlink()
+    (bus / WATERMARK_NAME).mkdir()
+    for inspect, purpose in ((bus_stats, "take its statistics"), (verify_bus, "verify it")):
+        with pytest.raises(BusIOError) as raised:
+            inspect(str(bus))
+        assert (raised.value.errno, raised.value.path) == (errno.EISDIR, str(bus))
+        assert purpose in str(raised.value) and "run it again" in (raised.value.advice or "")
+    (bus / WATERMARK_NAME).rmdir()
+    with LogWriter(bus) as writer:  # the writer rebuilds the watermark
+        writer.append("c", b"y")
+    result = run_python(
+        """
+        import os, resource, sys
+        from filelog_bus.check import bus_stats, verify_bus
+        from filelog_bus.errors import BusIOError
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        for inspect in (bus_stats, verify_bus):
+            try:
+                inspect(sys.argv[1])
+            except BusIOError as exc:
+                print(exc.errno, exc.advice)
+        """,
+        str(bus),
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(
+        line.startswith(f"{errno.EMFILE} the process has too many open files") for line in lines
+    ), result.stdout
