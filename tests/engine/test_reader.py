@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import promises
 from helpers.bus import colliding_categories, content_snapshot, read_all, segment_bases, segment_names
-from helpers.processes import PROCESS_TIMEOUT, python_env, spawn_python
+from helpers.processes import PROCESS_TIMEOUT, python_env, run_python_out_of_descriptors, spawn_python
 
 from filelog_bus import LogReader, LogWriter, Record
 from filelog_bus.errors import (
@@ -447,18 +447,13 @@ def test_a_reader_that_cannot_look_at_the_bus_directory_raises_a_bus_io_error(tm
             LogReader(loop, missing_ok=missing_ok).open()
         assert (raised.value.errno, raised.value.path) == (errno.ELOOP, str(loop))
     write_mixed(tmp_path / "bus", 3)
-    child = spawn_python(
+    result = run_python_out_of_descriptors(
         """
-        import os, resource, sys
+        import sys
         from filelog_bus import LogReader
         from filelog_bus.errors import BusIOError
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        held = []
-        try:
-            while True:
-                held.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError:
-            pass
+        """,
+        """
         try:
             LogReader(sys.argv[1]).open()
         except BusIOError as exc:
@@ -466,9 +461,8 @@ def test_a_reader_that_cannot_look_at_the_bus_directory_raises_a_bus_io_error(tm
         """,
         str(tmp_path / "bus"),
     )
-    out, err = child.communicate(timeout=PROCESS_TIMEOUT)
-    assert (child.returncode, err) == (0, "")
-    assert out.startswith(f"{errno.EMFILE} the process has too many open files"), out
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"{errno.EMFILE} the process has too many open files"), result.stdout
 
 
 def test_a_damaged_oldest_segment_header_does_not_stop_a_reader_from_opening_or_seeking_past_it(

@@ -49,3 +49,20 @@ def run_python(
         text=True,
         timeout=timeout,
     )
+
+
+def run_python_out_of_descriptors(imports: str, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``imports``, then use up every file descriptor (a limit of 64, all held), then ``code``:
+    what a real EMFILE does to the code under test. Returns the result (not checked)."""
+    use_them_up = """
+        import os as _os, resource as _resource
+        _soft, _hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+        _resource.setrlimit(_resource.RLIMIT_NOFILE, (64, _hard))
+        _held = []
+        try:
+            while True:
+                _held.append(_os.open(_os.devnull, _os.O_RDONLY))
+        except OSError:
+            pass
+        """
+    return run_python("\n".join(textwrap.dedent(part) for part in (imports, use_them_up, code)), *args)

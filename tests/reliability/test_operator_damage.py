@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from helpers.bus import CHILD_TIMEOUT, LOCK_ATTEMPT, Expected, hold_bus, read_all, release
 from helpers.faults import Fault, Interrupt, injected
-from helpers.processes import run_python, spawn_python
+from helpers.processes import run_python, run_python_out_of_descriptors, spawn_python
 
 from filelog_bus import LogWriter
 from filelog_bus.check import bus_stats, verify_bus
@@ -303,18 +303,13 @@ def test_stats_and_verify_explain_a_failed_read_with_a_typed_error(tmp_path: Pat
     (bus / WATERMARK_NAME).rmdir()
     with LogWriter(bus) as writer:  # the writer rebuilds the watermark
         writer.append("c", b"y")
-    result = run_python(
+    result = run_python_out_of_descriptors(
         """
-        import os, resource, sys
+        import sys
         from filelog_bus.check import bus_stats, verify_bus
         from filelog_bus.errors import BusIOError
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        held = []
-        try:
-            while True:
-                held.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError:
-            pass
+        """,
+        """
         for inspect in (bus_stats, verify_bus):
             try:
                 inspect(sys.argv[1])
