@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from filelog_bus.compat import StrEnum
 from filelog_bus.errors import BusPermissionError, NotABusError
-from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name
+from filelog_bus.layout import WATERMARK_NAME, holds_no_records, parse_segment_name, segment_bases
 from filelog_bus.os_errors import READ_PERMISSION_ADVICE, permission_error
-from filelog_bus.segment import list_segment_bases
 from filelog_bus.watermark import read_published
 
 
@@ -55,6 +54,11 @@ class BusDirectory:
     @property
     def parent(self) -> str:
         return os.path.dirname(os.path.abspath(self.path))
+
+    @property
+    def segment_bases(self) -> list[int]:
+        """Sorted base offsets of the segments the listing found."""
+        return segment_bases(self.names)
 
     @property
     def foreign(self) -> list[str]:
@@ -148,15 +152,24 @@ def require_bus(path: str) -> None:
         )
 
 
-def require_directory(path: str, purpose: str) -> None:
-    """NotABusError unless ``path`` is a directory; BusPermissionError when the user may not look.
+def require_directory(path: str, purpose: str) -> BusDirectory:
+    """The directory at ``path``, classified (its listing included); NotABusError unless it is a
+    directory, BusPermissionError when the user may not look.
 
     (A directory that holds no bus is refused by the watermark's reader, or reported by verify.)
     """
     directory = classify(path)
+    refuse_unless_directory(directory, purpose)
+    return directory
+
+
+def refuse_unless_directory(directory: BusDirectory, purpose: str, *, missing_ok: bool = False) -> None:
+    """The refusals of a reading caller: an unreadable path (for ``purpose``), a missing one (unless
+    ``missing_ok``: a reader may wait for the bus), anything but a directory."""
+    path = directory.path
     if directory.state is DirectoryState.UNREADABLE:
         raise directory.permission_error(purpose)
-    if directory.state is DirectoryState.MISSING:
+    if directory.state is DirectoryState.MISSING and not missing_ok:
         raise NotABusError(
             f"no bus at {path}: the directory does not exist", path=path, advice="check the path"
         )
@@ -164,11 +177,20 @@ def require_directory(path: str, purpose: str) -> None:
         raise NotABusError(f"{path} is not a directory, so it is not a filelog-bus", path=path)
 
 
+def is_missing(path: str) -> bool:
+    """Whether nothing is at ``path`` (yet): one stat, no listing, for a caller that only waits for a
+    bus to appear. A refused look raises (PermissionError): the path may well be there."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    return False
+
+
 def segments_and_watermark(path: str, purpose: str) -> tuple[list[int], int]:
     """Segment bases, then the watermark: read in this order, every listed base is <= the watermark.
 
     ``purpose`` words a refusal (the caller's, as in "permission denied reading PATH to PURPOSE").
     """
-    require_directory(path, purpose)
-    bases = list_segment_bases(path)
+    bases = require_directory(path, purpose).segment_bases
     return bases, read_published(path)

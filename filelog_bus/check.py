@@ -359,8 +359,7 @@ def verify_bus(path: str, progress: TotalProgress | None = None) -> VerifyReport
 
 
 def _verify_bus(path: str, progress: TotalProgress | None) -> VerifyReport:
-    require_directory(path, "verify it")
-    bases = list_segment_bases(path)
+    bases = require_directory(path, "verify it").segment_bases
     problems: list[Problem] = []
     notes: list[str] = []
     watermark: int | None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from typing import NamedTuple
 
 #: The format version this filelog-bus writes in segment headers, and the newest it reads. Version 2
@@ -104,6 +105,11 @@ def parse_segment_name(name: str) -> int | None:
     """Base offset of a segment file name, or None for any other name."""
     match = _SEGMENT_NAME.fullmatch(name)
     return int(match.group(1)) if match else None
+
+
+def segment_bases(names: Iterable[str]) -> list[int]:
+    """Sorted base offsets of the segment files among a directory's ``names``."""
+    return sorted(base for name in names if (base := parse_segment_name(name)) is not None)
 
 
 def encode_file_header(

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from filelog_bus import fs
-from filelog_bus.bus_directory import DirectoryState, classify
+from filelog_bus.bus_directory import DirectoryState, classify, refuse_unless_directory
 from filelog_bus.errors import (
     BusClosedError,
     BusDeletedError,
@@ -109,18 +109,9 @@ class LogReader:
             if not fs.failed_call(exc):
                 raise
             raise self._unopened(exc) from exc
-        if directory.state is DirectoryState.UNREADABLE:
-            if directory.denied_listing:
-                raise self._unlistable(directory.denied) from None
-            raise directory.permission_error("read the bus")
-        if directory.state is DirectoryState.NOT_A_BUS and not directory.is_directory:
-            raise NotABusError(f"{self.path} is not a directory, so it is not a filelog-bus", path=self.path)
-        if directory.state is DirectoryState.MISSING and not self.missing_ok:
-            raise NotABusError(
-                f"no bus at {self.path}: the directory does not exist",
-                path=self.path,
-                advice="check the path",
-            )
+        if directory.state is DirectoryState.UNREADABLE and directory.denied_listing:
+            raise self._unlistable(directory.denied) from None
+        refuse_unless_directory(directory, "read the bus", missing_ok=self.missing_ok)
         self._open = True
         try:
             self._attach()

@@ -156,11 +156,11 @@ def read_latest_timestamp(directory: str, base: int, end: int, at_least: float) 
     segment = ReadOnlySegment.open(directory, base)
     try:
         latest = max(stamps, default=None)
-        for first in (start, base):  # the last block, then (if needed) the whole segment
-            for record in segment.records(first, end):
+        for first, last in ((start, end), (base, start)):  # the last block, then (if needed) the rest
+            for record in segment.records(first, last):
                 if latest is None or record.timestamp > latest:
                     latest = record.timestamp
-            if first == base or (latest is not None and latest >= at_least):
+            if latest is not None and latest >= at_least:
                 break
         return latest
     finally:

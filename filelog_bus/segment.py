@@ -65,7 +65,7 @@ from filelog_bus.layout import (
     decode_file_header,
     encode_file_header,
     file_header_version,
-    parse_segment_name,
+    segment_bases,
     segment_name,
 )
 from filelog_bus.record import HEADER_SIZE, Record, category_key
@@ -704,9 +704,7 @@ def _resume_point(
 
 def list_segment_bases(directory: str) -> list[int]:
     """Sorted base offsets of the segments in ``directory``."""
-    bases = [base for name in os.listdir(directory) if (base := parse_segment_name(name)) is not None]
-    bases.sort()
-    return bases
+    return segment_bases(os.listdir(directory))
 
 
 # -- closed segments, by name: what recovery, retention and check use without opening them --------

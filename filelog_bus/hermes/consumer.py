@@ -12,7 +12,7 @@ import datetime
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from filelog_bus.bus_directory import DirectoryState, classify
+from filelog_bus.bus_directory import is_missing
 from filelog_bus.errors import (
     BusClosedError,
     NotABusError,
@@ -106,11 +106,13 @@ class BusConsumer:
 
         Other problems reaching the path (permissions) are the engine's to report, with advice.
         """
+        if self._told_missing:
+            return
         try:
-            missing = classify(self._path).state is DirectoryState.MISSING
+            missing = is_missing(self._path)
         except OSError:
             return
-        if missing and not self._told_missing:
+        if missing:
             hermes_logger().info(f"filelog bus {self._path!r} does not exist yet: waiting for hermes-server")
             self._told_missing = True
 
