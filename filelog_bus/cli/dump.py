@@ -30,7 +30,7 @@ from filelog_bus.cli.exits import (
     exit_statuses_help,
 )
 from filelog_bus.cli.format import dump_full, dump_line, format_time, record_json, write_line
-from filelog_bus.cli.run import fail, run_command
+from filelog_bus.cli.run import fail, run_command, stop_signals_ignored_once_done
 from filelog_bus.errors import RecordsExpiredError
 from filelog_bus.reader import LogReader
 from filelog_bus.record import Record
@@ -163,13 +163,8 @@ def dump_main(argv: Sequence[str] | None = None, prog: str = "filelog-dump") -> 
     if not args.follow:
         return run_command(prog, lambda: _dump(prog, args))
     signal.signal(signal.SIGTERM, _as_ctrl_c)  # a follow runs until stopped, by Ctrl-C or by SIGTERM
-    try:
+    with stop_signals_ignored_once_done():
         return run_command(prog, lambda: _dump(prog, args))
-    finally:
-        # Over: Python puts the default dispositions back while it shuts down, and a late signal
-        # then would kill the process instead of letting it exit with its status.
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signal_number, signal.SIG_IGN)
 
 
 def _as_ctrl_c(_signal_number: int, _frame: FrameType | None) -> None:

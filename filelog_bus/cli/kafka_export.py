@@ -24,6 +24,7 @@ from filelog_bus.cli.exits import (
 )
 from filelog_bus.cli.format import human_bytes, plural, write_line
 from filelog_bus.cli.progress import progress_bar
+from filelog_bus.cli.run import stop_signals_ignored_once_done
 
 #: The statuses kafka-export can return (its --help lists them).
 EXITS = command_statuses(
@@ -120,28 +121,17 @@ def _stop_requests() -> list[bool]:
 
 def _kafka_export(prog: str, args: argparse.Namespace) -> int:
     stop = _stop_requests()
-    try:
+    with stop_signals_ignored_once_done():
         return _export(args, stop)
-    finally:
-        # The export is over: the process only reports and exits now. Python puts the default
-        # dispositions back while it shuts down, so a SIGTERM in those last milliseconds (systemd
-        # stopping a service that just failed) would kill it: both are ignored from here on.
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signal_number, signal.SIG_IGN)
 
 
 def _export(args: argparse.Namespace, stop: list[bool]) -> int:
     from filelog_bus.hermes.kafka.export import BusExport, collect_garbage_rarely, one_export_at_a_time
-    from filelog_bus.hermes.kafka.topic import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, KafkaTopic
+    from filelog_bus.hermes.kafka.topic import KafkaTopic
     from filelog_bus.reader import LogReader
 
     topic = KafkaTopic(
-        args.bootstrap_server,
-        args.topic,
-        timeout=DEFAULT_TIMEOUT_SECONDS if args.timeout is None else args.timeout,
-        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES
-        if args.max_request_size is None
-        else args.max_request_size,
+        args.bootstrap_server, args.topic, timeout=args.timeout, max_request_bytes=args.max_request_size
     )
     bar = None if args.follow else progress_bar("kafka-export")
     with (
@@ -166,7 +156,7 @@ def _export(args: argparse.Namespace, stop: list[bool]) -> int:
         sys.stdout.flush()  # a --follow service's log shows where it started at once
         collect_garbage_rarely()
         try:
-            summary = export.run(follow=args.follow, should_stop=lambda: stop[0])
+            export.run(follow=args.follow, should_stop=lambda: stop[0])
         finally:
             if bar is not None:
                 bar.clear()
@@ -181,5 +171,5 @@ def _export(args: argparse.Namespace, stop: list[bool]) -> int:
                 f"exported {plural(copied.records, 'record')} ({human_bytes(copied.bytes)}) into {args.topic} "
                 f"in {copied.seconds:.1f} s: {holds}"
             )
-        interrupted = stop[0] and not args.follow and summary.bus_offset < reader.end_offset
+        interrupted = stop[0] and not args.follow and copied.bus_offset < reader.end_offset
     return EXIT_INTERRUPTED if interrupted else EXIT_OK

@@ -6,8 +6,10 @@ Never a traceback: the exit-status table (filelog_bus.cli.exits) says what each 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from filelog_bus.cli.exits import (
     EXIT_BAD_CACHE,
@@ -16,7 +18,6 @@ from filelog_bus.cli.exits import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_KAFKA,
-    EXIT_LOCKED,
     EXIT_NOT_A_BUS,
     EXIT_OK,
     EXIT_OUT_OF_RANGE,
@@ -75,27 +76,38 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except NotABusError as exc:
+    except (NotABusError, TopicMismatchError) as exc:
         return fail(prog, str(exc), EXIT_NOT_A_BUS)
     except (OffsetOutOfRangeError, ClientOffsetError) as exc:
         return fail(prog, str(exc), EXIT_OUT_OF_RANGE)
-    except TopicMismatchError as exc:
-        return fail(prog, str(exc), EXIT_NOT_A_BUS)
-    except ExportRunningError as exc:
+    except (
+        ExportRunningError,
+        BusLockedError,
+        ClientRunningError,
+    ) as exc:  # ahead of KafkaBusError, which one is
         return fail(prog, str(exc), EXIT_BUSY)
     except KafkaBusError as exc:
         return fail(prog, str(exc), EXIT_KAFKA)
     except CorruptionError as exc:
         return fail(prog, f"{exc}; `filelog-bus verify` lists every problem", EXIT_DAMAGED)
-    except BusLockedError as exc:
-        return fail(prog, str(exc), EXIT_LOCKED)
     except ClientCacheError as exc:
         return fail(prog, str(exc), EXIT_BAD_CACHE)
-    except ClientRunningError as exc:
-        return fail(prog, str(exc), EXIT_BUSY)
     except (ConfigError, InvalidOffsetError, InvalidRecordError) as exc:
         return fail(prog, str(exc), EXIT_USAGE)
     except FilelogBusError as exc:  # includes BusWriteError and BusPermissionError
         return fail(prog, str(exc), EXIT_FAILED)
     except OSError as exc:
         return fail(prog, _os_message(exc), EXIT_FAILED)
+
+
+@contextmanager
+def stop_signals_ignored_once_done() -> Iterator[None]:
+    """For a command that stops on SIGTERM or Ctrl-C (a follow, a bridge): once its work is over,
+    both are ignored. Python puts the default dispositions back while it shuts down, so a signal in
+    those last milliseconds (systemd stopping a service that just failed) would kill the process
+    instead of letting it exit with its status."""
+    try:
+        yield
+    finally:
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, signal.SIG_IGN)

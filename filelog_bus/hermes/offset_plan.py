@@ -83,13 +83,11 @@ def plan_kafka(
     """Every found client's offsets translated to the topic kafka-export filled from the bus at
     `path` (`to_kafka`), or back from it to the bus."""
     from filelog_bus.hermes.kafka.client_offsets import bus_offsets, kafka_offsets
-    from filelog_bus.hermes.kafka.topic import DEFAULT_TIMEOUT_SECONDS, KafkaTopic
+    from filelog_bus.hermes.kafka.topic import KafkaTopic
 
     translate = kafka_offsets if to_kafka else bus_offsets
     with (
-        KafkaTopic(
-            bootstrap_server, topic, timeout=DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout
-        ) as kafka_topic,
+        KafkaTopic(bootstrap_server, topic, timeout=timeout) as kafka_topic,
         LogReader(path) as reader,
     ):
         kafka_topic.open()

@@ -60,7 +60,6 @@ class Resume:
 class ExportSummary:
     """What one run did."""
 
-    resume: Resume
     records: int = 0
     bytes: int = 0
     #: The bus offset after the last record in the topic, and the Kafka offset after its message.
@@ -106,9 +105,7 @@ class BusExport:
         #: A record read that did not fit in the last batch: the first of the next.
         self._held: tuple[Record, Outgoing, int] | None = None
         self.resume = plan_resume(read_copy(reader, topic), topic)
-        self.summary = ExportSummary(
-            self.resume, bus_offset=self.resume.bus_offset, kafka_offset=self.resume.kafka_offset
-        )
+        self.summary = ExportSummary(bus_offset=self.resume.bus_offset, kafka_offset=self.resume.kafka_offset)
 
     def run(self, *, follow: bool = False, should_stop: Callable[[], bool] = lambda: False) -> ExportSummary:
         """Copy up to the end of the bus (``follow``: and then what the writer appends), or until

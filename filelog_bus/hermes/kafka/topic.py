@@ -98,9 +98,13 @@ class KafkaTopic:
         bootstrap_servers: str,
         topic: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        timeout: float | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
+        """``timeout`` and ``max_request_bytes`` of None are the defaults (what a command line that
+        leaves them out asks for)."""
+        timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout
+        max_request_bytes = DEFAULT_MAX_REQUEST_BYTES if max_request_bytes is None else max_request_bytes
         self.bootstrap_servers = bootstrap_servers
         self.servers = parse_bootstrap_servers(bootstrap_servers)
         self.topic = check_topic_name(topic)
