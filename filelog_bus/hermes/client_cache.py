@@ -63,6 +63,11 @@ class ClientCache:
     nextoffset: int | None
 
     @property
+    def offsets(self) -> Offsets:
+        """The three offsets, by cache entry (OFFSET_KEYS)."""
+        return {key: getattr(self, key) for key in OFFSET_KEYS}
+
+    @property
     def initialised(self) -> bool:
         return initialised(self.initstartoffset, self.initstopoffset, self.nextoffset)
 

@@ -24,12 +24,12 @@ class OffsetChange:
 
     @property
     def current(self) -> list[int | None]:
-        return [self.cache.initstartoffset, self.cache.initstopoffset, self.cache.nextoffset]
+        return list(self.cache.offsets.values())
 
     @property
     def unchanged(self) -> bool:
         """The cache already holds these offsets: it is left untouched (no backup either)."""
-        return list(self.offsets.values()) == self.current
+        return self.offsets == self.cache.offsets
 
 
 @dataclass(frozen=True)

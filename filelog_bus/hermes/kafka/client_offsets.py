@@ -29,7 +29,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from filelog_bus.errors import ClientOffsetError, NotExportedYetError
-from filelog_bus.hermes.client_cache import OFFSET_KEYS, ClientCache, Offsets, initialised
+from filelog_bus.hermes.client_cache import ClientCache, Offsets, initialised
 from filelog_bus.hermes.kafka.copy import Copy, check_consecutive, check_message, read_copy, record_at
 from filelog_bus.hermes.kafka.topic import KafkaTopic
 from filelog_bus.reader import LogReader
@@ -223,10 +223,9 @@ def _plan(caches: Sequence[ClientCache], translation: Translation) -> list[tuple
     """Every client's offsets translated (unset ones stay unset), or the first ClientOffsetError."""
     planned = []
     for cache in caches:
-        current = (cache.initstartoffset, cache.initstopoffset, cache.nextoffset)
         offsets: Offsets = {
             key: None if value is None else translation(cache, key, value)
-            for key, value in zip(OFFSET_KEYS, current, strict=True)
+            for key, value in cache.offsets.items()
         }
         if initialised(*offsets.values()) != cache.initialised:
             assert cache.nextoffset is not None
