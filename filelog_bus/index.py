@@ -356,6 +356,12 @@ class IndexWriter:
             fd, self.fd = self.fd, -1
             fs.close(fd)
 
+    def __del__(self) -> None:
+        # Dropped open (an interrupt landed before its segment held it): close the file.
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            os.close(fd)
+
 
 #: How many index blocks of records the active segment's index entries may wait in memory before
 #: they are written (32 KiB with the default 4 KiB blocks): a reader's find_next in the active

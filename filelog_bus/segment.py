@@ -87,10 +87,10 @@ class Segment:
     """
 
     def __init__(self, directory: str, base: int, fd: int, *, version: int) -> None:
+        self.fd = fd  # first: owned (closed by ``__del__``) before anything else can be interrupted
         self.directory = directory
         self.base = base
         self.path = os.path.join(directory, segment_name(base))
-        self.fd = fd
         self.scanner = RecordScanner(self)
         #: The format version its header records (read when it is opened); version 2 may be preallocated.
         self.version = version
@@ -171,6 +171,13 @@ class Segment:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             fs.close(fd)
+
+    def __del__(self) -> None:
+        # Dropped open (an interrupt landed before its owner held it, or while it was being closed):
+        # close the log, as a dropped file object does.
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            os.close(fd)
 
 
 class ReadOnlySegment(Segment):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.bus import open_files_under
 from helpers.faults import Fault, Interrupt, injected
 from helpers.promises import (
     Ack,
@@ -157,6 +158,47 @@ def test_an_interrupt_anywhere_in_open_never_leaves_the_bus_locked_or_records_lo
         with LogWriter(bus, durability="always", lock_timeout=0) as again:
             again.append("c", b"z")
         assert _payloads(bus) == [b"a", b"z"], WHERE[-1]
+
+
+class _InterrupterIn(_Interrupter):
+    """An _Interrupter counting (and interrupting) only the lines of functions named ``function``."""
+
+    def __init__(self, at: int, function: str) -> None:
+        super().__init__(at)
+        self.function = function
+
+    def _local(self, frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code.co_name != self.function:
+            return self._local
+        return super()._local(frame, event, arg)
+
+
+# Went wrong: an interrupt in a roll between the new segment's creation and the writer holding it (or before the sealed one was closed) left a segment's log and index files open for good.
+def test_an_interrupt_anywhere_in_a_roll_leaves_no_file_of_the_bus_open(tmp_path: Path) -> None:
+    def prepared(bus: Path) -> LogWriter:
+        writer = LogWriter(bus, durability="always", segment_bytes=4096).open()
+        for _ in range(7):
+            writer.append("c", b"x" * 500)
+        return writer
+
+    for at in range(1, 100):
+        bus = tmp_path / f"bus{at}"
+        writer = prepared(bus)
+        trace = _InterrupterIn(at, "_roll")
+        sys.settrace(trace)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                writer.append("c", b"y" * 900)  # rolls
+        finally:
+            sys.settrace(None)
+        with contextlib.suppress(KeyboardInterrupt):
+            writer.close()
+        del writer
+        gc.collect()
+        if not trace.fired:
+            break
+        assert open_files_under(bus) == [], trace.where
+    assert at > 5  # the roll's every line was interrupted once
 
 
 # -- an exception raised by a signal handler during append or a roll ------------------------------
